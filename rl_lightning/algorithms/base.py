@@ -1,0 +1,300 @@
+"""The base every algorithm builds on: environments, the env-step budget, collection, logging, evaluation."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from abc import abstractmethod
+from typing import Any, Literal
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
+
+from rl_lightning.data.stream import EvaluationRequests, ExperienceStream
+from rl_lightning.envs.factory import EnvSource, make_vector_env, resolve_env
+from rl_lightning.errors import ConfigurationError
+from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
+
+# Collection runs in the trainer process on purpose (the generator uses the live policy).
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation envs are seeded apart from training envs so they never replay the same episodes."""
+
+
+class RLModule(L.LightningModule):
+    """A LightningModule that trains a policy on environments it builds and steps itself.
+
+    Subclasses implement ``build_networks``, ``steps_per_batch``, ``collect``
+    (step the envs, return one training batch), ``training_step``,
+    ``configure_optimizers`` and ``predict_actions``.
+
+    Training is measured in environment steps: ``env_steps`` counts every
+    transition collected (all sub-envs), training ends once it reaches
+    ``total_steps``, and TensorBoard plots every metric against it. One epoch is
+    ``steps_per_epoch`` env steps (rounded up to whole batches); validation
+    (evaluation episodes) and checkpoint callbacks run at its end.
+
+    Args:
+        env: Gymnasium env id (``"CartPole-v1"``), import path of an env class or factory
+            (``"my_pkg.envs:MyEnv"``), or the class/factory itself.
+        num_envs: number of environment copies stepped together.
+        vectorization: ``"sync"`` steps the copies in this process, ``"async"`` in subprocesses.
+        env_kwargs: keyword arguments for ``gym.make`` or the env class.
+        wrappers: Gymnasium wrappers applied to each copy, innermost first: import paths, or
+            ``{"class_path": ..., "init_args": {...}}``.
+        seed: seeds the networks' initialisation, action sampling and the envs (copy ``i`` gets ``seed + i``).
+        total_steps: training budget in environment steps, summed over all env copies.
+        steps_per_epoch: environment steps per epoch; evaluation and epoch-end checkpoints happen this often.
+        eval_episodes: episodes played by each evaluation (``validate``, ``test``, and after each epoch of ``fit``);
+            0 disables evaluation during ``fit``.
+        eval_num_envs: env copies the evaluation episodes are spread over.
+        eval_deterministic: evaluate the policy's most likely action instead of sampling.
+        eval_env_kwargs: keyword arguments for the evaluation env, overriding ``env_kwargs``.
+    """
+
+    def __init__(
+        self,
+        env: EnvSource = "CartPole-v1",
+        num_envs: int = 1,
+        vectorization: Literal["sync", "async"] = "sync",
+        env_kwargs: dict[str, Any] | None = None,
+        wrappers: list[str | dict[str, Any]] | None = None,
+        seed: int = 0,
+        total_steps: int = 100_000,
+        steps_per_epoch: int = 10_000,
+        eval_episodes: int = 20,
+        eval_num_envs: int = 4,
+        eval_deterministic: bool = True,
+        eval_env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        resolve_env(env)  # an unknown id fails here, before anything is built
+        for name in ("num_envs", "total_steps", "steps_per_epoch", "eval_num_envs"):
+            value = getattr(self.hparams, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name}={value!r} must be a positive integer")
+        if eval_episodes < 0:
+            raise ConfigurationError(f"eval_episodes={eval_episodes} must be >= 0")
+        self.envs: gym.vector.VectorEnv | None = None
+        self.eval_envs: gym.vector.VectorEnv | None = None
+        self.observation_space: gym.Space | None = None
+        self.action_space: gym.Space | None = None
+        self.env_steps = 0
+        self.episode_return = MeanMetric()
+        self.episode_length = MeanMetric()
+        self._finished_returns: list[np.ndarray] = []
+        self._finished_lengths: list[np.ndarray] = []
+        self._obs: np.ndarray | None = None  # the envs' current observations
+        self._last_log: tuple[float, int] | None = None
+        self.last_evaluation: EvaluationResult | None = None
+
+    # ------------------------------------------------------------------ algorithm interface
+    @abstractmethod
+    def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        """Create the networks for these spaces; raise ``ConfigurationError`` for spaces the algorithm can't handle."""
+
+    @property
+    @abstractmethod
+    def steps_per_batch(self) -> int:
+        """Environment steps collected for each training batch."""
+
+    @abstractmethod
+    def collect(self) -> Any:
+        """Step the envs for one batch with the current policy, advance ``env_steps``, return the batch."""
+
+    @abstractmethod
+    def predict_actions(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Env-ready actions for a batch of observations on ``self.device``."""
+
+    # ------------------------------------------------------------------ environments
+    def _rank_seed(self) -> int:
+        # Each DDP rank owns differently seeded envs: offset by the copies of lower ranks.
+        return self.hparams.seed + self.global_rank * self.hparams.num_envs
+
+    def make_envs(self, evaluation: bool = False) -> gym.vector.VectorEnv:
+        """Build the training envs, or the evaluation envs (own seed, ``eval_env_kwargs`` applied)."""
+        hp = self.hparams
+        kwargs = dict(hp.env_kwargs or {})
+        if evaluation:
+            kwargs.update(hp.eval_env_kwargs or {})
+            num_envs = max(1, min(hp.eval_num_envs, hp.eval_episodes or 1))
+            seed = self._rank_seed() + EVAL_SEED_OFFSET
+        else:
+            num_envs, seed = hp.num_envs, self._rank_seed()
+        return make_vector_env(hp.env, num_envs=num_envs, vectorization=hp.vectorization, seed=seed,
+                               env_kwargs=kwargs, wrappers=hp.wrappers or ())
+
+    def _attach_spaces(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        if self.observation_space is None:
+            self.build_networks(observation_space, action_space)
+            self.observation_space, self.action_space = observation_space, action_space
+        elif (observation_space, action_space) != (self.observation_space, self.action_space):
+            raise ConfigurationError(
+                f"the env's spaces (observation {observation_space}, action {action_space}) differ from the "
+                f"model's (observation {self.observation_space}, action {self.action_space})")
+
+    def setup(self, stage: str) -> None:
+        # Envs are built here, not in __init__, so that load_from_checkpoint needs no env
+        # and each DDP rank builds its own.
+        if stage == "fit":
+            torch.manual_seed(self.hparams.seed)
+            if self.envs is None:
+                self.envs = self.make_envs()
+                obs, _ = self.envs.reset(seed=self._rank_seed())
+                self._attach_spaces(self.envs.single_observation_space, self.envs.single_action_space)
+                self._obs = obs
+        needs_eval = stage in ("validate", "test") or (stage == "fit" and self.hparams.eval_episodes > 0)
+        if needs_eval and self.eval_envs is None:
+            if self.hparams.eval_episodes < 1:
+                raise ConfigurationError(f"eval_episodes={self.hparams.eval_episodes}: {stage} needs at least 1")
+            self.eval_envs = self.make_envs(evaluation=True)
+            self._attach_spaces(self.eval_envs.single_observation_space, self.eval_envs.single_action_space)
+
+    def teardown(self, stage: str) -> None:
+        for name in ("envs", "eval_envs"):
+            venv = getattr(self, name)
+            if venv is not None and (stage == "fit" or name == "eval_envs"):
+                venv.close()
+                setattr(self, name, None)
+        if stage == "fit":
+            self._obs = None
+
+    def obs_to_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+
+    # ------------------------------------------------------------------ budget and epochs
+    def batches_this_epoch(self) -> int:
+        """Batches in the coming epoch: ``steps_per_epoch`` worth, fewer when the budget runs out first."""
+        per_epoch = math.ceil(self.hparams.steps_per_epoch / self.steps_per_batch)
+        remaining = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / self.steps_per_batch)
+        return min(per_epoch, remaining)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(ExperienceStream(self), batch_size=None, num_workers=0)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch  # collected directly on the module's device
+
+    def on_fit_start(self) -> None:
+        max_epochs = self.trainer.max_epochs
+        needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0)
+                           / (self.batches_this_epoch() * self.steps_per_batch or 1))
+        if max_epochs is not None and max_epochs >= 0 and max_epochs - self.current_epoch < needed:
+            warnings.warn(f"trainer.max_epochs={max_epochs} stops training before total_steps="
+                          f"{self.hparams.total_steps} env steps ({needed} epochs of {self.hparams.steps_per_epoch} "
+                          "steps needed); set trainer.max_epochs=-1 to let total_steps end training", stacklevel=1)
+        self._last_log = (time.perf_counter(), self.env_steps)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.env_steps >= self.hparams.total_steps:
+            self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------ episode statistics and logging
+    def record_episodes(self, info: dict[str, Any]) -> None:
+        """Keep the returns and lengths of episodes that ended in this env step (from ``RecordEpisodeStatistics``)."""
+        mask = info.get("_episode")
+        if mask is not None and mask.any():
+            self._finished_returns.append(info["episode"]["r"][mask])
+            self._finished_lengths.append(info["episode"]["l"][mask])
+
+    def log_training(self, metrics: dict[str, torch.Tensor | float]) -> None:
+        """Log the algorithm's diagnostics with episode statistics and throughput, against env steps."""
+        if self._finished_returns:
+            self.episode_return.update(torch.as_tensor(np.concatenate(self._finished_returns), dtype=torch.float32))
+            self.episode_length.update(torch.as_tensor(np.concatenate(self._finished_lengths), dtype=torch.float32))
+            self._finished_returns.clear()
+            self._finished_lengths.clear()
+            self.log("run/score", self.episode_return.compute(), prog_bar=True, batch_size=1)
+            self.log("run/episode_length", self.episode_length.compute(), batch_size=1)
+            self.episode_return.reset()
+            self.episode_length.reset()
+        now = time.perf_counter()
+        if self._last_log is not None and now > self._last_log[0]:
+            sps = (self.env_steps - self._last_log[1]) / (now - self._last_log[0])
+            self.log("time/steps_per_second", sps, prog_bar=True, batch_size=1)
+        self._last_log = (now, self.env_steps)
+        self.log_dict(metrics, batch_size=1)
+        self.log("env_steps", float(self.env_steps), prog_bar=True, logger=False, batch_size=1)
+        # Lightning uses a logged "step" as the logger's x-axis: environment steps, not optimizer steps.
+        self.log("step", float(self.env_steps), batch_size=1)
+
+    # ------------------------------------------------------------------ acting and evaluation
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions for one observation or a batch of them (NumPy in, NumPy out)."""
+        if self.observation_space is None:
+            raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
+        obs_t = self.obs_to_tensor(np.asarray(obs))
+        single = obs_t.dim() == len(self.observation_space.shape)
+        actions = self.predict_actions(obs_t.unsqueeze(0) if single else obs_t, deterministic)
+        actions = actions.cpu().numpy()
+        return actions[0] if single else actions
+
+    def evaluate(self, envs: gym.vector.VectorEnv | None = None, n_episodes: int | None = None,
+                 deterministic: bool | None = None, seed: int | None = None) -> EvaluationResult:
+        """Play evaluation episodes (defaults: the module's eval envs and settings)."""
+        envs = envs if envs is not None else self.eval_envs
+        if envs is None:
+            raise RuntimeError("no evaluation envs: pass `envs` or call setup('validate') first")
+        deterministic = self.hparams.eval_deterministic if deterministic is None else deterministic
+        was_training = self.training
+        self.eval()
+        try:
+            return evaluate_episodes(lambda o: self.act(o, deterministic), envs,
+                                     n_episodes or self.hparams.eval_episodes,
+                                     seed=self._rank_seed() + EVAL_SEED_OFFSET if seed is None else seed)
+        finally:
+            self.train(was_training)
+
+    def _evaluation_step(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        result = self.evaluate()
+        self.last_evaluation = result
+        self.log_dict(result.metrics("eval"), batch_size=1, prog_bar=True)
+        self.log("step", float(self.env_steps), batch_size=1)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(EvaluationRequests(), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(EvaluationRequests(), batch_size=None)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step()
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluation_step()
+
+    def on_fit_end(self) -> None:
+        if self.last_evaluation is not None and self.trainer.is_global_zero:
+            r = self.last_evaluation
+            print(f"Evaluation after {self.env_steps} env steps: return {r.return_mean:.1f} +- {r.return_std:.1f} "
+                  f"over {len(r.returns)} episodes (mean length {r.length_mean:.1f})")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rl_lightning"] = {
+            "algorithm": type(self).__name__,
+            "env_steps": self.env_steps,
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("rl_lightning")
+        if state is None:
+            raise ConfigurationError("the checkpoint was not written by rl_lightning (no 'rl_lightning' state)")
+        if state["algorithm"] != type(self).__name__:
+            raise ConfigurationError(f"the checkpoint holds a {state['algorithm']} model; load it with "
+                                     f"{state['algorithm']}, not {type(self).__name__}")
+        self._attach_spaces(state["observation_space"], state["action_space"])
+        self.env_steps = state["env_steps"]

@@ -1,0 +1,208 @@
+"""What PPO and A2C share: an actor-critic, rollout collection with GAE, optimizers and schedules."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rl_lightning.algorithms.base import RLModule
+from rl_lightning.data.rollout import RolloutBuffer
+from rl_lightning.errors import ConfigurationError
+from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+
+
+class OnPolicyModule(RLModule):
+    """An actor-critic trained on rollouts of ``n_steps`` per env copy, with advantages from GAE.
+
+    Each training batch is one rollout of ``n_steps * num_envs`` transitions,
+    collected with the current policy right before the update that uses it.
+
+    Args:
+        n_steps: steps per env copy in each rollout.
+        gamma: discount factor.
+        gae_lambda: GAE lambda; 0 gives one-step TD advantages, 1 Monte-Carlo ones.
+        learning_rate: actor learning rate (the only one with ``shared_trunk``).
+        critic_learning_rate: critic learning rate; ``None`` uses ``learning_rate``.
+        lr_schedule: ``"linear"`` anneals learning rates to 0 over ``total_steps``.
+        optimizer: ``"adam"``, ``"rmsprop"`` or ``"sgd"``.
+        optimizer_eps: epsilon of Adam/RMSprop.
+        rmsprop_alpha: smoothing constant of RMSprop.
+        hidden_sizes: hidden layer sizes of the actor and critic bodies (or of the shared trunk).
+        activation: hidden activation: tanh, relu, elu, gelu, silu or leaky_relu.
+        shared_trunk: actor and critic share one body and one optimizer (losses are summed).
+        ortho_init: orthogonal initialisation (gain sqrt(2) hidden, 0.01 policy head, 1 value head);
+            False keeps PyTorch's default initialisation.
+        log_std_init: initial log standard deviation of Gaussian (Box) policies.
+        ent_coef: entropy bonus coefficient.
+        vf_coef: value loss coefficient.
+        value_loss: ``"mse"`` or ``"smooth_l1"`` between predicted values and returns.
+        max_grad_norm: clip each optimizer's gradient norm to this; ``None`` disables clipping.
+        normalize_advantage: standardise advantages (per minibatch).
+        reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
+    """
+
+    def __init__(
+        self,
+        n_steps: int = 128,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        learning_rate: float = 3e-4,
+        critic_learning_rate: float | None = None,
+        lr_schedule: Literal["constant", "linear"] = "constant",
+        optimizer: Literal["adam", "rmsprop", "sgd"] = "adam",
+        optimizer_eps: float = 1e-5,
+        rmsprop_alpha: float = 0.99,
+        hidden_sizes: list[int] = [64, 64],  # noqa: B006 (a list so the CLI writes it back as YAML)
+        activation: str = "tanh",
+        shared_trunk: bool = False,
+        ortho_init: bool = True,
+        log_std_init: float = 0.0,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        value_loss: Literal["mse", "smooth_l1"] = "mse",
+        max_grad_norm: float | None = 0.5,
+        normalize_advantage: bool = True,
+        reward_scale: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        hp = self.hparams
+        if n_steps < 1:
+            raise ConfigurationError(f"n_steps={n_steps} must be >= 1")
+        if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
+            raise ConfigurationError(f"gamma={gamma} and gae_lambda={gae_lambda} must lie in [0, 1]")
+        if learning_rate <= 0 or (critic_learning_rate is not None and critic_learning_rate <= 0):
+            raise ConfigurationError("learning_rate and critic_learning_rate must be > 0")
+        if optimizer not in OPTIMIZERS:
+            raise ConfigurationError(f"optimizer={optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
+        if value_loss not in ("mse", "smooth_l1"):
+            raise ConfigurationError(f"value_loss={value_loss!r}: choose 'mse' or 'smooth_l1'")
+        self.policy: ActorCritic | None = None
+        self.rollout: RolloutBuffer | None = None
+        self._rollout_steps = hp.n_steps * hp.num_envs
+
+    @property
+    def steps_per_batch(self) -> int:
+        return self._rollout_steps
+
+    def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        check_action_space(action_space, type(self).__name__)
+        hp = self.hparams
+        self.policy = ActorCritic(observation_space, action_space, hp.hidden_sizes, hp.activation, hp.shared_trunk,
+                                  hp.ortho_init, hp.log_std_init)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        extra: dict[str, Any] = {}
+        if hp.optimizer in ("adam", "rmsprop"):
+            extra["eps"] = hp.optimizer_eps
+        if hp.optimizer == "rmsprop":
+            extra["alpha"] = hp.rmsprop_alpha
+        make = OPTIMIZERS[hp.optimizer]
+        if hp.shared_trunk:
+            return [make(self.policy.parameters(), lr=hp.learning_rate, **extra)]
+        critic_lr = hp.critic_learning_rate or hp.learning_rate
+        return [make(self.policy.actor_parameters(), lr=hp.learning_rate, **extra),
+                make(self.policy.critic_parameters(), lr=critic_lr, **extra)]
+
+    # ------------------------------------------------------------------ schedules
+    def progress_remaining(self) -> float:
+        """1 at the start of training, 0 when ``total_steps`` is spent (SB3's convention), at this batch's start."""
+        done = max(self.env_steps - self.steps_per_batch, 0)
+        return max(1.0 - done / self.hparams.total_steps, 0.0)
+
+    def apply_lr_schedule(self) -> float:
+        """Set the optimizers' learning rates for this update; return the fraction applied."""
+        frac = self.progress_remaining() if self.hparams.lr_schedule == "linear" else 1.0
+        if self.hparams.lr_schedule == "linear":
+            base = [self.hparams.learning_rate, self.hparams.critic_learning_rate or self.hparams.learning_rate]
+            for opt, lr in zip(self.optimizers_list(), base):
+                for group in opt.param_groups:
+                    group["lr"] = lr * frac
+        return frac
+
+    def optimizers_list(self) -> list[Any]:
+        opts = self.optimizers()
+        return opts if isinstance(opts, list) else [opts]
+
+    # ------------------------------------------------------------------ collection
+    @torch.no_grad()
+    def collect(self) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        policy, envs = self.policy, self.envs
+        if self.rollout is None:
+            self.rollout = RolloutBuffer(hp.n_steps, hp.num_envs, self.observation_space.shape,
+                                         self.policy_action_shape(), self.policy_action_dtype(), self.device)
+        buf = self.rollout
+        obs = self.obs_to_tensor(self._obs)
+        for t in range(hp.n_steps):
+            action, log_prob, value = policy.act(obs)
+            next_obs, reward, terminated, truncated, info = envs.step(to_env_action(action, self.action_space))
+            reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
+            if hp.reward_scale != 1.0:
+                reward_t = reward_t * hp.reward_scale
+            ends = terminated | truncated
+            buf.add(t, obs, action, log_prob, value, reward_t,
+                    torch.as_tensor(terminated, device=self.device), torch.as_tensor(ends, device=self.device))
+            bootstrap = truncated & ~terminated
+            if bootstrap.any():
+                # A time limit is not a terminal state: value the final observation (kept by the autoreset).
+                idx = np.flatnonzero(bootstrap)
+                final_obs = self.obs_to_tensor(np.stack(info["final_obs"][idx]))
+                buf.final_values[t, torch.as_tensor(idx, device=self.device)] = policy.value(final_obs)
+            if ends.any():
+                self.record_episodes(info)
+            obs = self.obs_to_tensor(next_obs)
+        self._obs = next_obs
+        self.env_steps += self.steps_per_batch
+        return buf.finish(policy.value(obs), hp.gamma, hp.gae_lambda)
+
+    def policy_action_shape(self) -> tuple[int, ...]:
+        space = self.action_space
+        return () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape)
+
+    def policy_action_dtype(self) -> torch.dtype:
+        return torch.float32 if isinstance(self.action_space, gym.spaces.Box) else torch.long
+
+    def predict_actions(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        action = self.policy.predict(obs, deterministic)
+        if isinstance(self.action_space, gym.spaces.Box):
+            low = torch.as_tensor(self.action_space.low, device=action.device)
+            high = torch.as_tensor(self.action_space.high, device=action.device)
+            action = torch.maximum(torch.minimum(action, high), low)
+        return action
+
+    # ------------------------------------------------------------------ losses and updates
+    def value_loss_fn(self, values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+        if self.hparams.value_loss == "smooth_l1":
+            return F.smooth_l1_loss(values, returns)
+        return F.mse_loss(values, returns)
+
+    def update(self, policy_loss: torch.Tensor, value_loss: torch.Tensor, entropy: torch.Tensor) -> None:
+        """One gradient step: actor loss = policy - ent_coef * entropy, critic loss = vf_coef * value.
+
+        With separate networks both losses are back-propagated at once (their
+        parameters are disjoint) and each optimizer clips and steps its own.
+        """
+        hp = self.hparams
+        loss = policy_loss - hp.ent_coef * entropy + hp.vf_coef * value_loss
+        opts = self.optimizers_list()
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        for opt in opts:
+            if hp.max_grad_norm is not None:
+                self.clip_gradients(opt, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+            opt.step()
+
+    @staticmethod
+    def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+        """1 - Var[returns - values] / Var[returns]: 1 is a perfect critic, 0 no better than a constant."""
+        var = returns.var()
+        return torch.where(var > 0, 1 - (returns - values).var() / var, torch.zeros_like(var))

@@ -1,0 +1,100 @@
+"""Proximal Policy Optimization (Schulman et al. 2017) with the clipped surrogate objective."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from rl_lightning.algorithms.on_policy import OnPolicyModule
+from rl_lightning.errors import ConfigurationError
+
+
+def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                           clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's policy loss, the negated clipped surrogate of Schulman et al. 2017, eq. 7.
+
+    ``L = -E[min(r * A, clip(r, 1 - eps, 1 + eps) * A)]`` with ``r = exp(log pi - log pi_old)``.
+    Returns the loss and the ratios.
+    """
+    ratio = torch.exp(log_probs - old_log_probs)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    return -torch.min(unclipped, clipped).mean(), ratio
+
+
+class PPO(OnPolicyModule):
+    """Proximal Policy Optimization: several epochs of minibatch updates on each rollout.
+
+    Discrete, MultiDiscrete and Gaussian (Box) policies. By default actor and
+    critic have separate networks and optimizers (manual optimization);
+    ``shared_trunk=True`` gives the single-network, single-optimizer variant.
+
+    Args:
+        batch_size: minibatch size; must not exceed the rollout (``n_steps * num_envs``).
+        n_epochs: passes over each rollout.
+        clip_range: surrogate clipping epsilon.
+        clip_range_schedule: ``"linear"`` anneals ``clip_range`` to 0 over ``total_steps``.
+        target_kl: stop the rollout's remaining epochs once the approximate KL exceeds this; ``None`` never stops.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        clip_range: float = 0.2,
+        clip_range_schedule: Literal["constant", "linear"] = "constant",
+        target_kl: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if batch_size < 1 or batch_size > self.steps_per_batch:
+            raise ConfigurationError(
+                f"batch_size={batch_size} must be between 1 and the rollout size n_steps * num_envs = "
+                f"{self.hparams.n_steps} * {self.hparams.num_envs} = {self.steps_per_batch}; "
+                "lower batch_size or raise n_steps/num_envs")
+        if n_epochs < 1:
+            raise ConfigurationError(f"n_epochs={n_epochs} must be >= 1")
+        if clip_range <= 0:
+            raise ConfigurationError(f"clip_range={clip_range} must be > 0")
+
+    def training_step(self, rollout: dict[str, torch.Tensor]) -> None:
+        hp = self.hparams
+        frac = self.apply_lr_schedule()
+        clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
+        n = rollout["advantages"].shape[0]
+        stats: dict[str, list[torch.Tensor]] = {"pg": [], "v": [], "ent": [], "kl": [], "clip": []}
+        for _ in range(hp.n_epochs):
+            for idx in torch.randperm(n, device=self.device).split(hp.batch_size):
+                dist, values = self.policy(rollout["obs"][idx])
+                log_probs = dist.log_prob(rollout["actions"][idx])
+                advantages = rollout["advantages"][idx]
+                if hp.normalize_advantage and len(idx) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                policy_loss, ratio = clipped_surrogate_loss(log_probs, rollout["log_probs"][idx], advantages,
+                                                            clip_range)
+                value_loss = self.value_loss_fn(values, rollout["returns"][idx])
+                entropy = dist.entropy().mean()
+                self.update(policy_loss, value_loss, entropy)
+                with torch.no_grad():
+                    log_ratio = log_probs - rollout["log_probs"][idx]
+                    # Unbiased low-variance KL estimator (Schulman, "Approximating KL divergence", k3).
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    stats["kl"].append(approx_kl)
+                    stats["clip"].append(((ratio - 1).abs() > clip_range).float().mean())
+                stats["pg"].append(policy_loss.detach())
+                stats["v"].append(value_loss.detach())
+                stats["ent"].append(entropy.detach())
+            if hp.target_kl is not None and stats["kl"][-1] > hp.target_kl:
+                break
+        mean = {k: torch.stack(v).mean() for k, v in stats.items()}
+        self.log_training({
+            "model/actor_loss": mean["pg"],
+            "model/critic_loss": mean["v"],
+            "model/entropy": mean["ent"],
+            "model/approx_kl": mean["kl"],
+            "model/clip_fraction": mean["clip"],
+            "model/explained_variance": self.explained_variance(rollout["values"], rollout["returns"]),
+            "model/learning_rate": hp.learning_rate * frac,
+            "model/clip_range": clip_range,
+        })

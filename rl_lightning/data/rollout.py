@@ -1,0 +1,93 @@
+"""On-policy rollout storage and generalised advantage estimation."""
+
+from __future__ import annotations
+
+import torch
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
+                terminations: torch.Tensor, episode_ends: torch.Tensor, gamma: float,
+                gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates and value targets for time-major ``(T, N)`` tensors.
+
+    Implements Schulman et al. 2016 ("High-Dimensional Continuous Control Using
+    GAE"), eq. 16: ``A_t = sum_l (gamma * lambda)^l delta_{t+l}`` with the TD
+    residual of eq. 12, ``delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)``.
+
+    Args:
+        rewards: ``r_t``.
+        values: ``V(s_t)``.
+        next_values: ``V(s_{t+1})`` of the same episode: at a truncation (time limit)
+            the value of the episode's final observation, which is bootstrapped.
+        terminations: the episode reached a terminal state at ``t``: its future value is zero.
+        episode_ends: the episode ended at ``t`` (terminated or truncated): the sum stops there.
+        gamma: discount factor.
+        gae_lambda: bias/variance trade-off; 0 gives one-step TD errors, 1 Monte-Carlo returns.
+
+    Returns:
+        ``(advantages, returns)`` where ``returns = advantages + values`` (the TD(lambda) value targets).
+    """
+    not_terminal = 1.0 - terminations.to(rewards.dtype)
+    continues = 1.0 - episode_ends.to(rewards.dtype)
+    deltas = rewards + gamma * next_values * not_terminal - values
+    advantages = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    decay = gamma * gae_lambda
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = deltas[t] + decay * continues[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+class RolloutBuffer:
+    """Preallocated ``(n_steps, num_envs, ...)`` tensors for one on-policy rollout, on one device.
+
+    The collector writes step ``t`` with :meth:`add`; :meth:`finish` computes
+    advantages and returns the rollout flattened to ``n_steps * num_envs`` samples.
+    """
+
+    def __init__(self, n_steps: int, num_envs: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
+                 action_dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
+        self.n_steps, self.num_envs = n_steps, num_envs
+        shape = (n_steps, num_envs)
+        f32 = dict(dtype=torch.float32, device=device)
+        self.obs = torch.zeros(shape + tuple(obs_shape), **f32)
+        self.actions = torch.zeros(shape + tuple(action_shape), dtype=action_dtype, device=device)
+        self.log_probs = torch.zeros(shape, **f32)
+        self.rewards = torch.zeros(shape, **f32)
+        self.values = torch.zeros(shape, **f32)
+        # V(final observation) where an episode was truncated at step t, else unused.
+        self.final_values = torch.zeros(shape, **f32)
+        self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.episode_ends = torch.zeros(shape, dtype=torch.bool, device=device)
+
+    def add(self, t: int, obs: torch.Tensor, actions: torch.Tensor, log_probs: torch.Tensor, values: torch.Tensor,
+            rewards: torch.Tensor, terminations: torch.Tensor, episode_ends: torch.Tensor) -> None:
+        self.obs[t] = obs
+        self.actions[t] = actions
+        self.log_probs[t] = log_probs
+        self.values[t] = values
+        self.rewards[t] = rewards
+        self.terminations[t] = terminations
+        self.episode_ends[t] = episode_ends
+
+    def finish(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> dict[str, torch.Tensor]:
+        """Advantages and returns for the stored steps; ``last_values`` is ``V`` of the observation after the last step.
+
+        Returns a dict of flat ``(n_steps * num_envs, ...)`` tensors: ``obs``, ``actions``,
+        ``log_probs``, ``values``, ``advantages``, ``returns``.
+        """
+        next_values = torch.cat([self.values[1:], last_values.unsqueeze(0)])
+        next_values = torch.where(self.episode_ends, self.final_values, next_values)
+        advantages, returns = compute_gae(self.rewards, self.values, next_values, self.terminations,
+                                          self.episode_ends, gamma, gae_lambda)
+        self.final_values.zero_()
+        n = self.n_steps * self.num_envs
+        return {
+            "obs": self.obs.reshape(n, *self.obs.shape[2:]),
+            "actions": self.actions.reshape(n, *self.actions.shape[2:]),
+            "log_probs": self.log_probs.reshape(n),
+            "values": self.values.reshape(n),
+            "advantages": advantages.reshape(n),
+            "returns": returns.reshape(n),
+        }

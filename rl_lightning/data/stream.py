@@ -1,0 +1,45 @@
+"""The IterableDataset through which Lightning's training loop drives environment collection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import IterableDataset
+
+if TYPE_CHECKING:
+    from rl_lightning.algorithms.base import RLModule
+
+
+class ExperienceStream(IterableDataset):
+    """One epoch of training batches, each collected from the environments on demand.
+
+    Iterating calls ``module.collect()`` once per batch: it steps the envs with
+    the live policy and returns the batch for the next ``training_step``. The
+    length is exact (the epoch's batches, fewer in the last epoch of the
+    budget), so Lightning does not pre-fetch: a batch is collected only after
+    the previous update has been applied, which keeps on-policy data on-policy.
+    Use it with ``DataLoader(stream, batch_size=None, num_workers=0)`` so the
+    generator runs in the trainer process, next to the policy.
+    """
+
+    def __init__(self, module: RLModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def __len__(self) -> int:
+        return self.module.batches_this_epoch()
+
+    def __iter__(self) -> Iterator[Any]:
+        for _ in range(len(self)):
+            yield self.module.collect()
+
+
+class EvaluationRequests(IterableDataset):
+    """A single item per validation/test run: the module plays its evaluation episodes in one step."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[int]:
+        yield 0

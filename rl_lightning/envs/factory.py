@@ -1,0 +1,156 @@
+"""Build Gymnasium vector environments from an id or a user's own env class.
+
+Every vector env the library builds uses Gymnasium's ``SAME_STEP`` autoreset:
+a sub-env that ends an episode is reset inside the same ``step`` call, the
+returned observation is the first one of the next episode and the last one of
+the finished episode is kept in ``info["final_obs"]`` (mask ``info["_final_obs"]``).
+The collectors bootstrap truncated episodes from that final observation.
+Episode returns and lengths come from Gymnasium's vector
+``RecordEpisodeStatistics`` (``info["episode"]``, mask ``info["_episode"]``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Union
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+
+from rl_lightning.errors import ConfigurationError
+
+EnvSource = Union[str, Callable[..., gym.Env]]
+"""A registered Gymnasium id (``"CartPole-v1"``), an import path to an env
+class or factory (``"my_pkg.envs:MyEnv"``), or the class/factory itself."""
+
+WrapperSpec = Union[str, dict[str, Any], Callable[[gym.Env], gym.Env]]
+"""An import path of a wrapper applied as ``Wrapper(env)``, a dict
+``{"class_path": ..., "init_args": {...}}`` applied as ``Wrapper(env, **init_args)``,
+or a callable taking and returning an env."""
+
+
+def _import_object(path: str) -> Any:
+    """Import ``"pkg.module:Name"`` or ``"pkg.module.Name"``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ImportError(f"{path!r} is not an import path like 'package.module:Name'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _is_import_path(name: str) -> bool:
+    return ":" in name or ("." in name and "/" not in name and not name[-1].isdigit())
+
+
+def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
+    """Return a factory ``f(**env_kwargs) -> gym.Env`` for ``env``, failing fast on unknown ids.
+
+    Checking happens without building the environment, so a typo is reported
+    before anything is started.
+    """
+    if callable(env):
+        return env
+    if not isinstance(env, str) or not env:
+        raise ConfigurationError(f"{setting}={env!r}: expected a Gymnasium env id, an import path or an env class")
+    if env in gym.registry:
+        return lambda **kwargs: gym.make(env, **kwargs)
+    module_name, sep, env_id = env.partition(":")
+    if sep and "-v" in env_id:
+        # "package.module:EnvName-v0": the module registers the id on import.
+        try:
+            importlib.import_module(module_name)
+        except ImportError as err:
+            raise ConfigurationError(f"{setting}={env!r}: module {module_name!r} could not be imported ({err})") from None
+        return resolve_env(env_id, setting)
+    if _is_import_path(env):
+        try:
+            obj = _import_object(env)
+        except (ImportError, AttributeError) as err:
+            raise ConfigurationError(f"{setting}={env!r} could not be imported ({err}); "
+                                     "give a registered env id or 'package.module:EnvClass'") from None
+        if not callable(obj):
+            raise ConfigurationError(f"{setting}={env!r} is not callable; it must name an env class or factory")
+        return obj
+    close = difflib.get_close_matches(env, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
+        "see `gymnasium.pprint_registry()` for the registered ids")
+    raise ConfigurationError(f"{setting}={env!r} is not a registered Gymnasium env id; {hint}")
+
+
+def _apply_wrapper(env: gym.Env, spec: WrapperSpec) -> gym.Env:
+    if isinstance(spec, str):
+        return _import_object(spec)(env)
+    if isinstance(spec, dict):
+        if "class_path" not in spec:
+            raise ConfigurationError(f"wrappers entry {spec!r} needs a 'class_path'")
+        return _import_object(spec["class_path"])(env, **spec.get("init_args", {}))
+    return spec(env)
+
+
+def _check_wrappers(wrappers: Sequence[WrapperSpec]) -> None:
+    for spec in wrappers:
+        path = spec if isinstance(spec, str) else spec.get("class_path") if isinstance(spec, dict) else None
+        if path is None:
+            if not callable(spec):
+                raise ConfigurationError(f"wrappers entry {spec!r} is neither an import path, a dict nor a callable")
+            continue
+        try:
+            _import_object(path)
+        except (ImportError, AttributeError) as err:
+            raise ConfigurationError(f"wrappers entry {path!r} could not be imported ({err})") from None
+
+
+def make_vector_env(
+    env: EnvSource,
+    num_envs: int = 1,
+    vectorization: Literal["sync", "async"] = "sync",
+    seed: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[WrapperSpec] = (),
+    record_statistics: bool = True,
+) -> gym.vector.VectorEnv:
+    """Build a seeded vector env of ``num_envs`` copies of ``env``.
+
+    Args:
+        env: a registered id, an import path to an env class/factory, or the class/factory.
+        num_envs: number of sub-environments.
+        vectorization: ``"sync"`` steps the copies in this process, ``"async"`` in subprocesses.
+        seed: seeds the action spaces; pass the same seed to the first ``reset(seed=seed)``,
+            which seeds sub-env ``i`` with ``seed + i``.
+        env_kwargs: keyword arguments for ``gym.make`` or the env class.
+        wrappers: applied to each sub-env in order, innermost first.
+        record_statistics: wrap the vector env in ``RecordEpisodeStatistics``.
+    """
+    if num_envs < 1:
+        raise ConfigurationError(f"num_envs={num_envs} must be >= 1")
+    if vectorization not in ("sync", "async"):
+        raise ConfigurationError(f"vectorization={vectorization!r} must be 'sync' or 'async'")
+    factory = resolve_env(env)
+    _check_wrappers(wrappers)
+    kwargs = dict(env_kwargs or {})
+
+    def make_one() -> gym.Env:
+        e = factory(**kwargs)
+        for spec in wrappers:
+            e = _apply_wrapper(e, spec)
+        return e
+
+    fns = [make_one for _ in range(num_envs)]
+    if vectorization == "sync":
+        venv = gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    else:
+        venv = gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    if record_statistics:
+        venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    if seed is not None:
+        # Sub-env observations are seeded by the first `reset(seed=seed)`;
+        # the action spaces (random exploration) are seeded here.
+        venv.action_space.seed(seed)
+        venv.single_action_space.seed(seed)
+    return venv

@@ -1,0 +1,150 @@
+"""Actor-critic networks for on-policy algorithms: separate or shared-trunk, any supported action space."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Normal
+
+from rl_lightning.errors import ConfigurationError
+from rl_lightning.networks.mlp import MLP, flat_dim, flatten_obs, orthogonal_init
+
+
+class MultiCategorical(Distribution):
+    """Independent categorical branches (a ``MultiDiscrete`` action); log-probs and entropies add up."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, logits: torch.Tensor, nvec: Sequence[int]) -> None:
+        self.branches = [Categorical(logits=part, validate_args=False) for part in logits.split(list(nvec), dim=-1)]
+        super().__init__(batch_shape=logits.shape[:-1], validate_args=False)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return torch.stack([b.sample(sample_shape) for b in self.branches], dim=-1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return sum(b.log_prob(v) for b, v in zip(self.branches, value.unbind(-1)))
+
+    def entropy(self) -> torch.Tensor:
+        return sum(b.entropy() for b in self.branches)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return torch.stack([b.probs.argmax(-1) for b in self.branches], dim=-1)
+
+
+class DiagGaussian(Normal):
+    """A diagonal Gaussian over a vector action: log-prob and entropy sum over action dimensions."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return super().log_prob(value).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return super().entropy().sum(-1)
+
+
+def check_action_space(action_space: gym.Space, algorithm: str) -> None:
+    """Raise a clear error if an actor-critic cannot act in ``action_space``."""
+    if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        return
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return
+    raise ConfigurationError(
+        f"{algorithm} supports Discrete, MultiDiscrete and 1-D Box action spaces; "
+        f"the env's action space is {action_space}")
+
+
+class ActorCritic(nn.Module):
+    """A policy head and a value head over MLP bodies.
+
+    With ``shared_trunk`` one body feeds both heads (the seeds' 256-unit nets,
+    trained with one optimizer); otherwise actor and critic have bodies of their
+    own and can be given separate optimizers.
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", shared_trunk: bool = False, ortho_init: bool = True,
+                 log_std_init: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(observation_space, gym.spaces.Box):
+            raise ConfigurationError(f"observation space {observation_space} is not supported by the MLP actor-critic "
+                                     "yet; it needs a Box observation")
+        self.obs_ndim = len(observation_space.shape)
+        obs_dim = flat_dim(observation_space.shape)
+        self.shared_trunk = shared_trunk
+        if shared_trunk:
+            self.trunk = MLP(obs_dim, hidden_sizes, activation)
+            self.actor_body = self.critic_body = self.trunk
+        else:
+            self.actor_body = MLP(obs_dim, hidden_sizes, activation)
+            self.critic_body = MLP(obs_dim, hidden_sizes, activation)
+
+        self.action_space = action_space
+        self.log_std: nn.Parameter | None = None
+        if isinstance(action_space, gym.spaces.Discrete):
+            head_dim = int(action_space.n)
+        elif isinstance(action_space, gym.spaces.MultiDiscrete):
+            self.nvec = [int(n) for n in action_space.nvec]
+            head_dim = sum(self.nvec)
+        else:
+            head_dim = int(action_space.shape[0])
+            self.log_std = nn.Parameter(torch.full((head_dim,), float(log_std_init)))
+        self.policy_head = nn.Linear(self.actor_body.out_dim, head_dim)
+        self.value_head = nn.Linear(self.critic_body.out_dim, 1)
+
+        if ortho_init:
+            orthogonal_init(self.actor_body, math.sqrt(2))
+            if not shared_trunk:
+                orthogonal_init(self.critic_body, math.sqrt(2))
+            orthogonal_init(self.policy_head, 0.01)
+            orthogonal_init(self.value_head, 1.0)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        params = [*self.actor_body.parameters(), *self.policy_head.parameters()]
+        return params + ([self.log_std] if self.log_std is not None else [])
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return [*self.critic_body.parameters(), *self.value_head.parameters()]
+
+    def distribution(self, features: torch.Tensor) -> Distribution:
+        out = self.policy_head(features)
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return Categorical(logits=out, validate_args=False)
+        if isinstance(self.action_space, gym.spaces.MultiDiscrete):
+            return MultiCategorical(out, self.nvec)
+        return DiagGaussian(out, self.log_std.exp().expand_as(out), validate_args=False)
+
+    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """The action distribution and the state value (shape ``batch``) for a batch of observations."""
+        x = flatten_obs(obs, self.obs_ndim)
+        if self.shared_trunk:
+            h = self.trunk(x)
+            return self.distribution(h), self.value_head(h).squeeze(-1)
+        return self.distribution(self.actor_body(x)), self.value_head(self.critic_body(x)).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.critic_body(flatten_obs(obs, self.obs_ndim))).squeeze(-1)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample (or take the mode of) an action; return it with its log-probability and the state value."""
+        dist, value = self(obs)
+        action = dist.mode if deterministic else dist.sample()
+        return action, dist.log_prob(action), value
+
+    def predict(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions only: the actor body alone runs."""
+        dist = self.distribution(self.actor_body(flatten_obs(obs, self.obs_ndim)))
+        return dist.mode if deterministic else dist.sample()
+
+
+def to_env_action(action: torch.Tensor, action_space: gym.Space) -> np.ndarray:
+    """Policy actions as the NumPy array a vector env takes; Gaussian actions are clipped to the bounds."""
+    a = action.cpu().numpy()
+    if isinstance(action_space, gym.spaces.Box):
+        return np.clip(a, action_space.low, action_space.high)
+    return a
