@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from rl_lightning.data.stream import EvaluationRequests, ExperienceStream
-from rl_lightning.envs.factory import EnvSource, make_vector_env, resolve_env
+from rl_lightning.envs.factory import EnvSource, import_path_of, make_vector_env, resolve_env
+from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
 
@@ -75,6 +76,8 @@ class RLModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # An env class is kept as its import path: YAML-friendly and loadable with weights_only=True.
+        self.hparams.env = import_path_of(env) or env
         self.automatic_optimization = False
         resolve_env(env)  # an unknown id fails here, before anything is built
         for name in ("num_envs", "total_steps", "steps_per_epoch", "eval_num_envs"):
@@ -88,6 +91,7 @@ class RLModule(L.LightningModule):
         self.observation_space: gym.Space | None = None
         self.action_space: gym.Space | None = None
         self.env_steps = 0
+        self.episodes = 0
         self.episode_return = MeanMetric()
         self.episode_length = MeanMetric()
         self._finished_returns: list[np.ndarray] = []
@@ -202,6 +206,7 @@ class RLModule(L.LightningModule):
         """Keep the returns and lengths of episodes that ended in this env step (from ``RecordEpisodeStatistics``)."""
         mask = info.get("_episode")
         if mask is not None and mask.any():
+            self.episodes += int(mask.sum())
             self._finished_returns.append(info["episode"]["r"][mask])
             self._finished_lengths.append(info["episode"]["l"][mask])
 
@@ -214,6 +219,7 @@ class RLModule(L.LightningModule):
             self._finished_lengths.clear()
             self.log("run/score", self.episode_return.compute(), prog_bar=True, batch_size=1)
             self.log("run/episode_length", self.episode_length.compute(), batch_size=1)
+            self.log("run/episodes", float(self.episodes), batch_size=1)
             self.episode_return.reset()
             self.episode_length.reset()
         now = time.perf_counter()
@@ -285,16 +291,32 @@ class RLModule(L.LightningModule):
         checkpoint["rl_lightning"] = {
             "algorithm": type(self).__name__,
             "env_steps": self.env_steps,
-            "observation_space": self.observation_space,
-            "action_space": self.action_space,
+            "episodes": self.episodes,
+            "observation_space": space_to_dict(self.observation_space),
+            "action_space": space_to_dict(self.action_space),
         }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    @classmethod
+    def _check_checkpoint(cls, checkpoint: dict[str, Any]) -> dict[str, Any]:
         state = checkpoint.get("rl_lightning")
         if state is None:
             raise ConfigurationError("the checkpoint was not written by rl_lightning (no 'rl_lightning' state)")
-        if state["algorithm"] != type(self).__name__:
+        if state["algorithm"] != cls.__name__:
             raise ConfigurationError(f"the checkpoint holds a {state['algorithm']} model; load it with "
-                                     f"{state['algorithm']}, not {type(self).__name__}")
-        self._attach_spaces(state["observation_space"], state["action_space"])
+                                     f"{state['algorithm']}, not {cls.__name__}")
+        return state
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> RLModule:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``, after checking the checkpoint holds this algorithm.
+
+        The model needs no environment: its networks are rebuilt from the spaces stored in the checkpoint.
+        """
+        cls._check_checkpoint(torch.load(checkpoint_path, map_location="cpu", weights_only=True))
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = self._check_checkpoint(checkpoint)
+        self._attach_spaces(space_from_dict(state["observation_space"]), space_from_dict(state["action_space"]))
         self.env_steps = state["env_steps"]
+        self.episodes = state["episodes"]

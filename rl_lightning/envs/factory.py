@@ -44,6 +44,17 @@ def _import_object(path: str) -> Any:
     return obj
 
 
+def import_path_of(obj: Any) -> str | None:
+    """``"module:QualName"`` of an importable class or function, else ``None`` (lambdas, local objects)."""
+    module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not isinstance(obj, type) and not callable(obj) or not module or not name or "<" in name:
+        return None
+    try:
+        return f"{module}:{name}" if _import_object(f"{module}:{name}") is obj else None
+    except (ImportError, AttributeError):
+        return None
+
+
 def _is_import_path(name: str) -> bool:
     return ":" in name or ("." in name and "/" not in name and not name[-1].isdigit())
 

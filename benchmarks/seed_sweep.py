@@ -1,0 +1,84 @@
+"""Train a config over several seeds and print a per-seed learning table.
+
+    python benchmarks/seed_sweep.py configs/ppo_cartpole.yaml --seeds 0 1 2 3 4 --threshold 475
+
+Each seed runs ``rl-lightning fit`` in its own process (``--jobs`` at a time,
+one torch thread each) and logs to ``lightning_logs/sweeps/<config>/seed_<n>``.
+The table lists the final ``eval/return_mean``, the first env step at which
+an evaluation reached ``--threshold`` (if given), the best evaluation and the
+wall time of the whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def eval_curve(log_dir: Path, tag: str = "eval/return_mean") -> list[tuple[int, float]]:
+    """``(env_step, value)`` pairs of ``tag`` from every TensorBoard event file under ``log_dir``."""
+    points: list[tuple[int, float]] = []
+    for events in sorted(log_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            points += [(e.step, e.value) for e in acc.Scalars(tag)]
+    return sorted(points)
+
+
+def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> tuple[int, float, int]:
+    log_dir = out / f"seed_{seed}"
+    cmd = [sys.executable, "-m", "rl_lightning", "fit", "--config", config, f"--model.init_args.seed={seed}",
+           f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name=seed_{seed}",
+           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+    return seed, wall, proc.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--threshold", type=float, default=None, help="report the first env step reaching this")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained at the same time")
+    parser.add_argument("--out", default=None, help="log folder (default lightning_logs/sweeps/<config name>)")
+    parser.add_argument("extra", nargs="*", help="further rl-lightning options, after --")
+    args = parser.parse_args()
+    out = Path(args.out or Path("lightning_logs") / "sweeps" / Path(args.config).stem)
+    out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda s: run_seed(args.config, s, out, args.extra), args.seeds))
+
+    print(f"\n{args.config}: {len(args.seeds)} seeds, {args.jobs} at a time, one torch thread each")
+    print(f"| seed | final eval return | env steps | first step >= {args.threshold} | best eval | wall time (s) |")
+    print("|---|---|---|---|---|---|")
+    reached = 0
+    for seed, wall, code in results:
+        curve = eval_curve(out / f"seed_{seed}")
+        if code != 0 or not curve:
+            print(f"| {seed} | failed (exit {code}) | | | | {wall:.1f} |")
+            continue
+        final_step, final = curve[-1]
+        first = next((s for s, v in curve if args.threshold is not None and v >= args.threshold), None)
+        ok = args.threshold is not None and final >= args.threshold
+        reached += ok
+        print(f"| {seed} | {final:.1f} | {final_step} | {first if first is not None else '-'} | "
+              f"{max(v for _, v in curve):.1f} | {wall:.1f} |")
+    if args.threshold is not None:
+        print(f"\nfinal eval return >= {args.threshold}: {reached} of {len(results)} seeds")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""PPO and A2C modules: collection, budget and epochs, bad input, checkpoints, action spaces."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from toy_envs import CounterEnv, TupleActionEnv
+
+from rl_lightning import A2C, PPO, ConfigurationError
+
+
+def quiet_trainer(tmp_path, **kwargs):
+    kwargs.setdefault("logger", L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"))
+    return L.Trainer(max_epochs=-1, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                     num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=tmp_path, **kwargs)
+
+
+@torch.no_grad()
+def test_collect_bootstraps_truncation_from_final_obs_and_zeroes_termination():
+    # gae_lambda = 0: each advantage is the one-step TD error, so each step can be checked alone.
+    model = A2C(env=CounterEnv, env_kwargs={"truncate_at": 3}, n_steps=7, gamma=0.5, gae_lambda=0.0,
+                reward_scale=0.1)
+    model.setup("fit")
+    batch = model.collect()
+    v = lambda x: model.policy.value(torch.tensor([[float(x)]])).item()  # noqa: E731
+    obs = [0, 1, 2, 0, 1, 2, 0]  # the env truncates after 3 steps and resets at once
+    for t, o in enumerate(obs):
+        next_value = v(3) if o == 2 else v(o + 1)  # at a truncation: V(final obs = 3), not V(reset obs = 0)
+        expected = 0.1 + 0.5 * next_value - v(o)
+        assert batch["advantages"][t].item() == pytest.approx(expected, abs=1e-6), t
+    assert model.env_steps == 7
+
+    model = A2C(env=CounterEnv, env_kwargs={"terminate_at": 3}, n_steps=3, gamma=0.5, gae_lambda=0.0)
+    model.setup("fit")
+    batch = model.collect()
+    v = lambda x: model.policy.value(torch.tensor([[float(x)]])).item()  # noqa: E731
+    assert batch["advantages"][2].item() == pytest.approx(1.0 - v(2), abs=1e-6)  # terminal: no future value
+
+
+def test_training_stops_at_total_steps_with_epochs_of_steps_per_epoch(tmp_path):
+    # 64 env steps per rollout; epochs of ceil(300 / 64) = 5 rollouts; budget ceil(1000 / 64) = 16 rollouts.
+    model = PPO(env="CartPole-v1", num_envs=2, n_steps=32, batch_size=32, n_epochs=1, total_steps=1000,
+                steps_per_epoch=300, eval_episodes=2, eval_num_envs=2)
+    trainer = quiet_trainer(tmp_path)
+    trainer.fit(model)
+    assert model.env_steps == 16 * 64
+    assert trainer.current_epoch == 4  # epochs of 5, 5, 5 and 1 rollouts
+    assert model.last_evaluation is not None and len(model.last_evaluation.returns) == 2
+    assert model.envs is None and model.eval_envs is None  # closed at teardown
+
+
+def test_bad_input_is_rejected_before_training():
+    with pytest.raises(ConfigurationError, match="did you mean 'CartPole-v1'"):
+        PPO(env="CartPol-v1")
+    with pytest.raises(ConfigurationError, match=r"batch_size=256 must be between 1 and the rollout size .* = 128"):
+        PPO(num_envs=4, n_steps=32, batch_size=256)
+    for budget in (0, -5):
+        with pytest.raises(ConfigurationError, match=rf"total_steps={budget} must be a positive integer"):
+            A2C(total_steps=budget)
+    for algo in (PPO, A2C):
+        model = algo(env=TupleActionEnv, batch_size=4, n_steps=4) if algo is PPO else algo(env=TupleActionEnv)
+        with pytest.raises(ConfigurationError, match=rf"{algo.__name__} supports Discrete, MultiDiscrete and 1-D Box"):
+            model.setup("fit")
+
+
+def test_checkpoint_gives_a_policy_that_acts_without_an_env(tmp_path):
+    model = PPO(env="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, total_steps=64, steps_per_epoch=64,
+                eval_episodes=1, eval_num_envs=1)
+    trainer = quiet_trainer(tmp_path)
+    trainer.fit(model)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+
+    loaded = PPO.load_from_checkpoint(path)
+    assert loaded.envs is None and loaded.env_steps == 64
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    batch_actions = loaded.act(obs)
+    assert batch_actions.shape == (5,)
+    assert loaded.act(obs[0]) == batch_actions[0]
+    np.testing.assert_array_equal(batch_actions, model.act(obs))
+    with pytest.raises(ConfigurationError, match="holds a PPO model; load it with PPO, not A2C"):
+        A2C.load_from_checkpoint(path)
+
+
+@pytest.mark.parametrize("env", ["Pendulum-v1", "toy_envs:MultiDiscreteEnv"])
+def test_ppo_trains_and_acts_on_box_and_multidiscrete_actions(tmp_path, env):
+    model = PPO(env=env, num_envs=2, n_steps=32, batch_size=32, n_epochs=2, total_steps=256,
+                steps_per_epoch=256, eval_episodes=2, eval_num_envs=2)
+    assert not list(model.parameters())  # networks are built lazily from the env's spaces
+    trainer = quiet_trainer(tmp_path)
+    trainer.fit(model)
+    initial = PPO(env=env, num_envs=2, n_steps=32, batch_size=32)
+    initial.setup("fit")
+    changed = [not torch.equal(a, b) for a, b in zip(model.policy.parameters(), initial.policy.parameters())]
+    assert all(changed)  # every parameter (log_std of the Gaussian too) was updated
+    space = model.action_space
+    actions = model.act(np.stack([model.observation_space.sample() for _ in range(3)]), deterministic=False)
+    assert all(space.contains(a.astype(space.dtype)) for a in actions)
+    assert model.env_steps == 256
