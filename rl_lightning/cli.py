@@ -13,12 +13,18 @@ the algorithm is a documented option (``rl-lightning fit --model PPO --help``).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from rl_lightning.algorithms.base import RLModule
+
+# Deprecation notices from inside Lightning (its CLI on newer jsonargparse, its pytree use on
+# newer torch): nothing a user of this command can act on.
+warnings.filterwarnings("ignore", message=r"(?s).*(add_instantiator|JsonargparseDeprecationWarning)")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     # Training ends when the module's `total_steps` env-step budget is spent, not after a number of epochs.

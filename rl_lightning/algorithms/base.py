@@ -21,8 +21,10 @@ from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
 
-# Collection runs in the trainer process on purpose (the generator uses the live policy).
+# Collection runs in the trainer process on purpose (the generator uses the live policy),
+# and the stream's exact __len__ is what stops Lightning from pre-fetching a batch.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation envs are seeded apart from training envs so they never replay the same episodes."""

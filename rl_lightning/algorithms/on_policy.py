@@ -113,9 +113,8 @@ class OnPolicyModule(RLModule):
 
     # ------------------------------------------------------------------ schedules
     def progress_remaining(self) -> float:
-        """1 at the start of training, 0 when ``total_steps`` is spent (SB3's convention), at this batch's start."""
-        done = max(self.env_steps - self.steps_per_batch, 0)
-        return max(1.0 - done / self.hparams.total_steps, 0.0)
+        """1 at the start of training, 0 when ``total_steps`` is spent (SB3's convention: after the rollout)."""
+        return max(1.0 - self.env_steps / self.hparams.total_steps, 0.0)
 
     def apply_lr_schedule(self) -> float:
         """Set the optimizers' learning rates for this update; return the fraction applied."""
