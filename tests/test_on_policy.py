@@ -97,3 +97,13 @@ def test_ppo_trains_and_acts_on_box_and_multidiscrete_actions(tmp_path, env):
     actions = model.act(np.stack([model.observation_space.sample() for _ in range(3)]), deterministic=False)
     assert all(space.contains(a.astype(space.dtype)) for a in actions)
     assert model.env_steps == 256
+
+
+def test_too_few_trainer_epochs_for_the_budget_are_reported(tmp_path):
+    model = PPO(env="CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, total_steps=256, steps_per_epoch=64,
+                eval_episodes=0)
+    trainer = L.Trainer(max_epochs=2, enable_progress_bar=False, enable_model_summary=False, logger=False,
+                        enable_checkpointing=False)
+    with pytest.warns(UserWarning, match=r"trainer.max_epochs=2 stops training before total_steps=256"):
+        trainer.fit(model)
+    assert model.env_steps == 128

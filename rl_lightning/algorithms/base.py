@@ -190,10 +190,14 @@ class RLModule(L.LightningModule):
         return batch  # collected directly on the module's device
 
     def on_fit_start(self) -> None:
+        per_epoch = self.batches_this_epoch() * self.steps_per_batch
+        needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / per_epoch) if per_epoch else 0
         max_epochs = self.trainer.max_epochs
-        needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0)
-                           / (self.batches_this_epoch() * self.steps_per_batch or 1))
-        if max_epochs is not None and max_epochs >= 0 and max_epochs - self.current_epoch < needed:
+        if max_epochs is None or max_epochs < 0:
+            # Unbounded: the budget ends training; telling the loop how many epochs that is
+            # lets progress bars show "epoch 3/9" instead of an open end.
+            self.trainer.fit_loop.max_epochs = self.current_epoch + needed
+        elif max_epochs - self.current_epoch < needed:
             warnings.warn(f"trainer.max_epochs={max_epochs} stops training before total_steps="
                           f"{self.hparams.total_steps} env steps ({needed} epochs of {self.hparams.steps_per_epoch} "
                           "steps needed); set trainer.max_epochs=-1 to let total_steps end training", stacklevel=1)
