@@ -267,7 +267,7 @@ class RLModule(L.LightningModule):
             self.train(was_training)
 
     def _evaluation_step(self) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking or self.eval_envs is None:  # eval_episodes=0 turns evaluation off in fit
             return
         result = self.evaluate()
         self.last_evaluation = result
