@@ -1,5 +1,6 @@
 """The rl-lightning command: configs, --print_config, fit/validate/test, TensorBoard output."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,16 @@ def test_fit_then_test_logs_against_env_steps(tmp_path, capsys):
     main(["test", "--config", str(ROOT / "configs/ppo_cartpole.yaml"), *tiny(tmp_path), f"--ckpt_path={ckpt}"])
     out = capsys.readouterr().out
     assert "eval/return_mean" in out
+
+
+@pytest.mark.parametrize("algorithm", ["PPO", "A2C"])
+def test_help_documents_every_hyperparameter(algorithm, capsys):
+    import rl_lightning
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", algorithm])
+    text = capsys.readouterr().out
+    for name in getattr(rl_lightning, algorithm)().hparams:
+        match = re.search(rf"--model\.{name} [^\n]*\n\s+(\S[^\n]*)", text)
+        assert match, name
+        assert not match.group(1).startswith("(type:"), f"{name} has no description"
