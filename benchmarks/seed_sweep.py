@@ -33,6 +33,25 @@ def eval_curve(log_dir: Path, tag: str = "eval/return_mean") -> list[tuple[int, 
     return sorted(points)
 
 
+def episode_window_mean(log_dir: Path, first: int, last: int) -> float | None:
+    """Mean training return of episodes ``first``..``last`` (1-based), from ``run/score`` and ``run/episodes``.
+
+    Each logged point is the mean return of the episodes finished in one batch;
+    a batch's mean stands for each of its episodes (exact when a batch ends at most one episode).
+    """
+    scores = dict(eval_curve(log_dir, "run/score"))
+    counts = eval_curve(log_dir, "run/episodes")
+    total, n, previous = 0.0, 0, 0
+    for step, cumulative in counts:
+        cumulative = int(cumulative)
+        lo, hi = max(previous + 1, first), min(cumulative, last)
+        if hi >= lo:
+            total += scores[step] * (hi - lo + 1)
+            n += hi - lo + 1
+        previous = cumulative
+    return total / n if n == last - first + 1 else None
+
+
 def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> tuple[int, float, int]:
     log_dir = out / f"seed_{seed}"
     cmd = [sys.executable, "-m", "rl_lightning", "fit", "--config", config, f"--model.init_args.seed={seed}",
@@ -54,6 +73,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None, help="report the first env step reaching this")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained at the same time")
     parser.add_argument("--out", default=None, help="log folder (default lightning_logs/sweeps/<config name>)")
+    parser.add_argument("--episode-windows", nargs="*", default=[], metavar="FIRST-LAST",
+                        help="also report the mean training return over these episode ranges, e.g. 441-540")
     parser.add_argument("extra", nargs="*", help="further rl-lightning options, after --")
     args = parser.parse_args()
     out = Path(args.out or Path("lightning_logs") / "sweeps" / Path(args.config).stem)
@@ -62,8 +83,11 @@ def main() -> None:
         results = list(pool.map(lambda s: run_seed(args.config, s, out, args.extra), args.seeds))
 
     print(f"\n{args.config}: {len(args.seeds)} seeds, {args.jobs} at a time, one torch thread each")
-    print(f"| seed | final eval return | env steps | first step >= {args.threshold} | best eval | wall time (s) |")
-    print("|---|---|---|---|---|---|")
+    windows = [tuple(int(x) for x in w.split("-")) for w in args.episode_windows]
+    window_cols = "".join(f" train return ep {a}-{b} |" for a, b in windows)
+    print(f"| seed | final eval return | env steps | first step >= {args.threshold} | best eval | wall time (s) |"
+          + window_cols)
+    print("|---|---|---|---|---|---|" + "---|" * len(windows))
     reached = 0
     for seed, wall, code in results:
         curve = eval_curve(out / f"seed_{seed}")
@@ -74,8 +98,10 @@ def main() -> None:
         first = next((s for s, v in curve if args.threshold is not None and v >= args.threshold), None)
         ok = args.threshold is not None and final >= args.threshold
         reached += ok
+        window_values = [episode_window_mean(out / f"seed_{seed}", a, b) for a, b in windows]
         print(f"| {seed} | {final:.1f} | {final_step} | {first if first is not None else '-'} | "
-              f"{max(v for _, v in curve):.1f} | {wall:.1f} |")
+              f"{max(v for _, v in curve):.1f} | {wall:.1f} |"
+              + "".join(" - |" if v is None else f" {v:.1f} |" for v in window_values))
     if args.threshold is not None:
         print(f"\nfinal eval return >= {args.threshold}: {reached} of {len(results)} seeds")
 
