@@ -1,6 +1,9 @@
 """Train a config over several seeds and print a per-seed learning table.
 
     python benchmarks/seed_sweep.py configs/ppo_cartpole.yaml --seeds 0 1 2 3 4 --threshold 475
+    python benchmarks/seed_sweep.py configs/a2c_cartpole_td.yaml --episode-windows 441-540 -- --model.init_args.total_steps=250000
+
+Options after ``--`` go to ``rl-lightning fit``.
 
 Each seed runs ``rl-lightning fit`` in its own process (``--jobs`` at a time,
 one torch thread each) and logs to ``lightning_logs/sweeps/<config>/seed_<n>``.
@@ -31,6 +34,12 @@ def eval_curve(log_dir: Path, tag: str = "eval/return_mean") -> list[tuple[int, 
         if tag in acc.Tags()["scalars"]:
             points += [(e.step, e.value) for e in acc.Scalars(tag)]
     return sorted(points)
+
+
+def latest_version(log_dir: Path) -> Path:
+    """The newest ``version_<n>`` folder of a TensorBoard run (earlier sweeps of the same seed stay untouched)."""
+    versions = sorted(log_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    return versions[-1] if versions else log_dir
 
 
 def episode_window_mean(log_dir: Path, first: int, last: int) -> float | None:
@@ -75,8 +84,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="log folder (default lightning_logs/sweeps/<config name>)")
     parser.add_argument("--episode-windows", nargs="*", default=[], metavar="FIRST-LAST",
                         help="also report the mean training return over these episode ranges, e.g. 441-540")
-    parser.add_argument("extra", nargs="*", help="further rl-lightning options, after --")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.extra = extra
     out = Path(args.out or Path("lightning_logs") / "sweeps" / Path(args.config).stem)
     out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -90,7 +101,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|" + "---|" * len(windows))
     reached = 0
     for seed, wall, code in results:
-        curve = eval_curve(out / f"seed_{seed}")
+        run_dir = latest_version(out / f"seed_{seed}")
+        curve = eval_curve(run_dir)
         if code != 0 or not curve:
             print(f"| {seed} | failed (exit {code}) | | | | {wall:.1f} |")
             continue
@@ -98,7 +110,7 @@ def main() -> None:
         first = next((s for s, v in curve if args.threshold is not None and v >= args.threshold), None)
         ok = args.threshold is not None and final >= args.threshold
         reached += ok
-        window_values = [episode_window_mean(out / f"seed_{seed}", a, b) for a, b in windows]
+        window_values = [episode_window_mean(run_dir, a, b) for a, b in windows]
         print(f"| {seed} | {final:.1f} | {final_step} | {first if first is not None else '-'} | "
               f"{max(v for _, v in curve):.1f} | {wall:.1f} |"
               + "".join(" - |" if v is None else f" {v:.1f} |" for v in window_values))
