@@ -45,3 +45,54 @@ class MultiDiscreteEnv(CounterEnv):
     def __init__(self):
         super().__init__(terminate_at=10)
         self.action_space = gym.spaces.MultiDiscrete([3, 2])
+
+
+class GoalImageEnv(gym.Env):
+    """A tiny visual goal task: a 36x40x3 uint8 image and a one-hot goal; reward 1 for the action equal to the goal.
+
+    The image shows a bright square whose side tells the goal apart only
+    together with the goal vector; episodes last 5 steps.
+    """
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Dict({
+            "image": gym.spaces.Box(0, 255, (36, 40, 3), np.uint8),
+            "goal": gym.spaces.Box(0.0, 1.0, (2,), np.float32),
+        })
+        self.action_space = gym.spaces.Discrete(2)
+        self.t, self.goal = 0, 0
+
+    def _obs(self):
+        image = np.full((36, 40, 3), 50, dtype=np.uint8)
+        image[:, :20] = 200
+        return {"image": image, "goal": np.eye(2, dtype=np.float32)[self.goal]}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.goal = 0, int(self.np_random.integers(2))
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = 1.0 if int(action) == self.goal else 0.0
+        self.goal = int(self.np_random.integers(2))
+        return self._obs(), reward, False, self.t >= 5, {}
+
+
+class MaskedEnv(CounterEnv):
+    """A CounterEnv with four actions of which only action 2 is ever allowed (``info["action_mask"]``)."""
+
+    def __init__(self):
+        super().__init__(truncate_at=4, n_actions=4)
+
+    def _info(self):
+        return {"action_mask": np.array([0, 0, 1, 0], dtype=np.int8)}
+
+    def reset(self, *, seed=None, options=None):
+        obs, _ = super().reset(seed=seed)
+        return obs, self._info()
+
+    def step(self, action):
+        assert int(action) == 2, f"masked action {action} taken"
+        obs, r, term, trunc, _ = super().step(action)
+        return obs, r, term, trunc, self._info()

@@ -2,7 +2,10 @@
 
 from rl_lightning.algorithms.a2c import A2C
 from rl_lightning.algorithms.base import RLModule
+from rl_lightning.algorithms.ddpg import DDPG
+from rl_lightning.algorithms.dqn import DQN
+from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.on_policy import OnPolicyModule
 from rl_lightning.algorithms.ppo import PPO
 
-__all__ = ["A2C", "PPO", "OnPolicyModule", "RLModule"]
+__all__ = ["A2C", "DDPG", "DQN", "PPO", "OffPolicyModule", "OnPolicyModule", "RLModule"]

@@ -99,6 +99,7 @@ class RLModule(L.LightningModule):
         self._finished_returns: list[np.ndarray] = []
         self._finished_lengths: list[np.ndarray] = []
         self._obs: np.ndarray | None = None  # the envs' current observations
+        self._initial_info: dict[str, Any] = {}
         self._last_log: tuple[float, int] | None = None
         self.last_evaluation: EvaluationResult | None = None
 
@@ -154,7 +155,7 @@ class RLModule(L.LightningModule):
             torch.manual_seed(self.hparams.seed)
             if self.envs is None:
                 self.envs = self.make_envs()
-                obs, _ = self.envs.reset(seed=self._rank_seed())
+                obs, self._initial_info = self.envs.reset(seed=self._rank_seed())
                 self._attach_spaces(self.envs.single_observation_space, self.envs.single_action_space)
                 self._obs = obs
         needs_eval = stage in ("validate", "test") or (stage == "fit" and self.hparams.eval_episodes > 0)
@@ -173,8 +174,13 @@ class RLModule(L.LightningModule):
         if stage == "fit":
             self._obs = None
 
-    def obs_to_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+    def obs_to_tensor(self, obs: Any) -> Any:
+        """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest float32."""
+        if isinstance(obs, dict):
+            return {k: self.obs_to_tensor(v) for k, v in obs.items()}
+        obs = np.asarray(obs)
+        dtype = torch.uint8 if obs.dtype == np.uint8 else torch.float32
+        return torch.as_tensor(obs, dtype=dtype, device=self.device)
 
     # ------------------------------------------------------------------ budget and epochs
     def batches_this_epoch(self) -> int:
@@ -244,9 +250,15 @@ class RLModule(L.LightningModule):
         """Actions for one observation or a batch of them (NumPy in, NumPy out)."""
         if self.observation_space is None:
             raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
-        obs_t = self.obs_to_tensor(np.asarray(obs))
-        single = obs_t.dim() == len(self.observation_space.shape)
-        actions = self.predict_actions(obs_t.unsqueeze(0) if single else obs_t, deterministic)
+        obs_t = self.obs_to_tensor(obs)
+        if isinstance(self.observation_space, gym.spaces.Dict):
+            key, space = next(iter(self.observation_space.spaces.items()))
+            single = obs_t[key].dim() == len(space.shape)
+            batch = {k: v.unsqueeze(0) for k, v in obs_t.items()} if single else obs_t
+        else:
+            single = obs_t.dim() == len(self.observation_space.shape)
+            batch = obs_t.unsqueeze(0) if single else obs_t
+        actions = self.predict_actions(batch, deterministic)
         actions = actions.cpu().numpy()
         return actions[0] if single else actions
 

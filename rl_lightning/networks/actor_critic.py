@@ -12,7 +12,8 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.networks.mlp import MLP, flat_dim, flatten_obs, orthogonal_init
+from rl_lightning.networks.encoders import make_encoder
+from rl_lightning.networks.mlp import orthogonal_init
 
 
 class MultiCategorical(Distribution):
@@ -60,7 +61,7 @@ def check_action_space(action_space: gym.Space, algorithm: str) -> None:
 
 
 class ActorCritic(nn.Module):
-    """A policy head and a value head over MLP bodies.
+    """A policy head and a value head over encoder bodies (MLP for vectors, conv net for images).
 
     With ``shared_trunk`` one body feeds both heads (the seeds' 256-unit nets,
     trained with one optimizer); otherwise actor and critic have bodies of their
@@ -71,18 +72,13 @@ class ActorCritic(nn.Module):
                  activation: str = "tanh", shared_trunk: bool = False, ortho_init: bool = True,
                  log_std_init: float = 0.0) -> None:
         super().__init__()
-        if not isinstance(observation_space, gym.spaces.Box):
-            raise ConfigurationError(f"observation space {observation_space} is not supported by the MLP actor-critic "
-                                     "yet; it needs a Box observation")
-        self.obs_ndim = len(observation_space.shape)
-        obs_dim = flat_dim(observation_space.shape)
         self.shared_trunk = shared_trunk
         if shared_trunk:
-            self.trunk = MLP(obs_dim, hidden_sizes, activation)
+            self.trunk = make_encoder(observation_space, hidden_sizes, activation)
             self.actor_body = self.critic_body = self.trunk
         else:
-            self.actor_body = MLP(obs_dim, hidden_sizes, activation)
-            self.critic_body = MLP(obs_dim, hidden_sizes, activation)
+            self.actor_body = make_encoder(observation_space, hidden_sizes, activation)
+            self.critic_body = make_encoder(observation_space, hidden_sizes, activation)
 
         self.action_space = action_space
         self.log_std: nn.Parameter | None = None
@@ -121,14 +117,13 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
         """The action distribution and the state value (shape ``batch``) for a batch of observations."""
-        x = flatten_obs(obs, self.obs_ndim)
         if self.shared_trunk:
-            h = self.trunk(x)
+            h = self.trunk(obs)
             return self.distribution(h), self.value_head(h).squeeze(-1)
-        return self.distribution(self.actor_body(x)), self.value_head(self.critic_body(x)).squeeze(-1)
+        return self.distribution(self.actor_body(obs)), self.value_head(self.critic_body(obs)).squeeze(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.value_head(self.critic_body(flatten_obs(obs, self.obs_ndim))).squeeze(-1)
+        return self.value_head(self.critic_body(obs)).squeeze(-1)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or take the mode of) an action; return it with its log-probability and the state value."""
@@ -138,7 +133,7 @@ class ActorCritic(nn.Module):
 
     def predict(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions only: the actor body alone runs."""
-        dist = self.distribution(self.actor_body(flatten_obs(obs, self.obs_ndim)))
+        dist = self.distribution(self.actor_body(obs))
         return dist.mode if deterministic else dist.sample()
 
 

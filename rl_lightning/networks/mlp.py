@@ -45,13 +45,13 @@ class MLP(nn.Sequential):
 
 
 def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
-    """Orthogonal weights with ``gain`` and zero biases for every ``Linear`` in ``module``.
+    """Orthogonal weights with ``gain`` and zero biases for every ``Linear`` and ``Conv2d`` in ``module``.
 
     The initialisation PPO implementations rely on (Engstrom et al. 2020, "Implementation
     Matters", sec. 3): sqrt(2) for hidden layers, small for the policy output.
     """
     for m in module.modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.orthogonal_(m.weight, gain)
             nn.init.zeros_(m.bias)
 
@@ -59,10 +59,3 @@ def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
 def flat_dim(shape: Sequence[int]) -> int:
     """Number of features once an observation of ``shape`` is flattened."""
     return int(math.prod(shape))
-
-
-def flatten_obs(obs: torch.Tensor, obs_ndim: int) -> torch.Tensor:
-    """Flatten the trailing ``obs_ndim`` observation dimensions, keeping the batch dimensions."""
-    if obs_ndim == 1:
-        return obs
-    return obs.flatten(start_dim=obs.dim() - obs_ndim)

@@ -1,0 +1,213 @@
+"""Deep Deterministic Policy Gradient (Lillicrap et al. 2016)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rl_lightning.algorithms.off_policy import OffPolicyModule
+from rl_lightning.errors import ConfigurationError
+from rl_lightning.networks.encoders import make_encoder
+from rl_lightning.networks.mlp import activation_class
+from rl_lightning.networks.target import make_target, soft_update
+
+
+class OrnsteinUhlenbeckNoise:
+    """Temporally correlated exploration noise, one process per env copy (Uhlenbeck & Ornstein 1930).
+
+    ``x <- x + theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1)``: the state is
+    pulled back towards ``mu`` at rate ``theta``; ``reset(mask)`` restarts the
+    processes of env copies whose episode ended.
+    """
+
+    def __init__(self, num_envs: int, action_dim: int, theta: float, sigma: float, mu: float = 0.0, dt: float = 1.0,
+                 generator: torch.Generator | None = None) -> None:
+        self.theta, self.sigma, self.mu, self.dt = theta, sigma, mu, dt
+        self.generator = generator
+        self.state = torch.full((num_envs, action_dim), float(mu))
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        if mask is None:
+            self.state.fill_(self.mu)
+        else:
+            self.state[torch.as_tensor(mask)] = self.mu
+
+    def sample(self) -> torch.Tensor:
+        noise = torch.randn(self.state.shape, generator=self.generator)
+        self.state += self.theta * (self.mu - self.state) * self.dt + self.sigma * math.sqrt(self.dt) * noise
+        return self.state.clone()
+
+
+class CriticWithActionJoin(nn.Module):
+    """Q(s, a): observation features through an MLP, with the action concatenated before hidden layer ``action_layer``.
+
+    ``action_layer = 0`` joins it with the input; ``1`` after the first hidden layer
+    (Lillicrap et al. 2016, sec. 7, and seed S2).
+    """
+
+    def __init__(self, observation_space: gym.Space, action_dim: int, hidden_sizes: Sequence[int], activation: str,
+                 action_layer: int, cnn_features: int, image_layout: Any) -> None:
+        super().__init__()
+        if not 0 <= action_layer <= len(hidden_sizes):
+            raise ConfigurationError(f"critic_action_layer={action_layer} must lie in [0, {len(hidden_sizes)}] "
+                                     f"for hidden_sizes={list(hidden_sizes)}")
+        # Features only (flatten for vectors, conv net for images); the hidden layers come below.
+        self.encoder = make_encoder(observation_space, (), activation, cnn_features, image_layout=image_layout)
+        self.action_layer = action_layer
+        act = activation_class(activation)
+        layers, last = [], self.encoder.out_dim
+        for i, size in enumerate(hidden_sizes):
+            extra = action_dim if i == action_layer else 0
+            layers.append(nn.Sequential(nn.Linear(last + extra, size), act()))
+            last = size
+        self.hidden = nn.ModuleList(layers)
+        self.out = nn.Linear(last + (action_dim if action_layer == len(hidden_sizes) else 0), 1)
+
+    def forward(self, obs: Any, action: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(obs)
+        for i, layer in enumerate(self.hidden):
+            if i == self.action_layer:
+                h = torch.cat([h, action], dim=-1)
+            h = layer(h)
+        if self.action_layer == len(self.hidden):
+            h = torch.cat([h, action], dim=-1)
+        return self.out(h).squeeze(-1)
+
+
+class DDPG(OffPolicyModule):
+    """Deterministic actor-critic for continuous actions with a replay buffer and soft target updates.
+
+    The actor ends in tanh; its output in [-1, 1] is what the buffer stores and
+    the critic sees, and it is scaled to the action bounds for the env.
+
+    Args:
+        actor_learning_rate: Adam learning rate of the actor.
+        critic_learning_rate: Adam learning rate of the critic.
+        tau: soft target update rate, applied after every gradient step.
+        critic_action_layer: hidden layer of the critic before which the action joins (0 = with the observation).
+        action_noise: exploration noise: ``"gaussian"``, ``"ou"`` (Ornstein-Uhlenbeck) or ``"none"``.
+        noise_sigma: noise scale, in units of the [-1, 1] action range.
+        ou_theta: mean reversion rate of the OU noise.
+        ou_dt: time step of the OU noise.
+    """
+
+    def __init__(
+        self,
+        actor_learning_rate: float = 1e-3,
+        critic_learning_rate: float = 1e-3,
+        tau: float = 0.005,
+        critic_action_layer: int = 0,
+        action_noise: Literal["gaussian", "ou", "none"] = "gaussian",
+        noise_sigma: float = 0.1,
+        ou_theta: float = 0.15,
+        ou_dt: float = 1e-2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 < tau <= 1.0:
+            raise ConfigurationError(f"tau={tau} must lie in (0, 1]")
+        if actor_learning_rate <= 0 or critic_learning_rate <= 0:
+            raise ConfigurationError("actor_learning_rate and critic_learning_rate must be > 0")
+        if action_noise not in ("gaussian", "ou", "none"):
+            raise ConfigurationError(f"action_noise={action_noise!r}: choose 'gaussian', 'ou' or 'none'")
+        if noise_sigma < 0 or ou_theta < 0 or ou_dt <= 0:
+            raise ConfigurationError("noise_sigma and ou_theta must be >= 0 and ou_dt > 0")
+        self.actor: nn.Module | None = None
+        self.critic: CriticWithActionJoin | None = None
+        self.noise: OrnsteinUhlenbeckNoise | None = None
+
+    def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.check_box_or_discrete(action_space, "DDPG", gym.spaces.Box)
+        hp = self.hparams
+        action_dim = int(action_space.shape[0])
+        encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
+                               image_layout=hp.image_layout)
+        self.actor = nn.Sequential(encoder, nn.Linear(encoder.out_dim, action_dim), nn.Tanh())
+        self.critic = CriticWithActionJoin(observation_space, action_dim, hp.hidden_sizes, hp.activation,
+                                           hp.critic_action_layer, hp.cnn_features, hp.image_layout)
+        self.actor_target = make_target(self.actor)
+        self.critic_target = make_target(self.critic)
+        self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
+        self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32),
+                             persistent=False)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.actor.parameters(), lr=self.hparams.actor_learning_rate),
+                torch.optim.Adam(self.critic.parameters(), lr=self.hparams.critic_learning_rate)]
+
+    # ------------------------------------------------------------------ acting
+    def scale_action(self, action: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> the env's bounds."""
+        return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
+        stored = torch.rand(self.hparams.num_envs, self.action_low.shape[0], device=self.device) * 2.0 - 1.0
+        return self.scale_action(stored).cpu().numpy(), stored.cpu().numpy()
+
+    def exploration_noise(self) -> torch.Tensor | None:
+        hp = self.hparams
+        if hp.action_noise == "none" or hp.noise_sigma == 0:
+            return None
+        if hp.action_noise == "ou":
+            if self.noise is None:
+                self.noise = OrnsteinUhlenbeckNoise(hp.num_envs, self.action_low.shape[0], hp.ou_theta,
+                                                    hp.noise_sigma, dt=hp.ou_dt)
+            return self.noise.sample()
+        return hp.noise_sigma * torch.randn(hp.num_envs, self.action_low.shape[0])
+
+    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        action = self.actor(obs)
+        noise = self.exploration_noise()
+        if noise is not None:
+            action = (action + noise.to(self.device)).clamp(-1.0, 1.0)
+        return self.scale_action(action).cpu().numpy(), action.cpu().numpy()
+
+    def on_episodes_end(self, ended: np.ndarray) -> None:
+        if self.noise is not None:
+            self.noise.reset(ended)
+
+    def predict_actions(self, obs: Any, deterministic: bool = True) -> torch.Tensor:
+        action = self.actor(obs)
+        if not deterministic and self.hparams.noise_sigma > 0:
+            action = (action + self.hparams.noise_sigma * torch.randn_like(action)).clamp(-1.0, 1.0)
+        return self.scale_action(action)
+
+    # ------------------------------------------------------------------ learning
+    def training_step(self, batch: dict[str, Any]) -> None:
+        hp = self.hparams
+        metrics: dict[str, Any] = self.buffer_metrics()
+        if batch:
+            actor_opt, critic_opt = self.optimizers()
+            stats: dict[str, list[torch.Tensor]] = {"actor": [], "critic": [], "q": []}
+            for mb in self.minibatches(batch):
+                with torch.no_grad():
+                    next_q = self.critic_target(mb["next_obs"], self.actor_target(mb["next_obs"]))
+                    # Bellman target; a truncated transition bootstraps, only termination zeroes the future.
+                    target = mb["rewards"] + hp.gamma * (~mb["terminated"]).float() * next_q
+                q = self.critic(mb["obs"], mb["actions"])
+                critic_loss = F.mse_loss(q, target)
+                self.gradient_step(critic_opt, critic_loss)
+                # Deterministic policy gradient (Silver et al. 2014): ascend Q(s, mu(s)).
+                actor_loss = -self.critic(mb["obs"], self.actor(mb["obs"])).mean()
+                self.gradient_step(actor_opt, actor_loss)
+                soft_update(self.critic_target, self.critic, hp.tau)
+                soft_update(self.actor_target, self.actor, hp.tau)
+                stats["actor"].append(actor_loss.detach())
+                stats["critic"].append(critic_loss.detach())
+                stats["q"].append(q.detach().mean())
+            metrics.update({"model/actor_loss": torch.stack(stats["actor"]).mean(),
+                            "model/critic_loss": torch.stack(stats["critic"]).mean(),
+                            "model/q_mean": torch.stack(stats["q"]).mean()})
+        self.log_training(metrics)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.noise is not None:
+            checkpoint["rl_lightning"]["ou_noise_state"] = self.noise.state.clone()

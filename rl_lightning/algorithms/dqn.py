@@ -1,0 +1,177 @@
+"""Deep Q-Network (Mnih et al. 2015), with the Double DQN target (van Hasselt et al. 2016) as an option."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rl_lightning.algorithms.off_policy import OffPolicyModule
+from rl_lightning.errors import ConfigurationError
+from rl_lightning.networks.encoders import make_encoder
+from rl_lightning.networks.target import make_target, soft_update
+
+
+def linear_schedule(start: float, end: float, fraction: float, progress: float) -> float:
+    """``start`` moving linearly to ``end`` over the first ``fraction`` of training, then ``end``."""
+    if fraction <= 0:
+        return end
+    return start + (end - start) * min(progress / fraction, 1.0)
+
+
+def dqn_targets(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: torch.Tensor, gamma: float,
+                next_q_online: torch.Tensor | None = None,
+                next_action_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One-step Q-learning targets ``r + gamma * (1 - terminated) * Q_target(s', a*)``.
+
+    ``a*`` maximises ``Q_target`` (Mnih et al. 2015, eq. 2) or, given ``next_q_online``,
+    ``Q_online`` (Double DQN, van Hasselt et al. 2016, eq. 4). Masked next actions are never chosen.
+    A truncated transition is not terminated: its target bootstraps from ``s'``.
+    """
+    chooser = next_q_target if next_q_online is None else next_q_online
+    if next_action_mask is not None:
+        chooser = chooser.masked_fill(~next_action_mask, -torch.inf)
+    best = chooser.argmax(dim=-1, keepdim=True)
+    next_value = next_q_target.gather(-1, best).squeeze(-1)
+    return rewards + gamma * (~terminated).to(rewards.dtype) * next_value
+
+
+class DQN(OffPolicyModule):
+    """Deep Q-learning with epsilon-greedy exploration, a target network and a replay buffer.
+
+    Args:
+        learning_rate: Adam learning rate.
+        exploration_initial_eps: epsilon at the start of training.
+        exploration_final_eps: epsilon once the schedule ends.
+        exploration_fraction: fraction of ``total_steps`` over which epsilon falls linearly.
+        eval_epsilon: epsilon of evaluation episodes when ``eval_deterministic`` is off.
+        target_update_interval: env steps between target network updates.
+        tau: target update rate: 1 copies the online network (hard update), < 1 is Polyak averaging.
+        double_q: choose the next action with the online network (Double DQN).
+        loss: ``"huber"`` (smooth L1) or ``"mse"`` between Q(s, a) and its target.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 1e-4,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float = 0.05,
+        exploration_fraction: float = 0.1,
+        eval_epsilon: float = 0.0,
+        target_update_interval: int = 10_000,
+        tau: float = 1.0,
+        double_q: bool = False,
+        loss: Literal["huber", "mse"] = "huber",
+        max_grad_norm: float | None = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(max_grad_norm=max_grad_norm, **kwargs)
+        for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction", "eval_epsilon"):
+            value = getattr(self.hparams, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigurationError(f"{name}={value} must lie in [0, 1]")
+        if not 0.0 < tau <= 1.0:
+            raise ConfigurationError(f"tau={tau} must lie in (0, 1]")
+        if target_update_interval < 1:
+            raise ConfigurationError(f"target_update_interval={target_update_interval} must be >= 1")
+        if learning_rate <= 0:
+            raise ConfigurationError(f"learning_rate={learning_rate} must be > 0")
+        if loss not in ("huber", "mse"):
+            raise ConfigurationError(f"loss={loss!r}: choose 'huber' or 'mse'")
+        self.q_net: nn.Module | None = None
+        self.q_target: nn.Module | None = None
+        self.target_updates = 0  # target updates done; one is due every target_update_interval env steps
+
+    def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.check_box_or_discrete(action_space, "DQN", gym.spaces.Discrete)
+        hp = self.hparams
+        encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
+                               image_layout=hp.image_layout)
+        self.q_net = nn.Sequential(encoder, nn.Linear(encoder.out_dim, int(action_space.n)))
+        self.q_target = make_target(self.q_net)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.q_net.parameters(), lr=self.hparams.learning_rate)
+
+    # ------------------------------------------------------------------ acting
+    @property
+    def epsilon(self) -> float:
+        hp = self.hparams
+        return linear_schedule(hp.exploration_initial_eps, hp.exploration_final_eps, hp.exploration_fraction,
+                               self.env_steps / hp.total_steps)
+
+    def greedy(self, obs: Any, mask: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.q_net(obs)
+        if mask is not None:
+            q = q.masked_fill(~mask, -torch.inf)
+        return q.argmax(dim=-1)
+
+    def epsilon_greedy(self, obs: Any, epsilon: float, mask: np.ndarray | None = None) -> torch.Tensor:
+        mask_t = None if mask is None else torch.as_tensor(mask, device=self.device)
+        actions = self.greedy(obs, mask_t)
+        n, n_actions = actions.shape[0], int(self.action_space.n)
+        explore = torch.rand(n, device=self.device) < epsilon
+        if explore.any():
+            # Uniform over the allowed actions: sample from the mask's rows as weights.
+            weights = torch.ones(n, n_actions, device=self.device) if mask_t is None else mask_t.float()
+            actions = torch.where(explore, torch.multinomial(weights, 1).squeeze(-1), actions)
+        return actions
+
+    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._action_mask is None:
+            actions = self.envs.action_space.sample()
+        else:
+            actions = np.array([self.envs.single_action_space.sample(mask=m.astype(np.int8))
+                                for m in self._action_mask])
+        return actions, actions
+
+    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        actions = self.epsilon_greedy(obs, self.epsilon, self._action_mask).cpu().numpy()
+        return actions, actions
+
+    def predict_actions(self, obs: Any, deterministic: bool = True) -> torch.Tensor:
+        if deterministic:
+            return self.greedy(obs)
+        return self.epsilon_greedy(obs, self.hparams.eval_epsilon)
+
+    # ------------------------------------------------------------------ learning
+    def update_target(self) -> None:
+        """Apply the target updates that fell due during collection (every ``target_update_interval`` env steps)."""
+        due = self.env_steps // self.hparams.target_update_interval - self.target_updates
+        if due > 0:
+            # k Polyak steps towards an unchanged online network equal one with rate 1 - (1 - tau)^k.
+            soft_update(self.q_target, self.q_net, 1.0 - (1.0 - self.hparams.tau) ** due)
+            self.target_updates += due
+
+    def training_step(self, batch: dict[str, Any]) -> None:
+        hp = self.hparams
+        self.update_target()
+        metrics: dict[str, Any] = {"model/epsilon": self.epsilon, **self.buffer_metrics()}
+        if batch:
+            opt = self.optimizers()
+            losses, q_means = [], []
+            for mb in self.minibatches(batch):
+                q = self.q_net(mb["obs"]).gather(-1, mb["actions"].unsqueeze(-1)).squeeze(-1)
+                with torch.no_grad():
+                    target = dqn_targets(mb["rewards"], mb["terminated"], self.q_target(mb["next_obs"]), hp.gamma,
+                                         self.q_net(mb["next_obs"]) if hp.double_q else None,
+                                         mb.get("next_action_mask"))
+                loss = F.smooth_l1_loss(q, target) if hp.loss == "huber" else F.mse_loss(q, target)
+                self.gradient_step(opt, loss)
+                losses.append(loss.detach())
+                q_means.append(q.detach().mean())
+            metrics["model/loss"] = torch.stack(losses).mean()
+            metrics["model/q_mean"] = torch.stack(q_means).mean()
+        self.log_training(metrics)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["rl_lightning"]["target_updates"] = self.target_updates
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.target_updates = checkpoint["rl_lightning"].get("target_updates", 0)

@@ -1,0 +1,189 @@
+"""What DQN and DDPG share: a replay buffer fed by the envs, and minibatches sampled from it."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rl_lightning.algorithms.base import RLModule
+from rl_lightning.data.replay import ReplayBuffer
+from rl_lightning.envs.factory import final_observations
+from rl_lightning.errors import ConfigurationError
+from rl_lightning.networks.encoders import ImageLayout
+
+
+def minibatch(batch: dict[str, Any], rows: slice) -> dict[str, Any]:
+    """Rows of every tensor in a (possibly nested) batch dict."""
+    return {k: minibatch(v, rows) if isinstance(v, dict) else v[rows] for k, v in batch.items()}
+
+
+class OffPolicyModule(RLModule):
+    """Learns from a replay buffer.
+
+    Each training batch is ``train_freq`` steps of every env copy stored in the
+    buffer, followed by ``gradient_steps`` updates on minibatches of
+    ``batch_size`` sampled uniformly from it (none before ``learning_starts``
+    env steps, which are played with random actions).
+
+    Args:
+        buffer_size: transitions the replay buffer holds (all env copies together).
+        batch_size: transitions per gradient step.
+        learning_starts: env steps of random play before the first update.
+        train_freq: steps of each env copy between training phases.
+        gradient_steps: gradient steps per training phase.
+        gamma: discount factor.
+        hidden_sizes: hidden layer sizes of the MLPs (after the conv net for images).
+        activation: hidden activation: tanh, relu, elu, gelu, silu or leaky_relu.
+        cnn_features: width of the linear layer after the conv net, for image observations.
+        image_layout: ``"hwc"``, ``"chw"`` or ``"auto"`` (channels are the smaller end of the shape).
+        max_grad_norm: clip each optimizer's gradient norm to this; ``None`` disables clipping.
+        reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
+        buffer_in_checkpoint: save the replay buffer in checkpoints (switch off for very large buffers).
+    """
+
+    def __init__(
+        self,
+        buffer_size: int = 1_000_000,
+        batch_size: int = 256,
+        learning_starts: int = 1000,
+        train_freq: int = 1,
+        gradient_steps: int = 1,
+        gamma: float = 0.99,
+        hidden_sizes: list[int] = [256, 256],  # noqa: B006 (a list so the CLI writes it back as YAML)
+        activation: str = "relu",
+        cnn_features: int = 512,
+        image_layout: Literal["auto", "hwc", "chw"] = "auto",
+        max_grad_norm: float | None = None,
+        reward_scale: float = 1.0,
+        buffer_in_checkpoint: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for name in ("buffer_size", "batch_size", "train_freq", "gradient_steps"):
+            if getattr(self.hparams, name) < 1:
+                raise ConfigurationError(f"{name}={getattr(self.hparams, name)} must be >= 1")
+        if learning_starts < 0:
+            raise ConfigurationError(f"learning_starts={learning_starts} must be >= 0")
+        if batch_size > buffer_size:
+            raise ConfigurationError(f"batch_size={batch_size} is larger than buffer_size={buffer_size}; "
+                                     "lower batch_size or raise buffer_size")
+        if batch_size > learning_starts:
+            raise ConfigurationError(f"batch_size={batch_size} is larger than learning_starts={learning_starts}: the "
+                                     "first updates would sample fewer distinct transitions than a batch; raise "
+                                     "learning_starts to at least batch_size")
+        if not 0.0 <= gamma <= 1.0:
+            raise ConfigurationError(f"gamma={gamma} must lie in [0, 1]")
+        self.buffer: ReplayBuffer | None = None
+        self._saved_buffer: dict[str, Any] | None = None
+        self._action_mask: np.ndarray | None = None  # masks of the envs' current observations, if they give them
+
+    @property
+    def steps_per_batch(self) -> int:
+        return self.hparams.train_freq * self.hparams.num_envs
+
+    @property
+    def image_layout(self) -> ImageLayout:
+        return self.hparams.image_layout
+
+    # ------------------------------------------------------------------ acting, per algorithm
+    @abstractmethod
+    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform random ``(env_actions, stored_actions)`` for every env copy (before ``learning_starts``)."""
+
+    @abstractmethod
+    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Exploratory ``(env_actions, stored_actions)`` for a batch of observations."""
+
+    def on_episodes_end(self, ended: np.ndarray) -> None:
+        """Called with the mask of env copies whose episode ended this step (e.g. to reset noise)."""
+
+    # ------------------------------------------------------------------ buffer and collection
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.buffer is None:
+            mask = self._initial_info.get("action_mask")
+            self._action_mask = None if mask is None else np.asarray(mask, dtype=bool)
+            # Allocated (after a memory check) where the module will live, before training starts.
+            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+            self.buffer = ReplayBuffer(self.hparams.buffer_size, self.observation_space, self.action_space,
+                                       device=device,
+                                       action_mask_size=None if mask is None else self._action_mask.shape[-1])
+            if self._saved_buffer is not None:
+                self.buffer.load_state_dict(self._saved_buffer)
+                self._saved_buffer = None
+
+    @torch.no_grad()
+    def collect(self) -> dict[str, Any]:
+        hp = self.hparams
+        envs, buf = self.envs, self.buffer
+        obs = self._obs
+        for _ in range(hp.train_freq):
+            if self.env_steps < hp.learning_starts:
+                env_actions, stored = self.random_actions()
+            else:
+                env_actions, stored = self.explore(self.obs_to_tensor(obs))
+            next_obs, reward, terminated, truncated, info = envs.step(env_actions)
+            ended = terminated | truncated
+            next_mask = None
+            if self._action_mask is not None:
+                next_mask = np.asarray(info["action_mask"], dtype=bool)
+                self._action_mask = next_mask
+                if ended.any():
+                    next_mask = next_mask.copy()
+                    for i in np.flatnonzero(ended):  # the final observation's mask, not the reset one's
+                        next_mask[i] = info["final_info"]["action_mask"][i]
+            # A finished episode's real next observation is its final one (the envs already reset).
+            real_next = final_observations(next_obs, info) if ended.any() else next_obs
+            buf.add(obs, stored, reward * hp.reward_scale if hp.reward_scale != 1.0 else reward, real_next,
+                    terminated, next_mask)
+            if ended.any():
+                self.record_episodes(info)
+                self.on_episodes_end(ended)
+            obs = next_obs
+            self.env_steps += hp.num_envs
+        self._obs = obs
+        if self.env_steps < hp.learning_starts:
+            return {}  # still warming up: no updates (Lightning skips a None batch without calling training_step)
+        return buf.sample(hp.gradient_steps * hp.batch_size)
+
+    def minibatches(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``gradient_steps`` minibatches of a sampled training batch."""
+        b = self.hparams.batch_size
+        return [minibatch(batch, slice(i * b, (i + 1) * b)) for i in range(self.hparams.gradient_steps)]
+
+    def gradient_step(self, optimizer: Any, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm,
+                                gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def buffer_metrics(self) -> dict[str, float]:
+        return {"buffer/fill": self.buffer.size / self.buffer.capacity}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.hparams.buffer_in_checkpoint and self.buffer is not None:
+            checkpoint["rl_lightning"]["replay_buffer"] = self.buffer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint["rl_lightning"].get("replay_buffer")
+        if saved is not None and self.buffer is not None:
+            self.buffer.load_state_dict(saved)
+        else:
+            self._saved_buffer = saved  # loaded once setup has built the buffer
+
+    @staticmethod
+    def check_box_or_discrete(space: gym.Space, algorithm: str, want: type) -> None:
+        if not isinstance(space, want) or (want is gym.spaces.Box and len(space.shape) != 1):
+            kind = "a Discrete" if want is gym.spaces.Discrete else "a 1-D Box (continuous)"
+            other = "DDPG" if algorithm == "DQN" else "DQN"
+            raise ConfigurationError(f"{algorithm} needs {kind} action space; the env's is {space} "
+                                     f"(use {other} or PPO for it)")

@@ -1,0 +1,165 @@
+"""A preallocated tensor ring buffer of transitions for off-policy algorithms."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rl_lightning.errors import ConfigurationError
+
+Obs = torch.Tensor | dict[str, torch.Tensor]
+
+
+def storage_dtype(space: gym.spaces.Box) -> torch.dtype:
+    """uint8 observations (images) stay uint8 in the buffer; everything else is float32."""
+    return torch.uint8 if space.dtype == np.uint8 else torch.float32
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device``, or ``None`` where that cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+class ReplayBuffer:
+    """Transitions ``(obs, action, reward, next_obs, terminated[, next_action_mask])`` in a ring of ``capacity``.
+
+    Each ``add`` writes one row per env copy; once full, the oldest rows are
+    overwritten. ``next_obs`` is the observation that followed the action in
+    the same episode (the final observation when the episode ended), so a
+    truncated transition bootstraps from it and only ``terminated`` zeroes the
+    future. Dict observations are stored key by key; uint8 observations
+    (images) stay uint8. All storage is allocated up front, after checking it
+    fits, on one device; sampling is a single ``randint`` and gather.
+    """
+
+    def __init__(self, capacity: int, observation_space: gym.Space, action_space: gym.Space,
+                 device: torch.device | str = "cpu", action_mask_size: int | None = None) -> None:
+        if capacity < 1:
+            raise ConfigurationError(f"buffer_size={capacity} must be >= 1")
+        self.capacity = capacity
+        self.device = torch.device(device)
+        self.observation_space = observation_space
+        self.specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        for key, (shape, dtype) in self._obs_specs(observation_space).items():
+            self.specs[f"obs{key}"] = (shape, dtype)
+            self.specs[f"next_obs{key}"] = (shape, dtype)
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.specs["actions"] = ((), torch.long)
+        elif isinstance(action_space, gym.spaces.MultiDiscrete):
+            self.specs["actions"] = (tuple(action_space.shape), torch.long)
+        else:
+            self.specs["actions"] = (tuple(action_space.shape), torch.float32)
+        self.specs["rewards"] = ((), torch.float32)
+        self.specs["terminated"] = ((), torch.bool)
+        if action_mask_size is not None:
+            self.specs["next_action_mask"] = ((action_mask_size,), torch.bool)
+
+        needed = self.nbytes()
+        free = available_memory(self.device)
+        if free is not None and needed > free:
+            raise ConfigurationError(
+                f"buffer_size={capacity} needs {_gib(needed)} on {self.device} but only {_gib(free)} is available; "
+                f"lower buffer_size to at most {int(capacity * free / needed)}")
+        self.storage = {name: torch.zeros((capacity, *shape), dtype=dtype, device=self.device)
+                        for name, (shape, dtype) in self.specs.items()}
+        self.pos = 0
+        self.size = 0
+
+    @staticmethod
+    def _obs_specs(space: gym.Space) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        if isinstance(space, gym.spaces.Dict):
+            return {f".{k}": (tuple(s.shape), storage_dtype(s)) for k, s in space.spaces.items()}
+        if isinstance(space, gym.spaces.Box):
+            return {"": (tuple(space.shape), storage_dtype(space))}
+        if isinstance(space, gym.spaces.Discrete):
+            return {"": ((), torch.long)}
+        raise ConfigurationError(f"the replay buffer stores Box, Discrete or Dict observations, not {space}")
+
+    def nbytes(self) -> int:
+        """Bytes the storage takes (or will take)."""
+        total = 0
+        for shape, dtype in self.specs.values():
+            total += self.capacity * int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+        return total
+
+    def _flatten(self, prefix: str, obs: Any) -> dict[str, Any]:
+        if isinstance(obs, Mapping):
+            return {f"{prefix}.{k}": v for k, v in obs.items()}
+        return {prefix: obs}
+
+    def add(self, obs: Any, actions: Any, rewards: Any, next_obs: Any, terminated: Any,
+            next_action_mask: Any = None) -> None:
+        """Append one transition per env copy (NumPy arrays or tensors with a leading ``num_envs`` dimension)."""
+        fields = {**self._flatten("obs", obs), **self._flatten("next_obs", next_obs), "actions": actions,
+                  "rewards": rewards, "terminated": terminated}
+        if next_action_mask is not None:
+            fields["next_action_mask"] = next_action_mask
+        n = len(rewards)
+        if self.pos + n <= self.capacity:
+            rows: slice | torch.Tensor = slice(self.pos, self.pos + n)
+        else:
+            rows = torch.arange(self.pos, self.pos + n, device=self.device) % self.capacity
+        for name, value in fields.items():
+            store = self.storage[name]
+            store[rows] = torch.as_tensor(value, device=self.device).to(store.dtype)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, Obs]:
+        """A uniformly drawn batch (with replacement) as a dict; observations are dicts for Dict spaces."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
+        return self.gather(idx)
+
+    def gather(self, idx: torch.Tensor) -> dict[str, Obs]:
+        out: dict[str, Any] = {}
+        for name, store in self.storage.items():
+            head, _, key = name.partition(".")
+            if key:
+                out.setdefault(head, {})[key] = store[idx]
+            else:
+                out[name] = store[idx]
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The filled part of the buffer, in insertion order (oldest first), as tensors."""
+        if self.size < self.capacity:
+            order = torch.arange(self.size, device=self.device)
+        else:
+            order = (torch.arange(self.capacity, device=self.device) + self.pos) % self.capacity
+        return {"capacity": self.capacity, "size": self.size,
+                "storage": {name: store[order].cpu() for name, store in self.storage.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        stored = state["storage"]
+        if set(stored) != set(self.storage):
+            raise ConfigurationError(f"the checkpoint's replay buffer holds {sorted(stored)}, "
+                                     f"this model's holds {sorted(self.storage)}")
+        keep = min(state["size"], self.capacity)  # a smaller buffer keeps the newest transitions
+        for name, store in self.storage.items():
+            store[:keep] = stored[name][state["size"] - keep:].to(self.device)
+        self.size = keep
+        self.pos = keep % self.capacity
