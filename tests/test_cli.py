@@ -81,7 +81,7 @@ def test_fit_then_test_logs_against_env_steps(tmp_path, capsys):
     assert "eval/return_mean" in out
 
 
-@pytest.mark.parametrize("algorithm", ["PPO", "A2C"])
+@pytest.mark.parametrize("algorithm", ["PPO", "A2C", "DQN", "DDPG"])
 def test_help_documents_every_hyperparameter(algorithm, capsys):
     import rl_lightning
 
