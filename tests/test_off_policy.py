@@ -208,3 +208,35 @@ def test_goal_conditioned_image_gives_the_seed_six_channel_input():
     image = env.unwrapped._obs()["image"]
     np.testing.assert_array_equal(obs[..., 3 * goal:3 * goal + 3], image)
     assert (obs[..., 3 * (1 - goal):3 * (1 - goal) + 3] == 0).all()
+
+
+def test_replay_buffer_and_target_network_come_back_from_a_checkpoint(tmp_path):
+    model = DQN(env="CartPole-v1", learning_starts=64, batch_size=32, train_freq=16, gradient_steps=4,
+                total_steps=256, steps_per_epoch=256, eval_episodes=0, target_update_interval=100)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model)
+    trainer.save_checkpoint(tmp_path / "dqn.ckpt")
+    loaded = DQN.load_from_checkpoint(tmp_path / "dqn.ckpt")
+    loaded.setup("fit")
+    assert loaded.buffer.size == 256 and loaded.env_steps == 256 and loaded.target_updates == 2
+    for name, store in model.buffer.storage.items():
+        assert torch.equal(loaded.buffer.storage[name], store), name
+    assert all(torch.equal(a, b) for a, b in zip(loaded.q_target.parameters(), model.q_target.parameters()))
+
+    no_buffer = DQN(env="CartPole-v1", learning_starts=64, batch_size=32, buffer_in_checkpoint=False)
+    no_buffer.setup("fit")
+    ckpt = {"rl_lightning": {}}
+    no_buffer.on_save_checkpoint(ckpt)
+    assert "replay_buffer" not in ckpt["rl_lightning"]
+
+
+def test_dqn_trains_on_goal_conditioned_images_from_a_yaml_style_wrapper(tmp_path):
+    model = DQN(env="toy_envs:GoalImageEnv", wrappers=[{"class_path": "rl_lightning.envs.transforms.GoalConditionedImage"}],
+                learning_starts=32, batch_size=16, train_freq=8, total_steps=96, steps_per_epoch=96, eval_episodes=2,
+                eval_num_envs=1, buffer_size=200)
+    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=tmp_path).fit(model)
+    conv = model.q_net[0].conv[0]
+    assert conv.in_channels == 6 and model.buffer.storage["obs"].dtype == torch.uint8
+    assert model.buffer.storage["obs"].shape[1:] == (36, 40, 6)
