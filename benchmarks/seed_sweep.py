@@ -25,15 +25,15 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
-def eval_curve(log_dir: Path, tag: str = "eval/return_mean") -> list[tuple[int, float]]:
-    """``(env_step, value)`` pairs of ``tag`` from every TensorBoard event file under ``log_dir``."""
-    points: list[tuple[int, float]] = []
+def load_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series under ``log_dir`` as ``{tag: [(env_step, value), ...]}``, all points kept."""
+    series: dict[str, list[tuple[int, float]]] = {}
     for events in sorted(log_dir.rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events))
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})  # 0: no down-sampling
         acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            points += [(e.step, e.value) for e in acc.Scalars(tag)]
-    return sorted(points)
+        for tag in acc.Tags()["scalars"]:
+            series.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {tag: sorted(points) for tag, points in series.items()}
 
 
 def latest_version(log_dir: Path) -> Path:
@@ -42,16 +42,15 @@ def latest_version(log_dir: Path) -> Path:
     return versions[-1] if versions else log_dir
 
 
-def episode_window_mean(log_dir: Path, first: int, last: int) -> float | None:
+def episode_window_mean(scalars: dict[str, list[tuple[int, float]]], first: int, last: int) -> float | None:
     """Mean training return of episodes ``first``..``last`` (1-based), from ``run/score`` and ``run/episodes``.
 
     Each logged point is the mean return of the episodes finished in one batch;
     a batch's mean stands for each of its episodes (exact when a batch ends at most one episode).
     """
-    scores = dict(eval_curve(log_dir, "run/score"))
-    counts = eval_curve(log_dir, "run/episodes")
+    scores = dict(scalars.get("run/score", []))
     total, n, previous = 0.0, 0, 0
-    for step, cumulative in counts:
+    for step, cumulative in scalars.get("run/episodes", []):
         cumulative = int(cumulative)
         lo, hi = max(previous + 1, first), min(cumulative, last)
         if hi >= lo:
@@ -82,6 +81,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None, help="report the first env step reaching this")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained at the same time")
     parser.add_argument("--out", default=None, help="log folder (default lightning_logs/sweeps/<config name>)")
+    parser.add_argument("--report-only", action="store_true", help="print the table from earlier runs' logs")
     parser.add_argument("--episode-windows", nargs="*", default=[], metavar="FIRST-LAST",
                         help="also report the mean training return over these episode ranges, e.g. 441-540")
     argv = sys.argv[1:]
@@ -90,8 +90,11 @@ def main() -> None:
     args.extra = extra
     out = Path(args.out or Path("lightning_logs") / "sweeps" / Path(args.config).stem)
     out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda s: run_seed(args.config, s, out, args.extra), args.seeds))
+    if args.report_only:
+        results = [(seed, float("nan"), 0) for seed in args.seeds]
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda s: run_seed(args.config, s, out, args.extra), args.seeds))
 
     print(f"\n{args.config}: {len(args.seeds)} seeds, {args.jobs} at a time, one torch thread each")
     windows = [tuple(int(x) for x in w.split("-")) for w in args.episode_windows]
@@ -101,8 +104,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|" + "---|" * len(windows))
     reached = 0
     for seed, wall, code in results:
-        run_dir = latest_version(out / f"seed_{seed}")
-        curve = eval_curve(run_dir)
+        scalars = load_scalars(latest_version(out / f"seed_{seed}"))
+        curve = scalars.get("eval/return_mean", [])
         if code != 0 or not curve:
             print(f"| {seed} | failed (exit {code}) | | | | {wall:.1f} |")
             continue
@@ -110,7 +113,7 @@ def main() -> None:
         first = next((s for s, v in curve if args.threshold is not None and v >= args.threshold), None)
         ok = args.threshold is not None and final >= args.threshold
         reached += ok
-        window_values = [episode_window_mean(run_dir, a, b) for a, b in windows]
+        window_values = [episode_window_mean(scalars, a, b) for a, b in windows]
         print(f"| {seed} | {final:.1f} | {final_step} | {first if first is not None else '-'} | "
               f"{max(v for _, v in curve):.1f} | {wall:.1f} |"
               + "".join(" - |" if v is None else f" {v:.1f} |" for v in window_values))
