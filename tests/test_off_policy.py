@@ -240,3 +240,16 @@ def test_dqn_trains_on_goal_conditioned_images_from_a_yaml_style_wrapper(tmp_pat
     conv = model.q_net[0].conv[0]
     assert conv.in_channels == 6 and model.buffer.storage["obs"].dtype == torch.uint8
     assert model.buffer.storage["obs"].shape[1:] == (36, 40, 6)
+
+
+def test_ddpg_ou_noise_state_survives_a_checkpoint(tmp_path):
+    model = DDPG(env="Pendulum-v1", action_noise="ou", noise_sigma=0.3, ou_theta=0.15, learning_starts=32,
+                 batch_size=32, train_freq=8, total_steps=96, steps_per_epoch=96, eval_episodes=0, hidden_sizes=[16])
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model)
+    assert model.noise is not None and model.noise.state.abs().sum() > 0
+    trainer.save_checkpoint(tmp_path / "ddpg.ckpt")
+    loaded = DDPG.load_from_checkpoint(tmp_path / "ddpg.ckpt")
+    loaded.setup("fit")
+    assert torch.equal(loaded.ou_process().state, model.noise.state)

@@ -122,6 +122,7 @@ class DDPG(OffPolicyModule):
         self.actor: nn.Module | None = None
         self.critic: CriticWithActionJoin | None = None
         self.noise: OrnsteinUhlenbeckNoise | None = None
+        self._saved_noise_state: torch.Tensor | None = None
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         self.check_box_or_discrete(action_space, "DDPG", gym.spaces.Box)
@@ -151,15 +152,22 @@ class DDPG(OffPolicyModule):
         stored = torch.rand(self.hparams.num_envs, self.action_low.shape[0], device=self.device) * 2.0 - 1.0
         return self.scale_action(stored).cpu().numpy(), stored.cpu().numpy()
 
+    def ou_process(self) -> OrnsteinUhlenbeckNoise:
+        """The OU noise process, built on first use (from a checkpoint's state when resuming)."""
+        if self.noise is None:
+            hp = self.hparams
+            self.noise = OrnsteinUhlenbeckNoise(hp.num_envs, self.action_low.shape[0], hp.ou_theta, hp.noise_sigma,
+                                                dt=hp.ou_dt)
+            if self._saved_noise_state is not None and self._saved_noise_state.shape == self.noise.state.shape:
+                self.noise.state.copy_(self._saved_noise_state)
+        return self.noise
+
     def exploration_noise(self) -> torch.Tensor | None:
         hp = self.hparams
         if hp.action_noise == "none" or hp.noise_sigma == 0:
             return None
         if hp.action_noise == "ou":
-            if self.noise is None:
-                self.noise = OrnsteinUhlenbeckNoise(hp.num_envs, self.action_low.shape[0], hp.ou_theta,
-                                                    hp.noise_sigma, dt=hp.ou_dt)
-            return self.noise.sample()
+            return self.ou_process().sample()
         return hp.noise_sigma * torch.randn(hp.num_envs, self.action_low.shape[0])
 
     def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -211,3 +219,9 @@ class DDPG(OffPolicyModule):
         super().on_save_checkpoint(checkpoint)
         if self.noise is not None:
             checkpoint["rl_lightning"]["ou_noise_state"] = self.noise.state.clone()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._saved_noise_state = checkpoint["rl_lightning"].get("ou_noise_state")
+        if self.noise is not None and self._saved_noise_state is not None:
+            self.noise.state.copy_(self._saved_noise_state)
