@@ -1,0 +1,1 @@
+"""Unity ML-Agents: the project's own Unity-side player (and, next, the UnityVectorEnv adapter)."""

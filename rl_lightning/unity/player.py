@@ -1,0 +1,311 @@
+"""A Unity-side player: serves Gymnasium envs to ``mlagents_envs.UnityEnvironment`` as a Unity build would.
+
+It speaks ML-Agents communication API 1.5.0 as the gRPC *client* (the Python
+trainer is the server): it announces itself, receives the RESET/STEP commands
+as replies to its own calls, and answers each with the agents' observations,
+rewards and done flags of one behavior. Several copies of one env are several
+agents of that behavior (each in its own "area"). Launch it through
+``UnityEnvironment(file_name=<path of rl-lightning-unity-player>, additional_args=[...])``
+or by hand with ``--mlagents-port``.
+
+Protocol facts are written down in the project's Unity protocol notes; the
+message types are those generated in ``mlagents_envs.communicator_objects``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import struct
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import gymnasium as gym
+import numpy as np
+from mlagents_envs.communicator_objects.agent_info_pb2 import AgentInfoProto
+from mlagents_envs.communicator_objects.brain_parameters_pb2 import ActionSpecProto, BrainParametersProto
+from mlagents_envs.communicator_objects.capabilities_pb2 import UnityRLCapabilitiesProto
+from mlagents_envs.communicator_objects.header_pb2 import HeaderProto
+from mlagents_envs.communicator_objects.observation_pb2 import GOAL_SIGNAL, NONE, PNG, ObservationProto
+from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
+from mlagents_envs.communicator_objects.unity_output_pb2 import UnityOutputProto
+from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 import UnityRLInitializationOutputProto
+from mlagents_envs.communicator_objects.unity_rl_output_pb2 import UnityRLOutputProto
+from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub
+from PIL import Image
+
+COMMUNICATION_VERSION = "1.5.0"
+PACKAGE_VERSION = "2.3.0"  # the com.unity.ml-agents release whose protocol this follows
+STEP, RESET = 0, 1
+
+ENGINE_CHANNEL = uuid.UUID("e951342c-4f7e-11ea-b238-784f4387d1f7")
+PARAMETERS_CHANNEL = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400")
+STATS_CHANNEL = uuid.UUID("a1d8f7b7-cec8-50f9-b78b-d3e165a78520")
+ENGINE_KEYS = {0: "resolution", 1: "quality_level", 2: "time_scale", 3: "target_frame_rate", 4: "capture_frame_rate"}
+
+
+# ---------------------------------------------------------------------- side channels
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str) -> Any:
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return values[0] if len(values) == 1 else values
+
+    def string(self) -> str:
+        n = self.take("<i")
+        s = self.data[self.pos:self.pos + n].decode("ascii")
+        self.pos += n
+        return s
+
+    def floats(self) -> list[float]:
+        return [self.take("<f") for _ in range(self.take("<i"))]
+
+
+def split_side_channels(data: bytes) -> list[tuple[uuid.UUID, bytes]]:
+    """``[16-byte UUID (bytes_le)][int32 length][payload]`` records."""
+    out, pos = [], 0
+    while pos < len(data):
+        channel = uuid.UUID(bytes_le=data[pos:pos + 16])
+        (length,) = struct.unpack_from("<i", data, pos + 16)
+        out.append((channel, data[pos + 20:pos + 20 + length]))
+        pos += 20 + length
+    return out
+
+
+def stats_message(key: str, value: float) -> bytes:
+    """One record of the stats side channel (aggregation 0 = average)."""
+    payload = struct.pack("<i", len(key)) + key.encode("ascii") + struct.pack("<fi", value, 0)
+    return STATS_CHANNEL.bytes_le + struct.pack("<i", len(payload)) + payload
+
+
+class EnvironmentParameters:
+    """Environment parameters from the trainer: constants, and samplers drawn afresh at each episode reset."""
+
+    def __init__(self) -> None:
+        self.samplers: dict[str, Callable[[], float]] = {}
+
+    def receive(self, payload: bytes) -> str:
+        r = _Reader(payload)
+        key, kind = r.string(), r.take("<i")
+        if kind == 0:
+            value = r.take("<f")
+            self.samplers[key] = lambda v=value: v
+        else:
+            seed, sampler = r.take("<i"), r.take("<i")
+            rng = np.random.default_rng(seed)
+            if sampler == 0:
+                low, high = r.take("<ff")
+                self.samplers[key] = lambda: float(rng.uniform(low, high))
+            elif sampler == 1:
+                mean, std = r.take("<ff")
+                self.samplers[key] = lambda: float(rng.normal(mean, std))
+            else:
+                bounds = r.floats()
+                ranges = list(zip(bounds[::2], bounds[1::2]))
+                widths = np.array([b - a for a, b in ranges])
+
+                def multirange() -> float:
+                    i = rng.choice(len(ranges), p=widths / widths.sum())
+                    return float(rng.uniform(*ranges[i]))
+
+                self.samplers[key] = multirange
+        return key
+
+    def sample(self) -> dict[str, float]:
+        return {key: draw() for key, draw in self.samplers.items()}
+
+
+# ---------------------------------------------------------------------- observations and specs
+def _observation_protos(obs: Any, space: gym.Space) -> list[ObservationProto]:
+    if isinstance(space, gym.spaces.Dict):
+        protos = []
+        for key, sub in space.spaces.items():
+            for proto in _observation_protos(obs[key], sub):
+                proto.name = key
+                if "goal" in key.lower():
+                    proto.observation_type = GOAL_SIGNAL
+                protos.append(proto)
+        return protos
+    arr = np.asarray(obs)
+    proto = ObservationProto(shape=list(arr.shape))
+    if arr.ndim == 3:
+        # Images travel as PNG (HWC, RGB); float images are taken to be in [0, 1].
+        pixels = arr if arr.dtype == np.uint8 else np.clip(arr * 255.0, 0, 255).astype(np.uint8)
+        if pixels.shape[2] == 1:
+            pixels = np.repeat(pixels, 3, axis=2)
+        buf = io.BytesIO()
+        Image.fromarray(pixels[..., :3]).save(buf, format="PNG")
+        proto.compression_type = PNG
+        proto.compressed_data = buf.getvalue()
+    else:
+        proto.compression_type = NONE
+        proto.float_data.data.extend(arr.astype(np.float32).reshape(-1).tolist())
+    return [proto]
+
+
+def action_spec_proto(space: gym.Space) -> ActionSpecProto:
+    if isinstance(space, gym.spaces.Discrete):
+        return ActionSpecProto(num_discrete_actions=1, discrete_branch_sizes=[int(space.n)])
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return ActionSpecProto(num_discrete_actions=len(space.nvec), discrete_branch_sizes=[int(n) for n in space.nvec])
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return ActionSpecProto(num_continuous_actions=int(space.shape[0]))
+    raise ValueError(f"the player cannot serve action space {space}")
+
+
+# ---------------------------------------------------------------------- the player
+class Player:
+    """Plays ``num_agents`` copies of an env as the agents of one behavior."""
+
+    def __init__(self, make_env: Callable[[], gym.Env], num_agents: int = 1, behavior_name: str = "Agent",
+                 seed: int = 0) -> None:
+        self.envs = [make_env() for _ in range(num_agents)]
+        self.behavior_name = behavior_name
+        self.seed = seed
+        self.space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
+        self.parameters = EnvironmentParameters()
+        self.engine: dict[str, Any] = {}
+        self.pending_stats: list[bytes] = []
+        self.episodes = [0] * num_agents
+        self.current: list[tuple[Any, dict[str, Any]]] = []
+        self.sent_brain = False
+
+    # -- episodes
+    def _reset_agent(self, i: int) -> tuple[Any, dict[str, Any]]:
+        params = self.parameters.sample()
+        for key, value in params.items():
+            self.pending_stats.append(stats_message(f"param/{key}", value))
+        options = {"parameters": params} if params else None
+        seed = self.seed * 10_007 + i * 1_009 + self.episodes[i]
+        self.episodes[i] += 1
+        return self.envs[i].reset(seed=seed, options=options)
+
+    def _info(self, i: int, obs: Any, info: dict[str, Any], reward: float = 0.0, done: bool = False,
+              interrupted: bool = False) -> AgentInfoProto:
+        proto = AgentInfoProto(id=i, reward=float(reward), done=done, max_step_reached=interrupted)
+        proto.observations.extend(_observation_protos(obs, self.space))
+        mask = info.get("action_mask")
+        if mask is not None:
+            proto.action_mask.extend([not bool(m) for m in np.asarray(mask).reshape(-1)])  # Unity: True = forbidden
+        return proto
+
+    def _reset_all(self) -> list[AgentInfoProto]:
+        self.current = [self._reset_agent(i) for i in range(len(self.envs))]
+        return [self._info(i, obs, info) for i, (obs, info) in enumerate(self.current)]
+
+    def _step_all(self, actions: Sequence[Any]) -> list[AgentInfoProto]:
+        infos = []
+        for i, (env, proto) in enumerate(zip(self.envs, actions)):
+            obs, reward, terminated, truncated, info = env.step(self._action(proto))
+            if terminated or truncated:
+                infos.append(self._info(i, obs, info, reward, done=True, interrupted=truncated and not terminated))
+                self.current[i] = self._reset_agent(i)
+                infos.append(self._info(i, *self.current[i]))
+            else:
+                self.current[i] = (obs, info)
+                infos.append(self._info(i, obs, info, reward))
+        return infos
+
+    def _action(self, proto: Any) -> Any:
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return int(proto.discrete_actions[0])
+        if isinstance(self.action_space, gym.spaces.MultiDiscrete):
+            return np.asarray(proto.discrete_actions, dtype=np.int64)
+        return np.asarray(proto.continuous_actions, dtype=np.float32)
+
+    # -- side channels
+    def _receive_side_channels(self, data: bytes) -> None:
+        for channel, payload in split_side_channels(data):
+            if channel == PARAMETERS_CHANNEL:
+                key = self.parameters.receive(payload)
+                self.pending_stats.append(stats_message(f"received/{key}", 1.0))
+            elif channel == ENGINE_CHANNEL:
+                r = _Reader(payload)
+                kind = r.take("<i")
+                name = ENGINE_KEYS.get(kind, str(kind))
+                value = r.take("<ii") if kind == 0 else (r.take("<f") if kind == 2 else r.take("<i"))
+                self.engine[name] = value
+                for j, v in enumerate(value if isinstance(value, tuple) else (value,)):
+                    self.pending_stats.append(stats_message(f"engine/{name}" + (f"/{j}" if kind == 0 else ""),
+                                                            float(v)))
+
+    # -- messages
+    def _output(self, agent_infos: list[AgentInfoProto]) -> UnityMessageProto:
+        rl_output = UnityRLOutputProto()
+        rl_output.agentInfos[self.behavior_name].value.extend(agent_infos)
+        rl_output.side_channel = b"".join(self.pending_stats)
+        self.pending_stats.clear()
+        output = UnityOutputProto(rl_output=rl_output)
+        if not self.sent_brain:
+            output.rl_initialization_output.brain_parameters.append(BrainParametersProto(
+                brain_name=self.behavior_name, is_training=True, action_spec=action_spec_proto(self.action_space)))
+            self.sent_brain = True
+        return UnityMessageProto(header=HeaderProto(status=200), unity_output=output)
+
+    def run(self, port: int) -> int:
+        """Serve until the trainer closes (status 400) or goes away; return the exit code."""
+        channel = grpc.insecure_channel(f"localhost:{port}")
+        stub = UnityToExternalProtoStub(channel)
+        hello = UnityMessageProto(header=HeaderProto(status=200), unity_output=UnityOutputProto(
+            rl_initialization_output=UnityRLInitializationOutputProto(
+                name="rl_lightning player", communication_version=COMMUNICATION_VERSION,
+                package_version=PACKAGE_VERSION, capabilities=UnityRLCapabilitiesProto(
+                    baseRLCapabilities=True, concatenatedPngObservations=True, compressedChannelMapping=True,
+                    hybridActions=True, trainingAnalytics=True, variableLengthObservation=True,
+                    multiAgentGroups=True))))
+        try:
+            reply = stub.Exchange(hello, wait_for_ready=True, timeout=60)
+            if reply.header.status != 200:
+                return 0
+            self.seed = reply.unity_input.rl_initialization_input.seed
+            reply = stub.Exchange(UnityMessageProto(header=HeaderProto(status=200)))
+            while reply.header.status == 200:
+                rl_input = reply.unity_input.rl_input
+                self._receive_side_channels(rl_input.side_channel)
+                if rl_input.command == RESET or not self.current:
+                    infos = self._reset_all()
+                elif rl_input.command == STEP:
+                    infos = self._step_all(rl_input.agent_actions[self.behavior_name].value)
+                else:  # QUIT
+                    return 0
+                reply = stub.Exchange(self._output(infos))
+        except grpc.RpcError:
+            # The trainer stopped its server (close) or died: either way, quit.
+            return 0
+        finally:
+            for env in self.envs:
+                env.close()
+            channel.close()
+        return 0
+
+
+def _env_factory(spec: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
+    from rl_lightning.envs.factory import resolve_env
+
+    factory = resolve_env(spec, setting="--env")
+    return lambda: factory(**kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rl-lightning-unity-player``; Unity's own flags (``-batchmode`` ...) are accepted and ignored."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mlagents-port", type=int, required=True, help="the trainer's port (set by UnityEnvironment)")
+    parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id or 'package.module:EnvClass' to serve")
+    parser.add_argument("--env-kwargs", default="{}", help="JSON keyword arguments for the env")
+    parser.add_argument("--agents", type=int, default=1, help="copies of the env, served as agents of one behavior")
+    parser.add_argument("--behavior-name", default="Agent")
+    args, _unity_flags = parser.parse_known_args(argv)
+    player = Player(_env_factory(args.env, json.loads(args.env_kwargs)), args.agents, args.behavior_name)
+    return player.run(args.mlagents_port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
