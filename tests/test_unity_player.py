@@ -8,6 +8,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 from mlagents_envs.environment import UnityEnvironment
@@ -33,7 +34,7 @@ def unity(monkeypatch):
     opened = []
 
     def open_env(*args, side_channels=None):
-        env = UnityEnvironment(file_name=PLAYER, base_port=free_port(), worker_id=0, timeout_wait=30,
+        env = UnityEnvironment(file_name=PLAYER, base_port=free_port(), worker_id=0, timeout_wait=10,
                                additional_args=list(args), side_channels=side_channels)
         opened.append(env)
         return env
@@ -116,7 +117,7 @@ def test_player_quits_when_the_trainer_dies(tmp_path):
     script = (
         "import os, sys\n"
         "from mlagents_envs.environment import UnityEnvironment\n"
-        f"env = UnityEnvironment(file_name={PLAYER!r}, base_port={free_port()}, worker_id=0, timeout_wait=30)\n"
+        f"env = UnityEnvironment(file_name={PLAYER!r}, base_port={free_port()}, worker_id=0, timeout_wait=10)\n"
         "env.reset()\n"
         "print(env._process.pid, flush=True)\n"
         "os._exit(1)  # no close: the trainer vanishes\n"
@@ -127,3 +128,80 @@ def test_player_quits_when_the_trainer_dies(tmp_path):
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)
+
+
+# ---------------------------------------------------------------------- UnityVectorEnv over the player
+from rl_lightning import ConfigurationError  # noqa: E402
+from rl_lightning.unity.vector_env import UnityVectorEnv  # noqa: E402
+
+
+@pytest.fixture
+def vector_env(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    opened = []
+
+    def open_env(*args, **kwargs):
+        kwargs.setdefault("base_port", free_port() - kwargs.get("worker_id", 0))
+        env = UnityVectorEnv(file_name=PLAYER, additional_args=list(args), timeout_wait=10, **kwargs)
+        opened.append(env)
+        return env
+
+    yield open_env
+    for env in opened:
+        env.close()
+
+
+def test_vector_env_spans_several_processes_with_several_agents(vector_env):
+    env = vector_env("--env", "CartPole-v1", "--agents", "3", num_processes=2, base_port=free_port())
+    assert env.num_envs == 6 and env.single_action_space == gymnasium.spaces.Discrete(2)
+    obs, _ = env.reset()
+    assert obs.shape == (6, 4)
+    processes = [unit._process for unit in env.units]
+    for _ in range(50):
+        obs, rewards, terminated, truncated, info = env.step(env.action_space.sample())
+        assert obs.shape == (6, 4) and rewards.shape == (6,)
+    env.close()
+    assert all(p.returncode == 0 for p in processes)
+
+
+@pytest.mark.parametrize("ending", ["terminate_at", "truncate_at"])
+def test_vector_env_autoresets_with_final_obs_and_maps_interrupted_to_truncated(vector_env, ending):
+    env = vector_env("--env", "toy_envs:CounterEnv", "--env-kwargs", f'{{"{ending}": 2}}', "--agents", "2")
+    env.reset()
+    env.step(np.zeros(2, dtype=np.int64))
+    obs, rewards, terminated, truncated, info = env.step(np.zeros(2, dtype=np.int64))
+    assert obs[:, 0].tolist() == [0.0, 0.0]  # the next episodes' first observations
+    assert [float(o[0]) for o in info["final_obs"]] == [2.0, 2.0] and info["_final_obs"].all()
+    assert rewards.tolist() == [1.0, 1.0]
+    assert truncated.tolist() == [ending == "truncate_at"] * 2
+    assert terminated.tolist() == [ending == "terminate_at"] * 2
+
+
+def test_vector_env_passes_action_masks_and_settings(vector_env):
+    env = vector_env("--env", "toy_envs:MaskedEnv", "--agents", "2",
+                     engine_settings={"time_scale": 12.0},
+                     parameters={"ballSpeed": 4.0, "boardRadius": {"sampler": "uniform", "min": 6, "max": 8, "seed": 77}})
+    obs, info = env.reset()
+    assert info["action_mask"].tolist() == [[False, False, True, False]] * 2
+    stats = env.stats()
+    assert stats["engine/time_scale"] == [12.0] and all(6 <= r <= 8 for r in stats["param/boardRadius"])
+    env.step(np.array([2, 2]))
+    # Settings can change between training and testing.
+    env.configure(engine_settings={"time_scale": 1.0})
+    env.reset()
+    assert env.stats()["engine/time_scale"] == [1.0]
+
+
+def test_vector_env_reports_bad_settings_clearly(vector_env, tmp_path):
+    with pytest.raises(ConfigurationError, match=r"file_name='.*no_such_build': no Unity build at"):
+        UnityVectorEnv(file_name=str(tmp_path / "no_such_build"))
+    not_exec = tmp_path / "build.x86_64"
+    not_exec.write_text("")
+    with pytest.raises(ConfigurationError, match=r"is not executable"):
+        UnityVectorEnv(file_name=str(not_exec))
+    with pytest.raises(ConfigurationError, match=r"behavior_name='Nope' does not exist; the build has \['Agent'\]"):
+        vector_env("--env", "CartPole-v1", behavior_name="Nope")
+    first = vector_env("--env", "CartPole-v1")
+    port = first.units[0]._port
+    with pytest.raises(ConfigurationError, match=r"worker_id=0: its port is already in use .* worker_id"):
+        vector_env("--env", "CartPole-v1", base_port=port)

@@ -1,0 +1,291 @@
+"""Unity ML-Agents builds as a Gymnasium vector env: the agents of one behavior are the sub-envs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from mlagents_envs.base_env import ActionTuple, BehaviorSpec
+from mlagents_envs.environment import UnityEnvironment
+from mlagents_envs.exception import UnityWorkerInUseException
+from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
+from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
+from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
+
+from rl_lightning.errors import ConfigurationError
+
+PLAYER = "rl-lightning-unity-player"
+"""``file_name`` that names the project's own player (installed next to the ``rl-lightning`` command)."""
+
+
+def resolve_file_name(file_name: str | None) -> str | None:
+    """The executable to launch: ``None`` (the Editor), the installed player, or a checked path to a build."""
+    if file_name is None:
+        return None
+    if file_name == PLAYER:
+        found = shutil.which(PLAYER) or os.path.join(sysconfig.get_path("scripts"), PLAYER)
+        if not os.access(found, os.X_OK):
+            raise ConfigurationError(f"file_name={PLAYER!r}: the player is not installed (pip install rl_lightning)")
+        return found
+    path = os.path.abspath(os.path.expanduser(file_name))
+    candidates = [path] + [path + ext for ext in (".x86_64", ".x86")]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if not os.access(candidate, os.X_OK):
+                raise ConfigurationError(f"file_name={file_name!r}: {candidate} is not executable (chmod +x it)")
+            return path
+    raise ConfigurationError(f"file_name={file_name!r}: no Unity build at {path} (tried {', '.join(candidates)})")
+
+
+def observation_space_from_spec(spec: BehaviorSpec) -> gym.Space:
+    """One observation -> Box; several -> Dict keyed by observation name (or ``obs_<i>``). Images stay HWC."""
+    boxes = {}
+    for i, obs_spec in enumerate(spec.observation_specs):
+        shape = tuple(obs_spec.shape)
+        low, high = (0.0, 1.0) if len(shape) == 3 else (-np.inf, np.inf)
+        boxes[obs_spec.name or f"obs_{i}"] = gym.spaces.Box(low, high, shape=shape, dtype=np.float32)
+    if len(boxes) == 1:
+        return next(iter(boxes.values()))
+    return gym.spaces.Dict(boxes)
+
+
+def action_space_from_spec(spec: BehaviorSpec) -> gym.Space:
+    """One discrete branch -> Discrete; several -> MultiDiscrete; continuous -> Box(-1, 1)."""
+    action = spec.action_spec
+    if action.continuous_size and action.discrete_size:
+        raise ConfigurationError(f"hybrid action spec ({action.continuous_size} continuous + branches "
+                                 f"{action.discrete_branches}) is not supported; use one kind of action")
+    if action.continuous_size:
+        return gym.spaces.Box(-1.0, 1.0, shape=(action.continuous_size,), dtype=np.float32)
+    if len(action.discrete_branches) == 1:
+        return gym.spaces.Discrete(action.discrete_branches[0])
+    return gym.spaces.MultiDiscrete(list(action.discrete_branches))
+
+
+class UnityVectorEnv(gym.vector.VectorEnv):
+    """The agents of one behavior, across one or several Unity processes, as Gymnasium sub-envs.
+
+    Same-step autoreset like the library's other vector envs: when an agent's
+    episode ends, ``step`` returns the first observation of its next episode and
+    puts the last one in ``info["final_obs"]``; Unity's ``interrupted`` (a max
+    step) is ``truncated``, any other end ``terminated``. Action masks appear as
+    ``info["action_mask"]`` (True = allowed). An agent that asked for no decision
+    in a step keeps its last observation, gets the reward it accrued, and its
+    action is not sent.
+
+    Args:
+        file_name: path of a Unity build, ``"rl-lightning-unity-player"`` for the project's player, or ``None``
+            to wait for the Editor's Play button.
+        behavior_name: the behavior whose agents are the sub-envs; ``None`` if the build has only one.
+        num_processes: Unity processes to run (worker ids ``worker_id`` ... ``worker_id + num_processes - 1``).
+        worker_id: port offset of the first process.
+        base_port: base port (ML-Agents' default when ``None``).
+        no_graphics: run without rendering (``-nographics -batchmode``).
+        timeout_wait: seconds to wait for Unity at start and at each step.
+        seed: Unity's random seed (process ``k`` gets ``seed + k``).
+        additional_args: extra command-line arguments for each process.
+        log_folder: folder for the players' log files.
+        engine_settings: ``EngineConfigurationChannel.set_configuration_parameters`` keywords
+            (``time_scale``, ``quality_level``, ``target_frame_rate``, ``width``, ``height``).
+        parameters: environment parameters: a number is a constant; ``{"sampler": "uniform", "min", "max"}``,
+            ``{"sampler": "gaussian", "mean", "std"}`` or ``{"sampler": "multirange", "intervals": [[a, b], ...]}``,
+            each with an optional ``"seed"``, is drawn afresh by Unity at each episode reset.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, file_name: str | None = PLAYER, behavior_name: str | None = None, num_processes: int = 1,
+                 worker_id: int = 0, base_port: int | None = None, no_graphics: bool = True, timeout_wait: int = 60,
+                 seed: int = 0, additional_args: Sequence[str] | None = None, log_folder: str | None = None,
+                 engine_settings: dict[str, Any] | None = None,
+                 parameters: dict[str, float | dict[str, Any]] | None = None) -> None:
+        if num_processes < 1:
+            raise ConfigurationError(f"num_processes={num_processes} must be >= 1")
+        if file_name is None and (num_processes != 1 or worker_id != 0):
+            raise ConfigurationError("file_name=None waits for the Unity Editor: it needs num_processes=1, worker_id=0")
+        path = resolve_file_name(file_name)
+        self.engine_channel = EngineConfigurationChannel()
+        self.parameter_channel = EnvironmentParametersChannel()
+        self.stats_channel = StatsSideChannel()
+        self.configure(engine_settings, parameters)
+        self.units: list[UnityEnvironment] = []
+        try:
+            for k in range(num_processes):
+                try:
+                    self.units.append(UnityEnvironment(
+                        file_name=path, worker_id=worker_id + k, base_port=base_port, seed=seed + k,
+                        no_graphics=no_graphics, timeout_wait=timeout_wait, additional_args=list(additional_args or []),
+                        log_folder=log_folder, side_channels=[self.engine_channel, self.parameter_channel, self.stats_channel]))
+                except UnityWorkerInUseException:
+                    raise ConfigurationError(
+                        f"worker_id={worker_id + k}: its port is already in use by another Unity environment; "
+                        f"give each concurrent run its own worker_id (e.g. worker_id={worker_id + num_processes})"
+                    ) from None
+            for unit in self.units:
+                unit.reset()
+            self.behavior_name = self._choose_behavior(behavior_name)
+            self.spec_ = self.units[0].behavior_specs[self.behavior_name]
+            # Sub-env index -> (process, agent id), fixed at the first reset.
+            self.agents: list[tuple[int, int]] = []
+            for k, unit in enumerate(self.units):
+                decisions, _ = unit.get_steps(self.behavior_name)
+                self.agents += [(k, int(a)) for a in decisions.agent_id]
+            self._row = {agent: i for i, agent in enumerate(self.agents)}
+        except BaseException:
+            self.close()
+            raise
+        self.num_envs = len(self.agents)
+        self.single_observation_space = observation_space_from_spec(self.spec_)
+        self.single_action_space = action_space_from_spec(self.spec_)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self._obs = self._empty_obs()
+        self._masks: np.ndarray | None = None
+        self._collect_first_observations()
+
+    # ------------------------------------------------------------------ configuration
+    def configure(self, engine_settings: dict[str, Any] | None = None,
+                  parameters: dict[str, float | dict[str, Any]] | None = None) -> None:
+        """Queue engine settings and environment parameters; Unity applies them with the next step or reset."""
+        if engine_settings:
+            self.engine_channel.set_configuration_parameters(**engine_settings)
+        for key, value in (parameters or {}).items():
+            if isinstance(value, (int, float)):
+                self.parameter_channel.set_float_parameter(key, float(value))
+                continue
+            kind, seed = value.get("sampler"), int(value.get("seed", 0))
+            if kind == "uniform":
+                self.parameter_channel.set_uniform_sampler_parameters(key, value["min"], value["max"], seed)
+            elif kind == "gaussian":
+                self.parameter_channel.set_gaussian_sampler_parameters(key, value["mean"], value["std"], seed)
+            elif kind == "multirange":
+                self.parameter_channel.set_multirangeuniform_sampler_parameters(
+                    key, [tuple(r) for r in value["intervals"]], seed)
+            else:
+                raise ConfigurationError(f"parameters.{key}: sampler {kind!r} is not one of uniform, gaussian, "
+                                         "multirange")
+
+    def _choose_behavior(self, name: str | None) -> str:
+        names = list(self.units[0].behavior_specs)
+        if name is None:
+            if len(names) != 1:
+                raise ConfigurationError(f"the build has behaviors {names}; choose one with behavior_name")
+            return names[0]
+        if name not in names:
+            raise ConfigurationError(f"behavior_name={name!r} does not exist; the build has {names}")
+        return name
+
+    def stats(self) -> dict[str, list[float]]:
+        """What the Unity side reported through the stats side channel since the last call."""
+        return {key: [value for value, _ in entries] for key, entries in self.stats_channel.get_and_reset_stats().items()}
+
+    # ------------------------------------------------------------------ observations
+    def _empty_obs(self) -> Any:
+        space = self.single_observation_space
+        if isinstance(space, gym.spaces.Dict):
+            return {k: np.zeros((self.num_envs, *s.shape), np.float32) for k, s in space.spaces.items()}
+        return np.zeros((self.num_envs, *space.shape), np.float32)
+
+    def _write_obs(self, target: Any, rows: list[int], obs_list: list[np.ndarray], idx: np.ndarray) -> None:
+        if isinstance(target, dict):
+            for key, obs in zip(target, obs_list):
+                target[key][rows] = obs[idx]
+        else:
+            target[rows] = obs_list[0][idx]
+
+    def _obs_row(self, obs_list: list[np.ndarray], j: int) -> Any:
+        if isinstance(self.single_observation_space, gym.spaces.Dict):
+            return {key: obs[j].copy() for key, obs in zip(self.single_observation_space.spaces, obs_list)}
+        return obs_list[0][j].copy()
+
+    def _allowed(self, decisions: Any) -> np.ndarray | None:
+        if decisions.action_mask is None:
+            return None
+        return ~np.concatenate(decisions.action_mask, axis=1)  # Unity's True means forbidden
+
+    def _collect_first_observations(self) -> None:
+        for k, unit in enumerate(self.units):
+            decisions, _ = unit.get_steps(self.behavior_name)
+            rows = [self._row[(k, int(a))] for a in decisions.agent_id]
+            self._write_obs(self._obs, rows, decisions.obs, np.arange(len(rows)))
+            self._update_masks(rows, decisions)
+
+    def _update_masks(self, rows: list[int], decisions: Any) -> None:
+        allowed = self._allowed(decisions)
+        if allowed is not None:
+            if self._masks is None:
+                self._masks = np.ones((self.num_envs, allowed.shape[1]), dtype=bool)
+            self._masks[rows] = allowed
+
+    def _info(self) -> dict[str, Any]:
+        return {} if self._masks is None else {"action_mask": self._masks.copy()}
+
+    # ------------------------------------------------------------------ the vector env API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Restart every agent. Unity seeds at launch, so ``seed`` has no effect after it."""
+        if options:
+            self.configure(options.get("engine_settings"), options.get("parameters"))
+        for unit in self.units:
+            unit.reset()
+        self._masks = None
+        self._collect_first_observations()
+        return self._copy_obs(), self._info()
+
+    def _copy_obs(self) -> Any:
+        if isinstance(self._obs, dict):
+            return {k: v.copy() for k, v in self._obs.items()}
+        return self._obs.copy()
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = np.asarray(actions)
+        rewards = np.zeros(self.num_envs, np.float32)
+        terminated = np.zeros(self.num_envs, bool)
+        truncated = np.zeros(self.num_envs, bool)
+        final_obs: dict[int, Any] = {}
+        for k, unit in enumerate(self.units):
+            decisions, _ = unit.get_steps(self.behavior_name)
+            if len(decisions):
+                rows = [self._row[(k, int(a))] for a in decisions.agent_id]
+                unit.set_actions(self.behavior_name, self._action_tuple(actions[rows]))
+            unit.step()
+            decisions, terminals = unit.get_steps(self.behavior_name)
+            for j, agent in enumerate(terminals.agent_id):
+                i = self._row[(k, int(agent))]
+                rewards[i] += terminals.reward[j]
+                truncated[i] = bool(terminals.interrupted[j])
+                terminated[i] = not truncated[i]
+                final_obs[i] = self._obs_row(terminals.obs, j)
+            rows = [self._row[(k, int(a))] for a in decisions.agent_id]
+            for j, i in enumerate(rows):
+                if i not in final_obs:  # an agent in both: the decision reward opens its next episode
+                    rewards[i] += decisions.reward[j]
+            self._write_obs(self._obs, rows, decisions.obs, np.arange(len(rows)))
+            self._update_masks(rows, decisions)
+        info = self._info()
+        if final_obs:
+            ended = np.zeros(self.num_envs, bool)
+            ended[list(final_obs)] = True
+            finals = np.empty(self.num_envs, dtype=object)
+            for i, obs in final_obs.items():
+                finals[i] = obs
+            info.update({"final_obs": finals, "_final_obs": ended})
+        return self._copy_obs(), rewards, terminated, truncated, info
+
+    def _action_tuple(self, actions: np.ndarray) -> ActionTuple:
+        if isinstance(self.single_action_space, gym.spaces.Box):
+            return ActionTuple(continuous=actions.astype(np.float32).reshape(len(actions), -1))
+        return ActionTuple(discrete=actions.astype(np.int32).reshape(len(actions), -1))
+
+    def close(self, **kwargs: Any) -> None:
+        for unit in getattr(self, "units", []):
+            try:
+                unit.close()
+            except Exception:  # noqa: BLE001 (a unit that failed to start is already closed)
+                pass
+        self.units = []
