@@ -1,11 +1,38 @@
-"""rl_lightning: reinforcement learning algorithms as PyTorch Lightning modules."""
+"""rl_lightning: reinforcement learning algorithms as PyTorch Lightning modules.
 
-from rl_lightning.algorithms import A2C, DDPG, DQN, PPO, RLModule
-from rl_lightning.envs import make_vector_env
-from rl_lightning.errors import ConfigurationError
-from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
+Names are imported on first use, so light entry points (the Unity player)
+start without loading Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["A2C", "DDPG", "DQN", "PPO", "ConfigurationError", "EvaluationResult", "RLModule", "evaluate_episodes",
-           "make_vector_env"]
+_EXPORTS = {
+    "A2C": "rl_lightning.algorithms",
+    "DDPG": "rl_lightning.algorithms",
+    "DQN": "rl_lightning.algorithms",
+    "PPO": "rl_lightning.algorithms",
+    "RLModule": "rl_lightning.algorithms",
+    "make_vector_env": "rl_lightning.envs",
+    "ConfigurationError": "rl_lightning.errors",
+    "EvaluationResult": "rl_lightning.evaluation",
+    "evaluate_episodes": "rl_lightning.evaluation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rl_lightning' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
