@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sysconfig
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +42,15 @@ def resolve_file_name(file_name: str | None) -> str | None:
                 raise ConfigurationError(f"file_name={file_name!r}: {candidate} is not executable (chmod +x it)")
             return path
     raise ConfigurationError(f"file_name={file_name!r}: no Unity build at {path} (tried {', '.join(candidates)})")
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("localhost", port))
+        except OSError:
+            raise UnityWorkerInUseException(port) from None
 
 
 def observation_space_from_spec(spec: BehaviorSpec) -> gym.Space:
@@ -117,7 +127,11 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self.units: list[UnityEnvironment] = []
         try:
             for k in range(num_processes):
+                port = (base_port if base_port is not None else (
+                    UnityEnvironment.BASE_ENVIRONMENT_PORT if path else UnityEnvironment.DEFAULT_EDITOR_PORT)) + worker_id + k
                 try:
+                    # Checked here first: a UnityEnvironment that fails on its port leaves an atexit hook that errors.
+                    _check_port_free(port)
                     self.units.append(UnityEnvironment(
                         file_name=path, worker_id=worker_id + k, base_port=base_port, seed=seed + k,
                         no_graphics=no_graphics, timeout_wait=timeout_wait, additional_args=list(additional_args or []),
