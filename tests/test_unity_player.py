@@ -205,3 +205,19 @@ def test_vector_env_reports_bad_settings_clearly(vector_env, tmp_path):
     port = first.units[0]._port
     with pytest.raises(ConfigurationError, match=r"worker_id=0: its port is already in use .* worker_id"):
         vector_env("--env", "CartPole-v1", base_port=port)
+
+
+def test_ppo_trains_through_the_unity_protocol_from_the_cli(monkeypatch, tmp_path):
+    from rl_lightning.cli import RLLightningCLI
+
+    port = free_port()
+    cli = RLLightningCLI(args=[
+        "fit", "--config", str(Path(TESTS).parent / "configs/ppo_unity_cartpole.yaml"),
+        f"--model.init_args.env_kwargs.base_port={port}", "--model.init_args.env_kwargs.worker_id=0",
+        f"--model.init_args.eval_env_kwargs.base_port={free_port()}", "--model.init_args.eval_env_kwargs.worker_id=0",
+        "--model.init_args.total_steps=1024", "--model.init_args.steps_per_epoch=512",
+        "--model.init_args.eval_episodes=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false"])
+    model = cli.model
+    assert model.env_steps == 1024 and model.last_evaluation is not None
+    assert model.envs is None  # closed at the end of fit

@@ -45,7 +45,8 @@ class RLModule(L.LightningModule):
 
     Args:
         env: Gymnasium env id (``"CartPole-v1"``), import path of an env class or factory
-            (``"my_pkg.envs:MyEnv"``), or the class/factory itself.
+            (``"my_pkg.envs:MyEnv"``), the class/factory itself, or ``"unity"`` (``env_kwargs`` are then
+            ``UnityVectorEnv``'s: ``file_name``, ``worker_id``, ``engine_settings``, ``parameters`` ...).
         num_envs: number of environment copies stepped together.
         vectorization: ``"sync"`` steps the copies in this process, ``"async"`` in subprocesses.
         env_kwargs: keyword arguments for ``gym.make`` or the env class.
@@ -81,7 +82,9 @@ class RLModule(L.LightningModule):
         # An env class is kept as its import path: YAML-friendly and loadable with weights_only=True.
         self.hparams.env = import_path_of(env) or env
         self.automatic_optimization = False
-        resolve_env(env)  # an unknown id fails here, before anything is built
+        resolved = resolve_env(env)  # an unknown id fails here, before anything is built
+        # A vector env class (Unity) brings its own sub-envs: their number is known once it is built.
+        self.env_sets_num_envs = isinstance(resolved, type) and issubclass(resolved, gym.vector.VectorEnv)
         for name in ("num_envs", "total_steps", "steps_per_epoch", "eval_num_envs"):
             value = getattr(self.hparams, name)
             if not isinstance(value, int) or value < 1:
@@ -173,6 +176,11 @@ class RLModule(L.LightningModule):
                 setattr(self, name, None)
         if stage == "fit":
             self._obs = None
+
+    @property
+    def num_envs(self) -> int:
+        """Sub-envs stepped together: the built envs' count (Unity: its agents), else the ``num_envs`` setting."""
+        return self.envs.num_envs if self.envs is not None else self.hparams.num_envs
 
     def obs_to_tensor(self, obs: Any) -> Any:
         """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest float32."""

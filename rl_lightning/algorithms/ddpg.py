@@ -149,14 +149,14 @@ class DDPG(OffPolicyModule):
         return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
-        stored = torch.rand(self.hparams.num_envs, self.action_low.shape[0], device=self.device) * 2.0 - 1.0
+        stored = torch.rand(self.num_envs, self.action_low.shape[0], device=self.device) * 2.0 - 1.0
         return self.scale_action(stored).cpu().numpy(), stored.cpu().numpy()
 
     def ou_process(self) -> OrnsteinUhlenbeckNoise:
         """The OU noise process, built on first use (from a checkpoint's state when resuming)."""
         if self.noise is None:
             hp = self.hparams
-            self.noise = OrnsteinUhlenbeckNoise(hp.num_envs, self.action_low.shape[0], hp.ou_theta, hp.noise_sigma,
+            self.noise = OrnsteinUhlenbeckNoise(self.num_envs, self.action_low.shape[0], hp.ou_theta, hp.noise_sigma,
                                                 dt=hp.ou_dt)
             if self._saved_noise_state is not None and self._saved_noise_state.shape == self.noise.state.shape:
                 self.noise.state.copy_(self._saved_noise_state)
@@ -168,7 +168,7 @@ class DDPG(OffPolicyModule):
             return None
         if hp.action_noise == "ou":
             return self.ou_process().sample()
-        return hp.noise_sigma * torch.randn(hp.num_envs, self.action_low.shape[0])
+        return hp.noise_sigma * torch.randn(self.num_envs, self.action_low.shape[0])
 
     def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
         action = self.actor(obs)

@@ -83,7 +83,7 @@ class OffPolicyModule(RLModule):
 
     @property
     def steps_per_batch(self) -> int:
-        return self.hparams.train_freq * self.hparams.num_envs
+        return self.hparams.train_freq * self.num_envs
 
     @property
     def image_layout(self) -> ImageLayout:
@@ -144,7 +144,7 @@ class OffPolicyModule(RLModule):
                 self.record_episodes(info)
                 self.on_episodes_end(ended)
             obs = next_obs
-            self.env_steps += hp.num_envs
+            self.env_steps += self.num_envs
         self._obs = obs
         if self.env_steps < hp.learning_starts:
             return {}  # still warming up: no updates (Lightning skips a None batch without calling training_step)

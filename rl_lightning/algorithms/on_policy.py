@@ -85,11 +85,10 @@ class OnPolicyModule(RLModule):
             raise ConfigurationError(f"value_loss={value_loss!r}: choose 'mse' or 'smooth_l1'")
         self.policy: ActorCritic | None = None
         self.rollout: RolloutBuffer | None = None
-        self._rollout_steps = hp.n_steps * hp.num_envs
 
     @property
     def steps_per_batch(self) -> int:
-        return self._rollout_steps
+        return self.hparams.n_steps * self.num_envs
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         check_action_space(action_space, type(self).__name__)
@@ -136,7 +135,7 @@ class OnPolicyModule(RLModule):
         hp = self.hparams
         policy, envs = self.policy, self.envs
         if self.rollout is None:
-            self.rollout = RolloutBuffer(hp.n_steps, hp.num_envs, self.observation_space.shape,
+            self.rollout = RolloutBuffer(hp.n_steps, self.num_envs, self.observation_space.shape,
                                          self.policy_action_shape(), self.policy_action_dtype(), self.device)
         buf = self.rollout
         obs = self.obs_to_tensor(self._obs)

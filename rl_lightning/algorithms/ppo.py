@@ -48,15 +48,24 @@ class PPO(OnPolicyModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if batch_size < 1 or batch_size > self.steps_per_batch:
-            raise ConfigurationError(
-                f"batch_size={batch_size} must be between 1 and the rollout size n_steps * num_envs = "
-                f"{self.hparams.n_steps} * {self.hparams.num_envs} = {self.steps_per_batch}; "
-                "lower batch_size or raise n_steps/num_envs")
+        if not self.env_sets_num_envs:
+            self._check_batch_size()
         if n_epochs < 1:
             raise ConfigurationError(f"n_epochs={n_epochs} must be >= 1")
         if clip_range <= 0:
             raise ConfigurationError(f"clip_range={clip_range} must be > 0")
+
+    def _check_batch_size(self) -> None:
+        batch_size = self.hparams.batch_size
+        if batch_size < 1 or batch_size > self.steps_per_batch:
+            raise ConfigurationError(
+                f"batch_size={batch_size} must be between 1 and the rollout size n_steps * num_envs = "
+                f"{self.hparams.n_steps} * {self.num_envs} = {self.steps_per_batch}; "
+                "lower batch_size or raise n_steps/num_envs")
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self._check_batch_size()  # again with the envs' real count (Unity: its agents)
 
     def training_step(self, rollout: dict[str, torch.Tensor]) -> None:
         hp = self.hparams

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
@@ -68,6 +69,10 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
     """
     if callable(env):
         return env
+    if env == "unity":
+        from rl_lightning.unity.vector_env import UnityVectorEnv
+
+        return UnityVectorEnv
     if not isinstance(env, str) or not env:
         raise ConfigurationError(f"{setting}={env!r}: expected a Gymnasium env id, an import path or an env class")
     if env in gym.registry:
@@ -152,7 +157,8 @@ def make_vector_env(
     """Build a seeded vector env of ``num_envs`` copies of ``env``.
 
     Args:
-        env: a registered id, an import path to an env class/factory, or the class/factory.
+        env: a registered id, an import path to an env class/factory, or the class/factory; ``"unity"`` (or any
+            ``VectorEnv`` class) is built once from ``env_kwargs`` and brings its own sub-envs.
         num_envs: number of sub-environments.
         vectorization: ``"sync"`` steps the copies in this process, ``"async"`` in subprocesses.
         seed: seeds the action spaces; pass the same seed to the first ``reset(seed=seed)``,
@@ -168,6 +174,14 @@ def make_vector_env(
     factory = resolve_env(env)
     _check_wrappers(wrappers)
     kwargs = dict(env_kwargs or {})
+    if isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
+        # A vector env of its own (e.g. "unity": the agents are the sub-envs); num_envs and vectorization don't apply.
+        if wrappers:
+            raise ConfigurationError(f"wrappers apply to single envs; {factory.__name__} is a vector env")
+        if seed is not None and "seed" in inspect.signature(factory).parameters:
+            kwargs.setdefault("seed", seed)
+        venv = factory(**kwargs)
+        return gym.wrappers.vector.RecordEpisodeStatistics(venv) if record_statistics else venv
 
     def make_one() -> gym.Env:
         e = factory(**kwargs)

@@ -134,8 +134,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                     _check_port_free(port)
                     self.units.append(UnityEnvironment(
                         file_name=path, worker_id=worker_id + k, base_port=base_port, seed=seed + k,
-                        no_graphics=no_graphics, timeout_wait=timeout_wait, additional_args=list(additional_args or []),
-                        log_folder=log_folder, side_channels=[self.engine_channel, self.parameter_channel, self.stats_channel]))
+                        no_graphics=no_graphics, timeout_wait=timeout_wait,
+                        # YAML may have turned "8" into 8: command-line arguments are strings.
+                        additional_args=[str(a) for a in additional_args or ()], log_folder=log_folder, side_channels=[self.engine_channel, self.parameter_channel, self.stats_channel]))
                 except UnityWorkerInUseException:
                     raise ConfigurationError(
                         f"worker_id={worker_id + k}: its port is already in use by another Unity environment; "
