@@ -23,7 +23,7 @@ from rl_lightning.algorithms.base import RLModule
 
 # Deprecation notices from inside Lightning (its CLI on newer jsonargparse, its pytree use on
 # newer torch): nothing a user of this command can act on.
-warnings.filterwarnings("ignore", message=r"(?s).*(add_instantiator|JsonargparseDeprecationWarning)")
+warnings.filterwarnings("ignore", message=r"(?s).*(add_instantiator|JsonargparseDeprecationWarning|was deprecated in v4\.)")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 TRAINER_DEFAULTS: dict[str, Any] = {
