@@ -221,3 +221,16 @@ def test_ppo_trains_through_the_unity_protocol_from_the_cli(monkeypatch, tmp_pat
     model = cli.model
     assert model.env_steps == 1024 and model.last_evaluation is not None
     assert model.envs is None  # closed at the end of fit
+
+
+def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
+    env = vector_env("--env", "rl_lightning/GridWorld-v0", "--agents", "2")
+    space = env.single_observation_space
+    assert isinstance(space, gymnasium.spaces.Dict) and space["image"].shape == (64, 84, 3)
+    assert space["goal"].shape == (2,) and env.single_action_space == gymnasium.spaces.Discrete(5)
+    kinds = {s.name: s.observation_type.name for s in env.spec_.observation_specs}
+    assert kinds == {"image": "DEFAULT", "goal": "GOAL_SIGNAL"}
+    obs, info = env.reset()
+    assert obs["image"].min() >= 0.0 and obs["image"].max() <= 1.0  # PNG decoded to [0, 1] by mlagents_envs
+    assert obs["goal"].sum(axis=1).tolist() == [1.0, 1.0]
+    assert info["action_mask"].shape == (2, 5) and info["action_mask"][:, 0].all()  # "stay" is always allowed

@@ -75,6 +75,8 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
         return UnityVectorEnv
     if not isinstance(env, str) or not env:
         raise ConfigurationError(f"{setting}={env!r}: expected a Gymnasium env id, an import path or an env class")
+    if env.startswith("rl_lightning/"):
+        import rl_lightning.games  # noqa: F401 (registers the stand-in games)
     if env in gym.registry:
         return lambda **kwargs: gym.make(env, **kwargs)
     module_name, sep, env_id = env.partition(":")

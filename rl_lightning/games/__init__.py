@@ -1,0 +1,9 @@
+"""Python stand-ins for the Unity games of the seed programs, each also a plain Gymnasium env.
+
+Registered ids: ``rl_lightning/GridWorld-v0``.
+"""
+
+import gymnasium as gym
+
+if "rl_lightning/GridWorld-v0" not in gym.registry:
+    gym.register("rl_lightning/GridWorld-v0", entry_point="rl_lightning.games.gridworld:GridWorld")
