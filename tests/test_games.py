@@ -71,3 +71,51 @@ def test_gridworld_random_policy_baseline(seed):
     # A random walk finds the right goal about as often as the wrong one.
     assert 0.3 < successes / 300 < 0.7
     assert -0.6 < float(np.mean(returns)) < 0.4
+
+
+def test_drone_specs_and_physics():
+    from rl_lightning.games.drone import Drone
+
+    env = gym.make("rl_lightning/Drone-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (9,) and env.action_space.shape == (3,)
+    assert env.action_space.low.tolist() == [-1, -1, -1]
+    drone = Drone(drag=0.0, dt=0.1, max_accel=4.0)
+    drone.reset(seed=0)
+    obs, *_ = drone.step(np.array([1.0, 0.0, 0.0]))
+    assert obs[3:6].tolist() == pytest.approx([0.4, 0.0, 0.0])          # v = a * max_accel * dt
+    assert (obs[:3] + drone.goal).tolist() == pytest.approx([0.04, 0, 0], abs=1e-6)  # p = v * dt
+    assert obs[6:].tolist() == pytest.approx([0.4, 0.0, 0.0])          # w = 0.2 * max_rate * (a - a_prev)
+
+
+def test_drone_rewards_progress_and_ends_at_the_goal_or_the_bounds():
+    from rl_lightning.games.drone import Drone
+
+    drone = Drone(goal_radius=0.5)
+    drone.reset(seed=0)
+    drone.goal = np.array([0.3, 0.0, 0.0])
+    drone.pos = np.array([-0.2, 0.0, 0.0])
+    _, reward, terminated, _, info = drone.step(np.array([1.0, 0.0, 0.0]))
+    assert terminated and info["reached"] and reward > 1.0  # bonus plus progress
+    drone.reset(seed=0)
+    drone.pos = np.array([5.99, 0.0, 0.0])
+    drone.vel = np.array([5.0, 0.0, 0.0])
+    _, reward, terminated, _, info = drone.step(np.zeros(3))
+    assert terminated and not info["reached"] and reward < -1.0 + 1e-6
+    drone = Drone(max_steps=2)
+    drone.reset(seed=3)
+    assert [drone.step(np.zeros(3))[3] for _ in range(2)] == [False, True]
+
+
+def test_drone_random_policy_rarely_reaches_the_goal():
+    env = gym.make("rl_lightning/Drone-v0")
+    rng = np.random.default_rng(0)
+    reached = 0
+    for episode in range(50):
+        env.reset(seed=episode)
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
+            done = term or trunc
+        reached += info["reached"]
+    assert reached / 50 < 0.3
