@@ -119,3 +119,55 @@ def test_drone_random_policy_rarely_reaches_the_goal():
             done = term or trunc
         reached += info["reached"]
     assert reached / 50 < 0.3
+
+
+def test_dodge_specs_rays_and_parameters():
+    from rl_lightning.games.dodge import DOWN, STAY, Dodge
+
+    env = gym.make("rl_lightning/Dodge-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (122,) and env.action_space == gym.spaces.Discrete(5)
+    dodge = Dodge(ballNums=0, boardRadius=6.0)
+    obs, _ = dodge.reset(seed=0, options={"parameters": {"boardRadius": 8.0, "ballNums": 0}})
+    # Alone at the centre of a radius-8 board: every ray meets the wall at 8, i.e. 8 / 16.
+    assert obs[0:120:3] == pytest.approx([0.5] * 40) and obs[-2:].tolist() == [0.0, 0.0]
+    # One ball straight to the right (ray 0), at rest.
+    dodge.balls, dodge.vel = np.array([[3.0, 0.0]]), np.array([[-4.0, 0.0]])
+    obs = dodge._observe()
+    assert obs[0] == pytest.approx((3.0 - 0.25) / 16) and obs[1:3].tolist() == [-1.0, 0.0]
+    dodge.vel = np.zeros((1, 2))
+    dodge.step(DOWN)
+    assert dodge.agent.tolist() == pytest.approx([0.0, -0.3])  # agentSpeed 3 * dt 0.1
+    dodge.step(STAY)
+
+
+def test_dodge_ends_with_minus_one_when_hit_and_bounces_balls_inwards():
+    from rl_lightning.games.dodge import STAY, Dodge
+
+    dodge = Dodge(ballNums=1)
+    dodge.reset(seed=0)
+    dodge.balls, dodge.vel = np.array([[0.9, 0.0]]), np.array([[-4.0, 0.0]])
+    _, reward, terminated, truncated, _ = dodge.step(STAY)
+    assert (reward, terminated, truncated) == (-1.0, True, False)
+    dodge.reset(seed=0)
+    dodge.balls, dodge.vel = np.array([[6.7, 0.0]]), np.array([[4.0, 0.0]])
+    _, reward, terminated, _, _ = dodge.step(STAY)
+    assert reward == 0.01 and not terminated
+    assert np.linalg.norm(dodge.balls[0]) <= 7.0 - 0.25 + 1e-9 and dodge.vel[0, 0] < 0  # heading back in
+    assert np.linalg.norm(dodge.vel[0]) == pytest.approx(4.0)
+
+
+def test_dodge_random_policy_survival_baseline():
+    env = gym.make("rl_lightning/Dodge-v0")
+    rng = np.random.default_rng(0)
+    lengths = []
+    for episode in range(30):
+        env.reset(seed=episode)
+        done, n = False, 0
+        while not done:
+            _, _, term, trunc, _ = env.step(int(rng.integers(5)))
+            n += 1
+            done = term or trunc
+        lengths.append(n)
+    # Balls find a wandering agent within a few dozen steps, far from the 1000-step limit.
+    assert 10 < np.mean(lengths) < 300

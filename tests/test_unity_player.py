@@ -234,3 +234,20 @@ def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
     assert obs["image"].min() >= 0.0 and obs["image"].max() <= 1.0  # PNG decoded to [0, 1] by mlagents_envs
     assert obs["goal"].sum(axis=1).tolist() == [1.0, 1.0]
     assert info["action_mask"].shape == (2, 5) and info["action_mask"][:, 0].all()  # "stay" is always allowed
+
+
+def test_dodge_through_the_protocol_with_the_seed_parameters(vector_env):
+    env = vector_env("--env", "rl_lightning/Dodge-v0", "--agents", "4", parameters={
+        "ballSpeed": 4.0, "ballRandom": 0.2, "agentSpeed": 3.0,
+        "boardRadius": {"sampler": "uniform", "min": 6, "max": 8, "seed": 77},
+        "ballNums": {"sampler": "uniform", "min": 10, "max": 15, "seed": 77}})
+    assert env.num_envs == 4 and env.single_observation_space.shape == (122,)
+    stats = env.stats()  # the 4 agents' first episodes, drawn at the reset done when the env was built
+    assert len(stats["param/boardRadius"]) == 4 and all(6 <= r <= 8 for r in stats["param/boardRadius"])
+    assert all(10 <= n <= 15 for n in stats["param/ballNums"])
+    ended = 0
+    for _ in range(60):
+        _, rewards, terminated, truncated, info = env.step(env.action_space.sample())
+        ended += int(terminated.sum())
+        assert (np.isclose(rewards, 0.01) | np.isclose(rewards, -1.0)).all()
+    assert ended > 0  # random agents get hit, and come back in new episodes
