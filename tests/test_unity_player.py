@@ -251,3 +251,16 @@ def test_dodge_through_the_protocol_with_the_seed_parameters(vector_env):
         ended += int(terminated.sum())
         assert (np.isclose(rewards, 0.01) | np.isclose(rewards, -1.0)).all()
     assert ended > 0  # random agents get hit, and come back in new episodes
+
+
+def test_vector_env_matches_unity_observations_to_dict_keys_by_name(vector_env):
+    # The player sends "image" before "goal"; the Dict space sorts its keys (goal, image).
+    env = vector_env("--env", "toy_envs:GoalFirstUnsortedEnv", "--agents", "2")
+    assert [s.name for s in env.spec_.observation_specs] == ["image", "goal"]
+    obs, _ = env.reset()
+    assert obs["goal"].shape == (2, 2) and obs["goal"].sum(axis=1).tolist() == [1.0, 1.0]
+    assert obs["image"].shape == (2, 36, 40, 3)
+    _, _, _, truncated, info = env.step(np.zeros(2, dtype=np.int64))
+    for _ in range(4):
+        _, _, _, truncated, info = env.step(np.zeros(2, dtype=np.int64))
+    assert truncated.all() and info["final_obs"][0]["goal"].shape == (2,)

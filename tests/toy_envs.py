@@ -96,3 +96,14 @@ class MaskedEnv(CounterEnv):
         assert int(action) == 2, f"masked action {action} taken"
         obs, r, term, trunc, _ = super().step(action)
         return obs, r, term, trunc, self._info()
+
+
+class GoalFirstUnsortedEnv(GoalImageEnv):
+    """GoalImageEnv whose observations come in the order image, goal (as a Unity camera + goal sensor would)."""
+
+    def __init__(self):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.observation_space = gym.spaces.Dict(OrderedDict(
+            [("image", self.observation_space["image"]), ("goal", self.observation_space["goal"])]))

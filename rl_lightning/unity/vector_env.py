@@ -53,13 +53,18 @@ def _check_port_free(port: int) -> None:
             raise UnityWorkerInUseException(port) from None
 
 
+def observation_keys(spec: BehaviorSpec) -> list[str]:
+    """Dict keys of the behavior's observations, in Unity's order: their names, or ``obs_<i>``."""
+    return [obs_spec.name or f"obs_{i}" for i, obs_spec in enumerate(spec.observation_specs)]
+
+
 def observation_space_from_spec(spec: BehaviorSpec) -> gym.Space:
-    """One observation -> Box; several -> Dict keyed by observation name (or ``obs_<i>``). Images stay HWC."""
+    """One observation -> Box; several -> Dict keyed by ``observation_keys``. Images stay HWC."""
     boxes = {}
-    for i, obs_spec in enumerate(spec.observation_specs):
+    for key, obs_spec in zip(observation_keys(spec), spec.observation_specs):
         shape = tuple(obs_spec.shape)
         low, high = (0.0, 1.0) if len(shape) == 3 else (-np.inf, np.inf)
-        boxes[obs_spec.name or f"obs_{i}"] = gym.spaces.Box(low, high, shape=shape, dtype=np.float32)
+        boxes[key] = gym.spaces.Box(low, high, shape=shape, dtype=np.float32)
     if len(boxes) == 1:
         return next(iter(boxes.values()))
     return gym.spaces.Dict(boxes)
@@ -157,6 +162,8 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             raise
         self.num_envs = len(self.agents)
         self.single_observation_space = observation_space_from_spec(self.spec_)
+        # Unity sends observations in its own order; the Dict space sorts its keys. Match them by name.
+        self._obs_keys = observation_keys(self.spec_)
         self.single_action_space = action_space_from_spec(self.spec_)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
@@ -207,16 +214,17 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             return {k: np.zeros((self.num_envs, *s.shape), np.float32) for k, s in space.spaces.items()}
         return np.zeros((self.num_envs, *space.shape), np.float32)
 
-    def _write_obs(self, target: Any, rows: list[int], obs_list: list[np.ndarray], idx: np.ndarray) -> None:
-        if isinstance(target, dict):
-            for key, obs in zip(target, obs_list):
-                target[key][rows] = obs[idx]
+    def _write_obs(self, rows: list[int], obs_list: list[np.ndarray]) -> None:
+        """Store the observations of the agents at ``rows`` (in the order Unity listed them)."""
+        if isinstance(self._obs, dict):
+            for key, obs in zip(self._obs_keys, obs_list):
+                self._obs[key][rows] = obs
         else:
-            target[rows] = obs_list[0][idx]
+            self._obs[rows] = obs_list[0]
 
     def _obs_row(self, obs_list: list[np.ndarray], j: int) -> Any:
         if isinstance(self.single_observation_space, gym.spaces.Dict):
-            return {key: obs[j].copy() for key, obs in zip(self.single_observation_space.spaces, obs_list)}
+            return {key: obs[j].copy() for key, obs in zip(self._obs_keys, obs_list)}
         return obs_list[0][j].copy()
 
     def _allowed(self, decisions: Any) -> np.ndarray | None:
@@ -228,7 +236,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         for k, unit in enumerate(self.units):
             decisions, _ = unit.get_steps(self.behavior_name)
             rows = [self._row[(k, int(a))] for a in decisions.agent_id]
-            self._write_obs(self._obs, rows, decisions.obs, np.arange(len(rows)))
+            self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
 
     def _update_masks(self, rows: list[int], decisions: Any) -> None:
@@ -280,7 +288,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             for j, i in enumerate(rows):
                 if i not in final_obs:  # an agent in both: the decision reward opens its next episode
                     rewards[i] += decisions.reward[j]
-            self._write_obs(self._obs, rows, decisions.obs, np.arange(len(rows)))
+            self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
         info = self._info()
         if final_obs:
