@@ -222,6 +222,31 @@ def test_ppo_trains_through_the_unity_protocol_from_the_cli(monkeypatch, tmp_pat
     assert model.env_steps == 1024 and model.last_evaluation is not None
     assert model.envs is None  # closed at the end of fit
 
+    # test from the checkpoint: only the evaluation process runs, and the training-time
+    # rollout-size check (which needs the training agents' count) must not stand in the way.
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    cli = RLLightningCLI(args=[
+        "test", "--config", str(Path(TESTS).parent / "configs/ppo_unity_cartpole.yaml"),
+        f"--model.init_args.eval_env_kwargs.base_port={free_port()}", "--model.init_args.eval_env_kwargs.worker_id=0",
+        "--model.init_args.eval_episodes=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false", f"--ckpt_path={ckpt}"])
+    assert len(cli.model.last_evaluation.returns) == 2
+
+
+def test_dqn_trains_on_masked_unity_agents_across_episode_ends(monkeypatch, tmp_path):
+    import lightning as L
+
+    from rl_lightning import DQN
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    # MaskedEnv asserts on a masked action; its episodes truncate every 4 steps.
+    model = DQN(env="unity", env_kwargs={"file_name": PLAYER, "base_port": free_port(), "timeout_wait": 10,
+                                         "additional_args": ["--env", "toy_envs:MaskedEnv", "--agents", "2"]},
+                learning_starts=16, batch_size=8, train_freq=4, total_steps=64, steps_per_epoch=64, eval_episodes=0)
+    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=tmp_path).fit(model)
+    assert model.env_steps == 64 and model.buffer.size == 64
+
 
 def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
     env = vector_env("--env", "rl_lightning/GridWorld-v0", "--agents", "2")

@@ -133,9 +133,12 @@ class OffPolicyModule(RLModule):
                 next_mask = np.asarray(info["action_mask"], dtype=bool)
                 self._action_mask = next_mask
                 if ended.any():
+                    # The final observation's mask, not the reset one's. Unity's TerminalSteps carry no
+                    # mask: then every action counts as allowed for the final observation.
                     next_mask = next_mask.copy()
-                    for i in np.flatnonzero(ended):  # the final observation's mask, not the reset one's
-                        next_mask[i] = info["final_info"]["action_mask"][i]
+                    final_masks = info.get("final_info", {}).get("action_mask")
+                    for i in np.flatnonzero(ended):
+                        next_mask[i] = final_masks[i] if final_masks is not None else True
             # A finished episode's real next observation is its final one (the envs already reset).
             real_next = final_observations(next_obs, info) if ended.any() else next_obs
             buf.add(obs, stored, reward * hp.reward_scale if hp.reward_scale != 1.0 else reward, real_next,

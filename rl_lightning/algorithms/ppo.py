@@ -65,7 +65,8 @@ class PPO(OnPolicyModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        self._check_batch_size()  # again with the envs' real count (Unity: its agents)
+        if stage == "fit":  # again with the training envs' real count (Unity: its agents)
+            self._check_batch_size()
 
     def training_step(self, rollout: dict[str, torch.Tensor]) -> None:
         hp = self.hparams
