@@ -148,9 +148,9 @@ class DDPG(OffPolicyModule):
         """[-1, 1] -> the env's bounds."""
         return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
 
-    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
+    def random_actions(self) -> tuple[np.ndarray, torch.Tensor]:
         stored = torch.rand(self.num_envs, self.action_low.shape[0], device=self.device) * 2.0 - 1.0
-        return self.scale_action(stored).cpu().numpy(), stored.cpu().numpy()
+        return self.scale_action(stored).cpu().numpy(), stored
 
     def ou_process(self) -> OrnsteinUhlenbeckNoise:
         """The OU noise process, built on first use (from a checkpoint's state when resuming)."""
@@ -170,12 +170,12 @@ class DDPG(OffPolicyModule):
             return self.ou_process().sample()
         return hp.noise_sigma * torch.randn(self.num_envs, self.action_low.shape[0])
 
-    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+    def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor]:
         action = self.actor(obs)
         noise = self.exploration_noise()
         if noise is not None:
             action = (action + noise.to(self.device)).clamp(-1.0, 1.0)
-        return self.scale_action(action).cpu().numpy(), action.cpu().numpy()
+        return self.scale_action(action).cpu().numpy(), action
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         if self.noise is not None:

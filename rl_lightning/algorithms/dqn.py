@@ -129,9 +129,9 @@ class DQN(OffPolicyModule):
                                 for m in self._action_mask])
         return actions, actions
 
-    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
-        actions = self.epsilon_greedy(obs, self.epsilon, self._action_mask).cpu().numpy()
-        return actions, actions
+    def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor]:
+        actions = self.epsilon_greedy(obs, self.epsilon, self._action_mask)
+        return actions.cpu().numpy(), actions
 
     def predict_actions(self, obs: Any, deterministic: bool = True) -> torch.Tensor:
         if deterministic:

@@ -91,12 +91,12 @@ class OffPolicyModule(RLModule):
 
     # ------------------------------------------------------------------ acting, per algorithm
     @abstractmethod
-    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
+    def random_actions(self) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
         """Uniform random ``(env_actions, stored_actions)`` for every env copy (before ``learning_starts``)."""
 
     @abstractmethod
-    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Exploratory ``(env_actions, stored_actions)`` for a batch of observations."""
+    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
+        """Exploratory ``(env_actions, stored_actions)``; stored actions may stay tensors on the module's device."""
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         """Called with the mask of env copies whose episode ended this step (e.g. to reset noise)."""
