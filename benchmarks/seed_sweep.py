@@ -61,7 +61,6 @@ def episode_window_mean(scalars: dict[str, list[tuple[int, float]]], first: int,
 
 
 def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> tuple[int, float, int]:
-    log_dir = out / f"seed_{seed}"
     cmd = [sys.executable, "-m", "rl_lightning", "fit", "--config", config, f"--model.init_args.seed={seed}",
            f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name=seed_{seed}",
            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *extra]

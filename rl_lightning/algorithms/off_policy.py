@@ -13,7 +13,6 @@ from rl_lightning.algorithms.base import RLModule
 from rl_lightning.data.replay import ReplayBuffer
 from rl_lightning.envs.factory import final_observations
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.networks.encoders import ImageLayout
 
 
 def minibatch(batch: dict[str, Any], rows: slice) -> dict[str, Any]:
@@ -84,10 +83,6 @@ class OffPolicyModule(RLModule):
     @property
     def steps_per_batch(self) -> int:
         return self.hparams.train_freq * self.num_envs
-
-    @property
-    def image_layout(self) -> ImageLayout:
-        return self.hparams.image_layout
 
     # ------------------------------------------------------------------ acting, per algorithm
     @abstractmethod

@@ -72,7 +72,6 @@ class OnPolicyModule(RLModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        hp = self.hparams
         if n_steps < 1:
             raise ConfigurationError(f"n_steps={n_steps} must be >= 1")
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
