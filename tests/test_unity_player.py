@@ -17,6 +17,9 @@ from mlagents_envs.side_channel.engine_configuration_channel import EngineConfig
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
+from rl_lightning.envs.factory import make_vector_env
+from rl_lightning.games import gridworld
+
 PLAYER = str(Path(sysconfig.get_path("scripts")) / "rl-lightning-unity-player")
 TESTS = str(Path(__file__).resolve().parent)
 
@@ -256,9 +259,50 @@ def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
     kinds = {s.name: s.observation_type.name for s in env.spec_.observation_specs}
     assert kinds == {"image": "DEFAULT", "goal": "GOAL_SIGNAL"}
     obs, info = env.reset()
-    assert obs["image"].min() >= 0.0 and obs["image"].max() <= 1.0  # PNG decoded to [0, 1] by mlagents_envs
+    # PNG bytes come back exactly: uint8, and only the game's own colours.
+    assert space["image"].dtype == np.uint8 and obs["image"].dtype == np.uint8
+    colours = {tuple(c) for c in obs["image"].reshape(-1, 3)}
+    assert colours == {gridworld.BACKGROUND, gridworld.FLOOR, gridworld.AGENT, gridworld.PLUS, gridworld.EX}
     assert obs["goal"].sum(axis=1).tolist() == [1.0, 1.0]
     assert info["action_mask"].shape == (2, 5) and info["action_mask"][:, 0].all()  # "stay" is always allowed
+
+
+def test_vector_env_gives_float_images_when_asked(vector_env):
+    env = vector_env("--env", "rl_lightning/GridWorld-v0", uint8_images=False)
+    obs, _ = env.reset()
+    assert env.single_observation_space["image"].dtype == np.float32
+    assert obs["image"].dtype == np.float32 and 0.0 <= obs["image"].min() and obs["image"].max() <= 1.0
+    assert np.allclose(obs["image"] * 255, np.rint(obs["image"] * 255), atol=1e-3)
+
+
+def test_seed_s1_wrappers_serve_unity_agents(monkeypatch):
+    # Seed S1 through the protocol: 6-channel goal image, 4 network actions sent as action + 1, success reported.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    env = make_vector_env("unity", env_kwargs=dict(
+        file_name=PLAYER, additional_args=["--env", "rl_lightning/GridWorld-v0", "--agents", "3"],
+        base_port=free_port(), timeout_wait=10, success_reward=0.5),
+        wrappers=["rl_lightning.envs.transforms:GoalConditionedImage",
+                  {"class_path": "rl_lightning.envs.transforms:ActionOffset", "init_args": {"offset": 1}}])
+    try:
+        assert env.single_observation_space == gymnasium.spaces.Box(0, 255, (64, 84, 6), np.uint8)
+        assert env.single_action_space == gymnasium.spaces.Discrete(4)
+        obs, info = env.reset()
+        assert obs.shape == (3, 64, 84, 6) and obs.dtype == np.uint8
+        # One half of the channels is the image, the other black, as the goal signal says.
+        assert all((obs[i, ..., :3].any() != obs[i, ..., 3:].any()) for i in range(3))
+        assert info["action_mask"].shape == (3, 4)
+        rng = np.random.default_rng(0)
+        outcomes = []
+        for _ in range(400):
+            actions = np.array([rng.choice(np.flatnonzero(m)) for m in info["action_mask"]])
+            obs, rewards, terminated, truncated, info = env.step(actions)
+            for i in np.flatnonzero(terminated | truncated):
+                assert info["final_obs"][i].shape == (64, 84, 6)
+                outcomes.append((bool(info["final_info"]["is_success"][i]), rewards[i]))
+        assert outcomes and {s for s, _ in outcomes} == {True, False}
+        assert all(s == (r > 0.5) for s, r in outcomes)  # success = the goal's +1 as last reward
+    finally:
+        env.close()
 
 
 def test_dodge_through_the_protocol_with_the_seed_parameters(vector_env):

@@ -121,8 +121,12 @@ class RLModule(L.LightningModule):
         """Step the envs for one batch with the current policy, advance ``env_steps``, return the batch."""
 
     @abstractmethod
-    def predict_actions(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """Env-ready actions for a batch of observations on ``self.device``."""
+    def predict_actions(self, obs: torch.Tensor, deterministic: bool = True,
+                        action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Env-ready actions for a batch of observations on ``self.device``.
+
+        ``action_mask`` (bool, True = allowed, one row per observation) restricts discrete actions.
+        """
 
     # ------------------------------------------------------------------ environments
     def _rank_seed(self) -> int:
@@ -254,8 +258,12 @@ class RLModule(L.LightningModule):
 
     # ------------------------------------------------------------------ acting and evaluation
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """Actions for one observation or a batch of them (NumPy in, NumPy out)."""
+    def act(self, obs: np.ndarray, deterministic: bool = True, action_mask: np.ndarray | None = None) -> np.ndarray:
+        """Actions for one observation or a batch of them (NumPy in, NumPy out).
+
+        ``action_mask``: for discrete actions, which are allowed (True/1), shaped like the actions' logits
+        (one row per observation in a batch), e.g. ``info["action_mask"]``.
+        """
         if self.observation_space is None:
             raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
         obs_t = self.obs_to_tensor(obs)
@@ -266,7 +274,11 @@ class RLModule(L.LightningModule):
         else:
             single = obs_t.dim() == len(self.observation_space.shape)
             batch = obs_t.unsqueeze(0) if single else obs_t
-        actions = self.predict_actions(batch, deterministic)
+        mask = None
+        if action_mask is not None:
+            mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)
+            mask = mask.unsqueeze(0) if single else mask
+        actions = self.predict_actions(batch, deterministic, mask)
         actions = actions.cpu().numpy()
         return actions[0] if single else actions
 
@@ -280,7 +292,7 @@ class RLModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            return evaluate_episodes(lambda o: self.act(o, deterministic), envs,
+            return evaluate_episodes(lambda o, mask=None: self.act(o, deterministic, mask), envs,
                                      n_episodes or self.hparams.eval_episodes,
                                      seed=self._rank_seed() + EVAL_SEED_OFFSET if seed is None else seed)
         finally:
@@ -308,9 +320,7 @@ class RLModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.last_evaluation is not None and self.trainer.is_global_zero:
-            r = self.last_evaluation
-            print(f"Evaluation after {self.env_steps} env steps: return {r.return_mean:.1f} +- {r.return_std:.1f} "
-                  f"over {len(r.returns)} episodes (mean length {r.length_mean:.1f})")
+            print(f"Evaluation after {self.env_steps} env steps: {self.last_evaluation.summary()}")
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -181,7 +181,8 @@ class DDPG(OffPolicyModule):
         if self.noise is not None:
             self.noise.reset(ended)
 
-    def predict_actions(self, obs: Any, deterministic: bool = True) -> torch.Tensor:
+    def predict_actions(self, obs: Any, deterministic: bool = True,
+                        action_mask: torch.Tensor | None = None) -> torch.Tensor:
         action = self.actor(obs)
         if not deterministic and self.hparams.noise_sigma > 0:
             action = (action + self.hparams.noise_sigma * torch.randn_like(action)).clamp(-1.0, 1.0)

@@ -110,8 +110,8 @@ class DQN(OffPolicyModule):
             q = q.masked_fill(~mask, -torch.inf)
         return q.argmax(dim=-1)
 
-    def epsilon_greedy(self, obs: Any, epsilon: float, mask: np.ndarray | None = None) -> torch.Tensor:
-        mask_t = None if mask is None else torch.as_tensor(mask, device=self.device)
+    def epsilon_greedy(self, obs: Any, epsilon: float, mask: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+        mask_t = None if mask is None else torch.as_tensor(mask, dtype=torch.bool, device=self.device)
         actions = self.greedy(obs, mask_t)
         n, n_actions = actions.shape[0], int(self.action_space.n)
         explore = torch.rand(n, device=self.device) < epsilon
@@ -133,10 +133,11 @@ class DQN(OffPolicyModule):
         actions = self.epsilon_greedy(obs, self.epsilon, self._action_mask)
         return actions.cpu().numpy(), actions
 
-    def predict_actions(self, obs: Any, deterministic: bool = True) -> torch.Tensor:
+    def predict_actions(self, obs: Any, deterministic: bool = True,
+                        action_mask: torch.Tensor | None = None) -> torch.Tensor:
         if deterministic:
-            return self.greedy(obs)
-        return self.epsilon_greedy(obs, self.hparams.eval_epsilon)
+            return self.greedy(obs, action_mask)
+        return self.epsilon_greedy(obs, self.hparams.eval_epsilon, action_mask)
 
     # ------------------------------------------------------------------ learning
     def update_target(self) -> None:

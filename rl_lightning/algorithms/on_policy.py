@@ -167,7 +167,8 @@ class OnPolicyModule(RLModule):
     def policy_action_dtype(self) -> torch.dtype:
         return torch.float32 if isinstance(self.action_space, gym.spaces.Box) else torch.long
 
-    def predict_actions(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+    def predict_actions(self, obs: torch.Tensor, deterministic: bool = True,
+                        action_mask: torch.Tensor | None = None) -> torch.Tensor:
         action = self.policy.predict(obs, deterministic)
         if isinstance(self.action_space, gym.spaces.Box):
             low = torch.as_tensor(self.action_space.low, device=action.device)

@@ -22,6 +22,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.envs.transforms import wrap_sub_envs
 
 EnvSource = Union[str, Callable[..., gym.Env]]
 """A registered Gymnasium id (``"CartPole-v1"``), an import path to an env
@@ -166,7 +167,8 @@ def make_vector_env(
         seed: seeds the action spaces; pass the same seed to the first ``reset(seed=seed)``,
             which seeds sub-env ``i`` with ``seed + i``.
         env_kwargs: keyword arguments for ``gym.make`` or the env class.
-        wrappers: applied to each sub-env in order, innermost first.
+        wrappers: applied to each sub-env in order, innermost first (for a vector env of its own, such as
+            Unity's, only observation and action wrappers, applied to each sub-env's observations and actions).
         record_statistics: wrap the vector env in ``RecordEpisodeStatistics``.
     """
     if num_envs < 1:
@@ -178,11 +180,15 @@ def make_vector_env(
     kwargs = dict(env_kwargs or {})
     if isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
         # A vector env of its own (e.g. "unity": the agents are the sub-envs); num_envs and vectorization don't apply.
-        if wrappers:
-            raise ConfigurationError(f"wrappers apply to single envs; {factory.__name__} is a vector env")
         if seed is not None and "seed" in inspect.signature(factory).parameters:
             kwargs.setdefault("seed", seed)
         venv = factory(**kwargs)
+        try:
+            for spec in wrappers:  # observation/action wrappers, applied to each sub-env's data
+                venv = wrap_sub_envs(venv, lambda e, spec=spec: _apply_wrapper(e, spec))
+        except BaseException:
+            venv.close()
+            raise
         return gym.wrappers.vector.RecordEpisodeStatistics(venv) if record_statistics else venv
 
     def make_one() -> gym.Env:

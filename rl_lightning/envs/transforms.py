@@ -34,9 +34,14 @@ class GoalConditionedImage(gym.ObservationWrapper):
         image, goal = space[self.image_key], space[self.goal_key]
         n_goals = int(goal.shape[0])
         h, w, c = image.shape
-        low = np.minimum(image.low, 0).min() * max(goal.high.max(), 1)
-        high = image.high.max() * max(goal.high.max(), 1)
-        dtype = image.dtype if goal.low.min() >= 0 and goal.high.max() <= 1 else np.float32
+        # A uint8 image stays uint8 (goal entries are taken to be in [0, 1], e.g. one-hot; products are clipped).
+        bounded_goal = goal.low.min() >= 0 and goal.high.max() <= 1
+        dtype = image.dtype if image.dtype == np.uint8 or bounded_goal else np.float32
+        if dtype == np.uint8:
+            low, high = 0, 255
+        else:
+            scale = max(goal.high.max(), -goal.low.min(), 1)
+            low, high = np.minimum(image.low, 0).min() * scale, image.high.max() * scale
         self.observation_space = gym.spaces.Box(low, high, shape=(h, w, c * n_goals), dtype=dtype)
 
     @staticmethod
@@ -50,4 +55,115 @@ class GoalConditionedImage(gym.ObservationWrapper):
         image = observation[self.image_key]
         goal = np.asarray(observation[self.goal_key])
         blocks = [image * goal[i] for i in range(goal.shape[0])]
-        return np.concatenate(blocks, axis=-1).astype(self.observation_space.dtype, copy=False)
+        out = np.concatenate(blocks, axis=-1)
+        if self.observation_space.dtype == np.uint8:
+            out = np.clip(np.rint(out), 0, 255)
+        return out.astype(self.observation_space.dtype, copy=False)
+
+
+class ActionOffset(gym.ActionWrapper):
+    """Exposes only the discrete actions from ``offset`` on, renumbered from 0: action ``a`` sends ``a + offset``.
+
+    Seed S1's DQN has 4 outputs for Unity GridWorld's 5 actions, where action 0
+    is "stay": the network's action + 1 is sent. ``info["action_mask"]`` is cut
+    the same way, so masks keep matching the exposed actions.
+
+    Args:
+        env: an env with a Discrete action space.
+        offset: the number of leading actions to hide.
+    """
+
+    def __init__(self, env: gym.Env, offset: int = 1) -> None:
+        super().__init__(env)
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Discrete):
+            raise ConfigurationError(f"ActionOffset needs a Discrete action space, not {space}")
+        if not 0 <= offset < space.n:
+            raise ConfigurationError(f"ActionOffset offset={offset} must be in 0..{space.n - 1} for {space}")
+        self.offset = int(offset)
+        self.action_space = gym.spaces.Discrete(int(space.n) - self.offset, start=int(space.start))
+
+    def action(self, action: Any) -> Any:
+        return action + self.offset
+
+    def transform_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        """Cut the hidden actions off the mask (also a vector env's batched masks: the last axis)."""
+        if "action_mask" in info:
+            info = dict(info)
+            info["action_mask"] = np.asarray(info["action_mask"])[..., self.offset:]
+        return info
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return obs, self.transform_info(info)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(self.action(action))
+        return obs, reward, terminated, truncated, self.transform_info(info)
+
+
+class _SpacesOnly(gym.Env):
+    """An env that only has spaces: what a single-env wrapper is built on to serve a vector env."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def step(self, action: Any) -> Any:
+        raise RuntimeError("a spaces-only env cannot step")
+
+    def reset(self, **kwargs: Any) -> Any:
+        raise RuntimeError("a spaces-only env cannot reset")
+
+
+class PerSubEnv(gym.vector.VectorWrapper):
+    """Applies a stateless single-env observation or action wrapper to every sub-env of a vector env.
+
+    This is how ``wrappers:`` entries reach envs that are vector envs of their
+    own (Unity: the agents are the sub-envs). The wrapper is built once over the
+    single spaces; its ``observation`` maps each sub-env's observation (also the
+    final observations in ``info``), its ``action`` each sub-env's action, and a
+    ``transform_info`` method, if it has one, the batched info.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, wrapper: gym.Wrapper) -> None:
+        super().__init__(env)
+        if not isinstance(wrapper, (gym.ObservationWrapper, gym.ActionWrapper)):
+            raise ConfigurationError(f"{type(wrapper).__name__} cannot wrap a vector env's sub-envs: only "
+                                     "observation and action wrappers (gymnasium.ObservationWrapper/ActionWrapper) can")
+        self.wrapper = wrapper
+        self.single_observation_space = wrapper.observation_space
+        self.single_action_space = wrapper.action_space
+        self.observation_space = gym.vector.utils.batch_space(wrapper.observation_space, env.num_envs)
+        self.action_space = gym.vector.utils.batch_space(wrapper.action_space, env.num_envs)
+
+    def _observations(self, obs: Any) -> Any:
+        if not isinstance(self.wrapper, gym.ObservationWrapper):
+            return obs
+        rows = [self.wrapper.observation(o) for o in gym.vector.utils.iterate(self.env.observation_space, obs)]
+        out = gym.vector.utils.create_empty_array(self.single_observation_space, self.num_envs)
+        return gym.vector.utils.concatenate(self.single_observation_space, rows, out)
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(self.wrapper, gym.ObservationWrapper) and "final_obs" in info:
+            finals = info["final_obs"].copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                finals[i] = self.wrapper.observation(finals[i])
+            info = {**info, "final_obs": finals}
+        transform = getattr(self.wrapper, "transform_info", None)
+        return transform(info) if transform is not None else info
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return self._observations(obs), self._info(info)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        if isinstance(self.wrapper, gym.ActionWrapper):
+            actions = np.stack([np.asarray(self.wrapper.action(a))
+                                for a in gym.vector.utils.iterate(self.action_space, actions)])
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        return self._observations(obs), rewards, terminated, truncated, self._info(info)
+
+
+def wrap_sub_envs(env: gym.vector.VectorEnv, make_wrapper: Any) -> PerSubEnv:
+    """``PerSubEnv`` over ``env`` with the wrapper ``make_wrapper(single_env)`` returns."""
+    return PerSubEnv(env, make_wrapper(_SpacesOnly(env.single_observation_space, env.single_action_space)))

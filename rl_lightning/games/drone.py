@@ -21,7 +21,8 @@ class Drone(gym.Env):
     - Reward: ``progress_scale`` times the distance gained towards the goal in the step; reaching the
       goal (distance < ``goal_radius``) adds ``goal_bonus`` and terminates the episode; leaving the
       box ``|p_i| > bounds`` costs ``-1`` and terminates it; after ``max_steps`` steps it is truncated.
-    - ``info["reached"]`` says whether the goal was reached.
+    - ``info["reached"]`` says whether the goal was reached; the last step of an episode repeats it
+      as ``info["is_success"]``.
 
     Environment parameters (``reset(options={"parameters": {...}})``, e.g. from Unity's side channel)
     may override ``goal_range`` and ``goal_radius`` per episode.
@@ -77,4 +78,7 @@ class Drone(gym.Env):
             reward -= 1.0
         terminated = reached or out
         truncated = not terminated and self.t >= self.max_steps
-        return self._obs(), float(reward), terminated, truncated, {"reached": bool(reached)}
+        info = {"reached": bool(reached)}
+        if terminated or truncated:
+            info["is_success"] = bool(reached)
+        return self._obs(), float(reward), terminated, truncated, info

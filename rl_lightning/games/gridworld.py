@@ -30,6 +30,7 @@ class GridWorld(gym.Env):
       with ``mask_actions`` those moves are masked in ``info["action_mask"]`` (1 = allowed).
     - Stepping onto the signalled goal: +1 and the episode terminates; onto the other goal: -1 and it
       terminates; any other step: ``step_penalty`` (-0.01). After ``max_steps`` steps the episode is truncated.
+      The last step's ``info["is_success"]`` says whether the signalled goal was reached.
     - Observation: ``{"image": 64 x 84 x 3 uint8 top-down view, "goal": the 2-entry signal}``. In the
       image each cell is a 12 x 12 square: grey floor, the agent a blue square, the plus goal a green
       "+", the ex goal a red "x".
@@ -116,4 +117,7 @@ class GridWorld(gym.Env):
         else:
             reward, terminated = self.step_penalty, False
         truncated = not terminated and self.t >= self.max_steps
-        return self._obs(), reward, terminated, truncated, self._info()
+        info = self._info()
+        if terminated or truncated:
+            info["is_success"] = reward > 0
+        return self._obs(), reward, terminated, truncated, info

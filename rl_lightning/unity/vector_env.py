@@ -58,11 +58,18 @@ def observation_keys(spec: BehaviorSpec) -> list[str]:
     return [obs_spec.name or f"obs_{i}" for i, obs_spec in enumerate(spec.observation_specs)]
 
 
-def observation_space_from_spec(spec: BehaviorSpec) -> gym.Space:
-    """One observation -> Box; several -> Dict keyed by ``observation_keys``. Images stay HWC."""
+def observation_space_from_spec(spec: BehaviorSpec, uint8_images: bool = True) -> gym.Space:
+    """One observation -> Box; several -> Dict keyed by ``observation_keys``. Images stay HWC.
+
+    Unity decodes images to float32 in [0, 1]; with ``uint8_images`` they are kept as uint8 in [0, 255]
+    instead (exact for PNG-compressed images, and a quarter of the memory in a replay buffer).
+    """
     boxes = {}
     for key, obs_spec in zip(observation_keys(spec), spec.observation_specs):
         shape = tuple(obs_spec.shape)
+        if len(shape) == 3 and uint8_images:
+            boxes[key] = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
+            continue
         low, high = (0.0, 1.0) if len(shape) == 3 else (-np.inf, np.inf)
         boxes[key] = gym.spaces.Box(low, high, shape=shape, dtype=np.float32)
     if len(boxes) == 1:
@@ -94,6 +101,12 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     in a step keeps its last observation, gets the reward it accrued, and its
     action is not sent.
 
+    Unity sends no per-agent info; builds that mark success with the reward of
+    an episode's last step (``SetReward(1); EndEpisode()``) can have it reported
+    the Gymnasium way with ``success_reward``: an agent whose episode terminates
+    with a last reward >= ``success_reward`` gets ``info["final_info"]["is_success"]``
+    True (False for any other end); evaluation then reports a success rate.
+
     Args:
         file_name: path of a Unity build, ``"rl-lightning-unity-player"`` for the project's player, or ``None``
             to wait for the Editor's Play button.
@@ -111,6 +124,8 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         parameters: environment parameters: a number is a constant; ``{"sampler": "uniform", "min", "max"}``,
             ``{"sampler": "gaussian", "mean", "std"}`` or ``{"sampler": "multirange", "intervals": [[a, b], ...]}``,
             each with an optional ``"seed"``, is drawn afresh by Unity at each episode reset.
+        uint8_images: deliver image observations as uint8 in [0, 255] (``False``: float32 in [0, 1]).
+        success_reward: a terminating last reward at or above this counts as success (``None``: not reported).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
@@ -119,7 +134,8 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                  worker_id: int = 0, base_port: int | None = None, no_graphics: bool = True, timeout_wait: int = 60,
                  seed: int = 0, additional_args: Sequence[str] | None = None, log_folder: str | None = None,
                  engine_settings: dict[str, Any] | None = None,
-                 parameters: dict[str, float | dict[str, Any]] | None = None) -> None:
+                 parameters: dict[str, float | dict[str, Any]] | None = None, uint8_images: bool = True,
+                 success_reward: float | None = None) -> None:
         if num_processes < 1:
             raise ConfigurationError(f"num_processes={num_processes} must be >= 1")
         if file_name is None and (num_processes != 1 or worker_id != 0):
@@ -161,7 +177,8 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self.close()
             raise
         self.num_envs = len(self.agents)
-        self.single_observation_space = observation_space_from_spec(self.spec_)
+        self.success_reward = success_reward
+        self.single_observation_space = observation_space_from_spec(self.spec_, uint8_images)
         # Unity sends observations in its own order; the Dict space sorts its keys. Match them by name.
         self._obs_keys = observation_keys(self.spec_)
         self.single_action_space = action_space_from_spec(self.spec_)
@@ -211,21 +228,28 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     def _empty_obs(self) -> Any:
         space = self.single_observation_space
         if isinstance(space, gym.spaces.Dict):
-            return {k: np.zeros((self.num_envs, *s.shape), np.float32) for k, s in space.spaces.items()}
-        return np.zeros((self.num_envs, *space.shape), np.float32)
+            return {k: np.zeros((self.num_envs, *s.shape), s.dtype) for k, s in space.spaces.items()}
+        return np.zeros((self.num_envs, *space.shape), space.dtype)
+
+    @staticmethod
+    def _convert(obs: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        if dtype == np.uint8:  # Unity's float image (PNG bytes / 255) back to its bytes
+            return np.rint(obs * 255.0).astype(np.uint8)
+        return obs
 
     def _write_obs(self, rows: list[int], obs_list: list[np.ndarray]) -> None:
         """Store the observations of the agents at ``rows`` (in the order Unity listed them)."""
         if isinstance(self._obs, dict):
             for key, obs in zip(self._obs_keys, obs_list):
-                self._obs[key][rows] = obs
+                self._obs[key][rows] = self._convert(obs, self._obs[key].dtype)
         else:
-            self._obs[rows] = obs_list[0]
+            self._obs[rows] = self._convert(obs_list[0], self._obs.dtype)
 
     def _obs_row(self, obs_list: list[np.ndarray], j: int) -> Any:
-        if isinstance(self.single_observation_space, gym.spaces.Dict):
-            return {key: obs[j].copy() for key, obs in zip(self._obs_keys, obs_list)}
-        return obs_list[0][j].copy()
+        space = self.single_observation_space
+        if isinstance(space, gym.spaces.Dict):
+            return {key: self._convert(obs[j], space[key].dtype).copy() for key, obs in zip(self._obs_keys, obs_list)}
+        return self._convert(obs_list[0][j], space.dtype).copy()
 
     def _allowed(self, decisions: Any) -> np.ndarray | None:
         if decisions.action_mask is None:
@@ -271,6 +295,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
         final_obs: dict[int, Any] = {}
+        last_rewards: dict[int, float] = {}
         for k, unit in enumerate(self.units):
             decisions, _ = unit.get_steps(self.behavior_name)
             if len(decisions):
@@ -284,6 +309,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                 truncated[i] = bool(terminals.interrupted[j])
                 terminated[i] = not truncated[i]
                 final_obs[i] = self._obs_row(terminals.obs, j)
+                last_rewards[i] = terminals.reward[j]
             rows = [self._row[(k, int(a))] for a in decisions.agent_id]
             for j, i in enumerate(rows):
                 if i not in final_obs:  # an agent in both: the decision reward opens its next episode
@@ -298,6 +324,12 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             for i, obs in final_obs.items():
                 finals[i] = obs
             info.update({"final_obs": finals, "_final_obs": ended})
+            if self.success_reward is not None:
+                success = np.zeros(self.num_envs, bool)
+                for i, r in last_rewards.items():
+                    success[i] = terminated[i] and r >= self.success_reward
+                info["final_info"] = {"is_success": success, "_is_success": ended.copy()}
+                info["_final_info"] = ended.copy()
         return self._copy_obs(), rewards, terminated, truncated, info
 
     def _action_tuple(self, actions: np.ndarray) -> ActionTuple:
