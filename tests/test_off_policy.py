@@ -177,12 +177,26 @@ def test_bad_off_policy_settings_are_rejected_before_training():
 def test_dqn_never_takes_a_masked_action(tmp_path):
     # MaskedEnv asserts if any action but 2 is taken, in random warm-up, exploration and evaluation.
     model = DQN(env=MaskedEnv, learning_starts=16, batch_size=16, train_freq=4, total_steps=128, steps_per_epoch=64,
-                eval_episodes=0, exploration_final_eps=0.5)
+                eval_episodes=2, exploration_final_eps=0.5)
     L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, default_root_dir=tmp_path).fit(model)
     assert model.env_steps == 128
     assert model.buffer.storage["next_action_mask"][:model.buffer.size].all(dim=0).tolist() == [False, False, True,
                                                                                                   False]
+
+
+@pytest.mark.parametrize("random_warmup", [True, False])
+def test_warmup_plays_random_actions_or_the_policy(random_warmup, tmp_path):
+    # No updates happen (learning_starts = budget): with random_warmup off, every stored action is the
+    # untrained actor's own (no noise), as in programs that act with their policy and only delay training.
+    model = DDPG(env="Pendulum-v1", num_envs=2, learning_starts=100, batch_size=16, total_steps=64, steps_per_epoch=64,
+                 eval_episodes=0, action_noise="none", random_warmup=random_warmup)
+    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=tmp_path).fit(model)
+    stored = model.buffer.storage["actions"][:64]
+    with torch.no_grad():
+        policy = model.actor(model.buffer.storage["obs"][:64])
+    assert torch.allclose(stored, policy, atol=1e-6) is (not random_warmup)
 
 
 def test_encoders_follow_the_observation_space():

@@ -26,12 +26,16 @@ class OffPolicyModule(RLModule):
     Each training batch is ``train_freq`` steps of every env copy stored in the
     buffer, followed by ``gradient_steps`` updates on minibatches of
     ``batch_size`` sampled uniformly from it (none before ``learning_starts``
-    env steps, which are played with random actions).
+    env steps, which are played with uniformly random actions, or with the
+    policy and its exploration when ``random_warmup`` is off).
 
     Args:
         buffer_size: transitions the replay buffer holds (all env copies together).
         batch_size: transitions per gradient step.
-        learning_starts: env steps of random play before the first update.
+        learning_starts: env steps before the first update.
+        random_warmup: play uniformly random actions until ``learning_starts``; ``False`` plays the (untrained)
+            policy with its exploration (epsilon, action noise) from the first step, as programs that only delay
+            training do.
         train_freq: steps of each env copy between training phases.
         gradient_steps: gradient steps per training phase.
         gamma: discount factor.
@@ -49,6 +53,7 @@ class OffPolicyModule(RLModule):
         buffer_size: int = 1_000_000,
         batch_size: int = 256,
         learning_starts: int = 1000,
+        random_warmup: bool = True,
         train_freq: int = 1,
         gradient_steps: int = 1,
         gamma: float = 0.99,
@@ -117,7 +122,7 @@ class OffPolicyModule(RLModule):
         envs, buf = self.envs, self.buffer
         obs = self._obs
         for _ in range(hp.train_freq):
-            if self.env_steps < hp.learning_starts:
+            if hp.random_warmup and self.env_steps < hp.learning_starts:
                 env_actions, stored = self.random_actions()
             else:
                 env_actions, stored = self.explore(self.obs_to_tensor(obs))
