@@ -107,3 +107,62 @@ class GoalFirstUnsortedEnv(GoalImageEnv):
 
         self.observation_space = gym.spaces.Dict(OrderedDict(
             [("image", self.observation_space["image"]), ("goal", self.observation_space["goal"])]))
+
+
+class ShiftingMaskEnv(CounterEnv):
+    """MultiDiscrete([3, 2]) actions whose one allowed action per branch changes every step (``info["action_mask"]``).
+
+    At episode step ``t`` only ``(t % 3, t % 2)`` is allowed; the mask holds the
+    branches side by side (5 columns). Episodes truncate after 5 steps, so the
+    mask after an autoreset (t = 0) differs from the one the old episode would
+    have had next: a policy that used a stale mask would take a forbidden action
+    and trip the assertion.
+    """
+
+    def __init__(self):
+        super().__init__(truncate_at=5)
+        self.action_space = gym.spaces.MultiDiscrete([3, 2])
+
+    def _info(self):
+        mask = np.zeros(5, dtype=bool)
+        mask[self.t % 3] = mask[3 + self.t % 2] = True
+        return {"action_mask": mask}
+
+    def reset(self, *, seed=None, options=None):
+        obs, _ = super().reset(seed=seed)
+        return obs, self._info()
+
+    def step(self, action):
+        allowed = (self.t % 3, self.t % 2)
+        assert tuple(int(a) for a in action) == allowed, f"masked action {action} taken at t={self.t}"
+        obs, r, term, trunc, _ = super().step(action)
+        return obs, r, term, trunc, self._info()
+
+
+class ActionSumEnv(CounterEnv):
+    """Observation = [steps taken, sum of the actions applied] this episode; reward = the action applied.
+
+    Which actions reached the env, and how often, shows in both its observations and its rewards.
+    """
+
+    def __init__(self, terminate_at: int | None = None, truncate_at: int | None = None, n_actions: int = 4):
+        super().__init__(terminate_at, truncate_at, n_actions)
+        self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32)
+        self.total = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.total = 0
+        return np.array([0.0, 0.0], dtype=np.float32), {}
+
+    def step(self, action):
+        _, _, terminated, truncated, info = super().step(action)
+        self.total += int(action)
+        return np.array([self.t, self.total], dtype=np.float32), float(action), terminated, truncated, info
+
+
+class FailingResetEnv(CounterEnv):
+    """A CounterEnv whose ``reset`` raises: a Unity player serving it crashes at its first reset."""
+
+    def reset(self, *, seed=None, options=None):
+        raise RuntimeError("FailingResetEnv cannot reset")

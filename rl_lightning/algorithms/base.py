@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -29,6 +30,19 @@ warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len_
 EVAL_SEED_OFFSET = 10_000
 """Evaluation envs are seeded apart from training envs so they never replay the same episodes."""
 
+WORKER_ID_PER_RANK = 100
+"""Under DDP, rank ``r`` adds ``r * WORKER_ID_PER_RANK`` to a Unity env's ``worker_id``, for ports of its own."""
+
+
+class _CloseEnvsOnException(L.Callback):
+    """Closes the module's envs when fit/validate/test raise or are interrupted (Ctrl-C).
+
+    Lightning then calls ``on_exception`` on callbacks only: not on the LightningModule, nor its ``teardown``.
+    """
+
+    def on_exception(self, trainer: L.Trainer, pl_module: RLModule, exception: BaseException) -> None:
+        pl_module.close_envs()
+
 
 class RLModule(L.LightningModule):
     """A LightningModule that trains a policy on environments it builds and steps itself.
@@ -49,7 +63,8 @@ class RLModule(L.LightningModule):
             ``UnityVectorEnv``'s: ``file_name``, ``worker_id``, ``engine_settings``, ``parameters`` ...).
         num_envs: number of environment copies stepped together.
         vectorization: ``"sync"`` steps the copies in this process, ``"async"`` in subprocesses.
-        env_kwargs: keyword arguments for ``gym.make`` or the env class.
+        env_kwargs: keyword arguments for ``gym.make`` or the env class. Under DDP, rank ``r`` > 0 adds ``r * 100``
+            to a Unity env's ``worker_id`` (also in ``eval_env_kwargs``), so each rank's processes get their own ports.
         wrappers: Gymnasium wrappers applied to each copy, innermost first: import paths, or
             ``{"class_path": ..., "init_args": {...}}``.
         seed: seeds the networks' initialisation, action sampling and the envs (copy ``i`` gets ``seed + i``).
@@ -143,6 +158,10 @@ class RLModule(L.LightningModule):
             seed = self._rank_seed() + EVAL_SEED_OFFSET
         else:
             num_envs, seed = hp.num_envs, self._rank_seed()
+        if self.global_rank > 0 and self.env_sets_num_envs:
+            worker_id = inspect.signature(resolve_env(hp.env)).parameters.get("worker_id")
+            if worker_id is not None:  # Unity: one port per process, so one range of ports per rank
+                kwargs["worker_id"] = kwargs.get("worker_id", worker_id.default) + self.global_rank * WORKER_ID_PER_RANK
         return make_vector_env(hp.env, num_envs=num_envs, vectorization=hp.vectorization, seed=seed,
                                env_kwargs=kwargs, wrappers=hp.wrappers or ())
 
@@ -173,13 +192,25 @@ class RLModule(L.LightningModule):
             self._attach_spaces(self.eval_envs.single_observation_space, self.eval_envs.single_action_space)
 
     def teardown(self, stage: str) -> None:
-        for name in ("envs", "eval_envs"):
-            venv = getattr(self, name)
-            if venv is not None and (stage == "fit" or name == "eval_envs"):
-                venv.close()
-                setattr(self, name, None)
         if stage == "fit":
-            self._obs = None
+            self.close_envs()
+        elif self.eval_envs is not None:
+            self.eval_envs.close()
+            self.eval_envs = None
+
+    def close_envs(self) -> None:
+        """Close the training and evaluation envs (a Unity env ends its processes)."""
+        try:
+            if self.envs is not None:
+                self.envs.close()
+        finally:
+            self.envs, self._obs = None, None
+            if self.eval_envs is not None:
+                self.eval_envs.close()
+                self.eval_envs = None
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [_CloseEnvsOnException()]
 
     @property
     def num_envs(self) -> int:

@@ -4,7 +4,12 @@ It speaks ML-Agents communication API 1.5.0 as the gRPC *client* (the Python
 trainer is the server): it announces itself, receives the RESET/STEP commands
 as replies to its own calls, and answers each with the agents' observations,
 rewards and done flags of one behavior. Several copies of one env are several
-agents of that behavior (each in its own "area"). Launch it through
+agents of that behavior (each in its own "area"). With a decision period
+above 1 the agents decide as under Unity's ``DecisionRequester``: agent ``i``
+asks for a decision only on academy steps where ``(step + i) % period == 0``,
+repeats its last action in between, and reports the rewards it earned
+meanwhile with its next decision; an episode end is reported at once, and the
+new episode's first step asks for a decision. Launch it through
 ``UnityEnvironment(file_name=<path of rl-lightning-unity-player>, additional_args=[...])``
 or by hand with ``--mlagents-port``.
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import struct
 import sys
 import uuid
@@ -162,13 +168,20 @@ def action_spec_proto(space: gym.Space) -> ActionSpecProto:
 
 # ---------------------------------------------------------------------- the player
 class Player:
-    """Plays ``num_agents`` copies of an env as the agents of one behavior."""
+    """Plays ``num_agents`` copies of an env as the agents of one behavior, deciding every ``decision_period`` steps."""
 
     def __init__(self, make_env: Callable[[], gym.Env], num_agents: int = 1, behavior_name: str = "Agent",
-                 seed: int = 0) -> None:
+                 seed: int = 0, decision_period: int = 1) -> None:
+        if decision_period < 1:
+            raise ValueError(f"decision_period={decision_period} must be >= 1")
         self.envs = [make_env() for _ in range(num_agents)]
         self.behavior_name = behavior_name
         self.seed = seed
+        self.decision_period = decision_period
+        self.academy_steps = 0
+        self.deciding: list[int] = []  # agents sent in the last DecisionSteps, in order: the next actions are theirs
+        self.last_actions: list[Any] = [None] * num_agents  # repeated until the agent's next decision
+        self.accrued = [0.0] * num_agents  # reward since the agent's last decision or episode end
         self.space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
         self.parameters = EnvironmentParameters()
@@ -199,19 +212,32 @@ class Player:
 
     def _reset_all(self) -> list[AgentInfoProto]:
         self.current = [self._reset_agent(i) for i in range(len(self.envs))]
+        self.accrued = [0.0] * len(self.envs)
+        self.deciding = list(range(len(self.envs)))
+        self.academy_steps = 0  # Unity's Academy restarts its step count at a reset
         return [self._info(i, obs, info) for i, (obs, info) in enumerate(self.current)]
 
     def _step_all(self, actions: Sequence[Any]) -> list[AgentInfoProto]:
-        infos = []
-        for i, (env, proto) in enumerate(zip(self.envs, actions)):
-            obs, reward, terminated, truncated, info = env.step(self._action(proto))
-            if terminated or truncated:
-                infos.append(self._info(i, obs, info, reward, done=True, interrupted=truncated and not terminated))
-                self.current[i] = self._reset_agent(i)
-                infos.append(self._info(i, *self.current[i]))
-            else:
-                self.current[i] = (obs, info)
-                infos.append(self._info(i, obs, info, reward))
+        if len(actions) != len(self.deciding):
+            raise ValueError(f"got {len(actions)} actions for the {len(self.deciding)} agents that asked for one")
+        for i, proto in zip(self.deciding, actions):
+            self.last_actions[i] = self._action(proto)
+        self.academy_steps += 1
+        infos, self.deciding = [], []
+        for i, env in enumerate(self.envs):
+            obs, reward, terminated, truncated, info = env.step(self.last_actions[i])
+            self.current[i] = (obs, info)
+            self.accrued[i] += float(reward)
+            if terminated or truncated:  # reported at once, whatever the decision period
+                infos.append(self._info(i, obs, info, self.accrued[i], done=True,
+                                        interrupted=truncated and not terminated))
+                self.accrued[i] = 0.0
+                self.current[i] = self._reset_agent(i)  # its new episode's first step asks for a decision
+            elif (self.academy_steps + i) % self.decision_period:
+                continue  # no decision requested: in neither list, and it repeats its action
+            infos.append(self._info(i, *self.current[i], reward=self.accrued[i]))
+            self.accrued[i] = 0.0
+            self.deciding.append(i)
         return infos
 
     def _action(self, proto: Any) -> Any:
@@ -302,8 +328,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env-kwargs", default="{}", help="JSON keyword arguments for the env")
     parser.add_argument("--agents", type=int, default=1, help="copies of the env, served as agents of one behavior")
     parser.add_argument("--behavior-name", default="Agent")
+    parser.add_argument("--decision-period", type=int, default=1,
+                        help="steps between an agent's decisions (Unity's DecisionRequester); agents are staggered")
+    parser.add_argument("-logFile", "-logfile", dest="log_file",
+                        help="write output and errors here (set by UnityEnvironment's log_folder)")
     args, _unity_flags = parser.parse_known_args(argv)
-    player = Player(_env_factory(args.env, json.loads(args.env_kwargs)), args.agents, args.behavior_name)
+    if args.log_file and args.log_file != "-":  # Unity's "-logFile -" means standard output
+        # At the file descriptors, so that a crash's traceback lands there too (UnityEnvironment usually discards both).
+        os.makedirs(os.path.dirname(os.path.abspath(args.log_file)), exist_ok=True)
+        with open(args.log_file, "a") as log:
+            os.dup2(log.fileno(), sys.stdout.fileno())
+            os.dup2(log.fileno(), sys.stderr.fileno())
+    player = Player(_env_factory(args.env, json.loads(args.env_kwargs)), args.agents, args.behavior_name,
+                    decision_period=args.decision_period)
     return player.run(args.mlagents_port)
 
 

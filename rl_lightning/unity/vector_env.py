@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import shlex
 import shutil
+import signal
 import socket
+import subprocess
 import sysconfig
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +18,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from mlagents_envs.base_env import ActionTuple, BehaviorSpec
+from mlagents_envs.communicator import PollCallback
 from mlagents_envs.environment import UnityEnvironment
-from mlagents_envs.exception import UnityWorkerInUseException
+from mlagents_envs.exception import (
+    UnityCommunicatorStoppedException,
+    UnityException,
+    UnityTimeOutException,
+    UnityWorkerInUseException,
+)
+from mlagents_envs.rpc_communicator import RpcCommunicator
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
@@ -51,6 +63,149 @@ def _check_port_free(port: int) -> None:
             s.bind(("localhost", port))
         except OSError:
             raise UnityWorkerInUseException(port) from None
+
+
+class UnityProcessError(RuntimeError):
+    """A Unity process exited, was killed, or stopped answering; the message says which process and what happened.
+
+    By the time it is raised, every process of the env it belonged to has been ended.
+    """
+
+
+class _Communicator(RpcCommunicator):
+    """mlagents' gRPC server, checking on the Unity process every second (at most) while it waits for an answer.
+
+    mlagents checks in slices of ``timeout_wait // 10`` whole seconds: a busy loop for ``timeout_wait`` < 10,
+    a dead process noticed up to 6 s late at the default 60.
+    """
+
+    def poll_for_timeout(self, poll_callback: PollCallback | None = None) -> None:
+        deadline = time.monotonic() + self.timeout_wait
+        interval = min(1.0, self.timeout_wait / 10)
+        while not self.unity_to_external.parent_conn.poll(max(0.0, min(interval, deadline - time.monotonic()))):
+            if poll_callback is not None:
+                poll_callback()  # raises once the process has exited
+            if time.monotonic() >= deadline:
+                raise UnityTimeOutException(f"no answer within timeout_wait={self.timeout_wait} seconds")
+
+
+def _end_process(process: subprocess.Popen, timeout: float) -> None:
+    """Give ``process`` ``timeout`` seconds to quit, then kill it and what it started; reap it either way."""
+    try:
+        process.wait(timeout=timeout)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        # Launched with start_new_session: its process group is its own, and holds any children it started.
+        os.killpg(process.pid, signal.SIGKILL)  # also ends a stopped (SIGSTOP) process
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _exit_description(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "signal"
+        return f"was killed by signal {name} ({-returncode})"
+    return f"exited with return code {returncode}"
+
+
+def _last_line(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+class UnityProcess(UnityEnvironment):
+    """One Unity process of a ``UnityVectorEnv``: mlagents' ``UnityEnvironment`` that names itself when it fails.
+
+    Unlike mlagents' own, it notices a dead process within a second (any ``timeout_wait``), its failures
+    are ``UnityProcessError`` (also at start-up, where mlagents leaves its gRPC server open), and closing
+    it kills a process that does not quit within ``timeout_wait`` together with its children, and reaps it.
+
+    Args:
+        index: its place among the env's processes.
+        num_processes: how many processes the env has.
+        **kwargs: ``UnityEnvironment``'s arguments.
+    """
+
+    def __init__(self, index: int, num_processes: int, **kwargs: Any) -> None:
+        self.index, self.num_processes = index, num_processes
+        self.process: subprocess.Popen | None = None  # kept after closing, for error messages
+        try:
+            super().__init__(**kwargs)
+        except UnityWorkerInUseException:
+            raise
+        except UnityException as e:
+            raise self.fault(e, "while starting") from e
+        self.process = self._process
+
+    @staticmethod
+    def _get_communicator(worker_id: int, base_port: int, timeout_wait: int) -> RpcCommunicator:
+        return _Communicator(worker_id, base_port, timeout_wait)
+
+    def _close(self, timeout: float | None = None) -> None:
+        # mlagents kills a process that does not quit in time, but leaves it unreaped and its children alive.
+        self.process = getattr(self, "_process", None) or self.process
+        self._process = None
+        super()._close(timeout)
+        if self.process is not None:
+            _end_process(self.process, self._timeout_wait if timeout is None else timeout)
+
+    def exchange(self, command: str) -> None:
+        """``reset`` or ``step``; a process that died or does not answer raises ``UnityProcessError`` (and is ended)."""
+        try:
+            self.reset() if command == "reset" else self.step()
+        except UnityException as e:
+            raise self.fault(e, f"at {command}") from e
+
+    def fault(self, error: UnityException, during: str) -> UnityProcessError:
+        """End the process and say which it was and what happened to it."""
+        process = self.process or getattr(self, "_process", None)
+        if isinstance(error, UnityTimeOutException):  # checked first: it was alive until the deadline
+            what = f"did not answer within timeout_wait={self._timeout_wait} seconds"
+        elif process is not None and process.poll() is not None:
+            what = _exit_description(process.returncode)
+        elif isinstance(error, UnityCommunicatorStoppedException):
+            what = "ended the connection"
+        else:
+            what = f"failed ({error})"
+        self._close(0)
+        message = f"{self.describe()} {what} {during}"
+        log_file = self.log_file()
+        last = _last_line(log_file) if log_file else None
+        if last:
+            message += f"; the last line of its log: {last}"
+        return UnityProcessError(message)
+
+    def log_file(self) -> str | None:
+        """The player's log file: the ``-logFile`` argument (set by mlagents with ``log_folder``), if any."""
+        args = self._executable_args()
+        for flag, value in itertools.pairwise(args):
+            if flag.lower() == "-logfile":
+                return value
+        return None
+
+    def describe(self) -> str:
+        """``Unity process 0 of 2 (worker_id 3, port 5008, pid 123; command: ...; log: ...)``."""
+        process = self.process or getattr(self, "_process", None)
+        ids = f"worker_id {self._worker_id}, port {self._port}"
+        if process is None:
+            details = [ids + ", the Editor or a player started by hand"]
+        else:
+            details = [f"{ids}, pid {process.pid}", f"command: {shlex.join(str(a) for a in process.args)}"]
+        log_file = self.log_file()
+        if log_file:
+            details.append(f"log: {log_file}")
+        return f"Unity process {self.index} of {self.num_processes} ({'; '.join(details)})"
 
 
 def observation_keys(spec: BehaviorSpec) -> list[str]:
@@ -97,9 +252,16 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     episode ends, ``step`` returns the first observation of its next episode and
     puts the last one in ``info["final_obs"]``; Unity's ``interrupted`` (a max
     step) is ``truncated``, any other end ``terminated``. Action masks appear as
-    ``info["action_mask"]`` (True = allowed). An agent that asked for no decision
-    in a step keeps its last observation, gets the reward it accrued, and its
-    action is not sent.
+    ``info["action_mask"]`` (True = allowed).
+
+    ``info["decision"]`` (bool, one per sub-env) says which agents asked for a
+    decision in this step (with a Unity ``DecisionRequester`` whose period is
+    above 1, not all do). The others are in neither Unity's DecisionSteps nor
+    its TerminalSteps: their row keeps its last observation, gets reward 0 (Unity
+    adds what they earn until their next decision to that decision's reward, so
+    nothing is lost or counted twice), and the action the next ``step`` gives
+    them is not sent: Unity repeats their last one. An episode end is always
+    reported at once.
 
     Unity sends no per-agent info; builds that mark success with the reward of
     an episode's last step (``SetReward(1); EndEpisode()``) can have it reported
@@ -115,7 +277,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         worker_id: port offset of the first process.
         base_port: base port (ML-Agents' default when ``None``).
         no_graphics: run without rendering (``-nographics -batchmode``).
-        timeout_wait: seconds to wait for Unity at start and at each step.
+        timeout_wait: seconds to wait for Unity at start and at each step. A process that exits or does not
+            answer in time raises ``UnityProcessError`` (naming the process and what happened) after every
+            process of this env has been ended.
         seed: Unity's random seed (process ``k`` gets ``seed + k``).
         additional_args: extra command-line arguments for each process.
         log_folder: folder for the players' log files.
@@ -145,7 +309,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self.parameter_channel = EnvironmentParametersChannel()
         self.stats_channel = StatsSideChannel()
         self.configure(engine_settings, parameters)
-        self.units: list[UnityEnvironment] = []
+        self.units: list[UnityProcess] = []
         try:
             for k in range(num_processes):
                 port = (base_port if base_port is not None else (
@@ -153,18 +317,19 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                 try:
                     # Checked here first: a UnityEnvironment that fails on its port leaves an atexit hook that errors.
                     _check_port_free(port)
-                    self.units.append(UnityEnvironment(
-                        file_name=path, worker_id=worker_id + k, base_port=base_port, seed=seed + k,
-                        no_graphics=no_graphics, timeout_wait=timeout_wait,
+                    self.units.append(UnityProcess(
+                        index=k, num_processes=num_processes, file_name=path, worker_id=worker_id + k,
+                        base_port=base_port, seed=seed + k, no_graphics=no_graphics, timeout_wait=timeout_wait,
                         # YAML may have turned "8" into 8: command-line arguments are strings.
-                        additional_args=[str(a) for a in additional_args or ()], log_folder=log_folder, side_channels=[self.engine_channel, self.parameter_channel, self.stats_channel]))
+                        additional_args=[str(a) for a in additional_args or ()], log_folder=log_folder,
+                        side_channels=[self.engine_channel, self.parameter_channel, self.stats_channel]))
                 except UnityWorkerInUseException:
                     raise ConfigurationError(
                         f"worker_id={worker_id + k}: its port is already in use by another Unity environment; "
                         f"give each concurrent run its own worker_id (e.g. worker_id={worker_id + num_processes})"
                     ) from None
             for unit in self.units:
-                unit.reset()
+                unit.exchange("reset")
             self.behavior_name = self._choose_behavior(behavior_name)
             self.spec_ = self.units[0].behavior_specs[self.behavior_name]
             # Sub-env index -> (process, agent id), fixed at the first reset.
@@ -186,6 +351,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self._obs = self._empty_obs()
         self._masks: np.ndarray | None = None
+        self._decision = np.zeros(self.num_envs, bool)
         self._collect_first_observations()
 
     # ------------------------------------------------------------------ configuration
@@ -257,11 +423,13 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         return ~np.concatenate(decisions.action_mask, axis=1)  # Unity's True means forbidden
 
     def _collect_first_observations(self) -> None:
+        self._decision[:] = False
         for k, unit in enumerate(self.units):
             decisions, _ = unit.get_steps(self.behavior_name)
             rows = [self._row[(k, int(a))] for a in decisions.agent_id]
             self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
+            self._decision[rows] = True
 
     def _update_masks(self, rows: list[int], decisions: Any) -> None:
         allowed = self._allowed(decisions)
@@ -271,15 +439,23 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._masks[rows] = allowed
 
     def _info(self) -> dict[str, Any]:
-        return {} if self._masks is None else {"action_mask": self._masks.copy()}
+        info = {"decision": self._decision.copy()}
+        if self._masks is not None:
+            info["action_mask"] = self._masks.copy()
+        return info
+
+    def _check_open(self) -> None:
+        if not self.units:
+            raise RuntimeError("this UnityVectorEnv is closed (its processes have ended)")
 
     # ------------------------------------------------------------------ the vector env API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Restart every agent. Unity seeds at launch, so ``seed`` has no effect after it."""
         if options:
             self.configure(options.get("engine_settings"), options.get("parameters"))
-        for unit in self.units:
-            unit.reset()
+        self._check_open()
+        for k in range(len(self.units)):
+            self._exchange(k, "reset")
         self._masks = None
         self._collect_first_observations()
         return self._copy_obs(), self._info()
@@ -289,19 +465,29 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             return {k: v.copy() for k, v in self._obs.items()}
         return self._obs.copy()
 
+    def _exchange(self, k: int, command: str) -> None:
+        """Reset or step process ``k``; if it fails, end all processes before raising its ``UnityProcessError``."""
+        try:
+            self.units[k].exchange(command)
+        except UnityProcessError:
+            self.close()
+            raise
+
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self._check_open()
         actions = np.asarray(actions)
         rewards = np.zeros(self.num_envs, np.float32)
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
         final_obs: dict[int, Any] = {}
         last_rewards: dict[int, float] = {}
+        self._decision[:] = False
         for k, unit in enumerate(self.units):
             decisions, _ = unit.get_steps(self.behavior_name)
             if len(decisions):
                 rows = [self._row[(k, int(a))] for a in decisions.agent_id]
                 unit.set_actions(self.behavior_name, self._action_tuple(actions[rows]))
-            unit.step()
+            self._exchange(k, "step")
             decisions, terminals = unit.get_steps(self.behavior_name)
             for j, agent in enumerate(terminals.agent_id):
                 i = self._row[(k, int(agent))]
@@ -316,6 +502,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                     rewards[i] += decisions.reward[j]
             self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
+            self._decision[rows] = True
         info = self._info()
         if final_obs:
             ended = np.zeros(self.num_envs, bool)
@@ -338,6 +525,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         return ActionTuple(discrete=actions.astype(np.int32).reshape(len(actions), -1))
 
     def close(self, **kwargs: Any) -> None:
+        """End every process: each gets ``timeout_wait`` seconds to quit, then it is killed."""
         for unit in getattr(self, "units", []):
             try:
                 unit.close()
