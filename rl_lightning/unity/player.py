@@ -19,10 +19,14 @@ message types are those generated in ``mlagents_envs.communicator_objects``.
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core logs "Got goaway" at INFO when the trainer closes its server; only errors are news here.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import io
 import json
-import os
 import struct
 import sys
 import uuid
