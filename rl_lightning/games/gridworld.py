@@ -32,8 +32,8 @@ class GridWorld(gym.Env):
       terminates; any other step: ``step_penalty`` (-0.01). After ``max_steps`` steps the episode is truncated.
       The last step's ``info["is_success"]`` says whether the signalled goal was reached.
     - Observation: ``{"image": 64 x 84 x 3 uint8 top-down view, "goal": the 2-entry signal}``. In the
-      image each cell is a 12 x 12 square: grey floor, the agent a blue square, the plus goal a green
-      "+", the ex goal a red "x".
+      image each cell is a 12 x 12 square: grey floor, the agent a blue square filling most of its cell,
+      the plus goal a thick green "+", the ex goal a thick red "x".
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -68,17 +68,20 @@ class GridWorld(gym.Env):
         for r in range(self.size):
             for c in range(self.size):
                 img[self._cell_slice((r, c))] = FLOOR
+        # Goals and agent fill their cells, as the solid objects of Unity's top-down view do.
         ys, xs = self._cell_slice(self.plus)
-        mid = (ys.start + ys.stop) // 2, (xs.start + xs.stop) // 2
-        img[mid[0] - 1:mid[0] + 1, xs] = PLUS
-        img[ys, mid[1] - 1:mid[1] + 1] = PLUS
+        mid_y, mid_x = (ys.start + ys.stop) // 2, (xs.start + xs.stop) // 2
+        img[mid_y - 2:mid_y + 2, xs] = PLUS
+        img[ys, mid_x - 2:mid_x + 2] = PLUS
         ys, xs = self._cell_slice(self.ex)
         n = ys.stop - ys.start
         for k in range(n):
-            img[ys.start + k, xs.start + k] = EX
-            img[ys.start + k, xs.stop - 1 - k] = EX
+            for w in (-1, 0, 1):
+                if 0 <= k + w < n:
+                    img[ys.start + k, xs.start + k + w] = EX
+                    img[ys.start + k, xs.stop - 1 - k - w] = EX
         ys, xs = self._cell_slice(self.agent)
-        img[ys.start + 2:ys.stop - 2, xs.start + 2:xs.stop - 2] = AGENT
+        img[ys.start + 1:ys.stop - 1, xs.start + 1:xs.stop - 1] = AGENT
         return img
 
     def _obs(self) -> dict[str, np.ndarray]:
