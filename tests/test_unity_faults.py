@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_unity_player import PLAYER, TESTS, free_port
 
-from rl_lightning import PPO
+from rl_lightning import DQN, PPO, ConfigurationError
 from rl_lightning.unity.vector_env import UnityProcessError, UnityVectorEnv
 
 AGENTS = ["--env", "toy_envs:CounterEnv", "--env-kwargs", '{"terminate_at": 20}', "--agents", "2"]
@@ -235,3 +235,14 @@ def test_ranks_above_zero_run_their_unity_processes_on_ports_of_their_own(monkey
             assert envs.num_envs == 2
         finally:
             envs.close()
+
+
+def test_an_action_space_the_algorithm_cannot_handle_is_refused_before_training_and_leaves_nothing(tmp_path):
+    port = free_port()
+    model = DQN(env="unity", env_kwargs={"file_name": PLAYER, "base_port": port, "timeout_wait": 10,
+                                         "additional_args": ["--env", "rl_lightning/Drone-v0", "--agents", "2"]},
+                learning_starts=32, batch_size=32, total_steps=64, steps_per_epoch=64, eval_episodes=0)
+    with pytest.raises(ConfigurationError, match=r"DQN needs a Discrete action space; the env's is Box"):
+        L.Trainer(max_epochs=-1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  enable_checkpointing=False, default_root_dir=tmp_path).fit(model)
+    assert model.env_steps == 0 and players_on([port]) == []
