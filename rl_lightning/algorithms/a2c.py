@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from rl_lightning.algorithms.on_policy import OnPolicyModule
 
 
@@ -31,10 +29,10 @@ class A2C(OnPolicyModule):
         super().__init__(n_steps=n_steps, learning_rate=learning_rate, gae_lambda=gae_lambda,
                          normalize_advantage=normalize_advantage, **kwargs)
 
-    def training_step(self, rollout: dict[str, torch.Tensor]) -> None:
+    def training_step(self, rollout: dict[str, Any]) -> None:
         hp = self.hparams
         frac = self.apply_lr_schedule()
-        dist, values = self.policy(rollout["obs"])
+        dist, values = self.policy(rollout["obs"], rollout.get("action_mask"))
         log_probs = dist.log_prob(rollout["actions"])
         advantages = rollout["advantages"]
         if hp.normalize_advantage and advantages.numel() > 1:

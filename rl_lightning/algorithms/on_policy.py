@@ -8,8 +8,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gymnasium.vector.utils import concatenate, create_empty_array
 
 from rl_lightning.algorithms.base import RLModule
+from rl_lightning.data.replay import Obs, storage_dtype
 from rl_lightning.data.rollout import RolloutBuffer
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
@@ -22,6 +24,12 @@ class OnPolicyModule(RLModule):
 
     Each training batch is one rollout of ``n_steps * num_envs`` transitions,
     collected with the current policy right before the update that uses it.
+
+    Observations may be a Box (vectors or images) or a Dict of them. Envs that
+    give ``info["action_mask"]`` (True/1 = allowed; for ``MultiDiscrete`` the
+    branches' masks side by side) have forbidden actions never sampled: the
+    mask of each observation is stored with it and applied again in the update
+    and when acting (``act``, evaluation).
 
     Args:
         n_steps: steps per env copy in each rollout.
@@ -84,6 +92,8 @@ class OnPolicyModule(RLModule):
             raise ConfigurationError(f"value_loss={value_loss!r}: choose 'mse' or 'smooth_l1'")
         self.policy: ActorCritic | None = None
         self.rollout: RolloutBuffer | None = None
+        # Masks of the envs' current observations (bool, True = allowed), or None for envs without masks.
+        self._action_mask: torch.Tensor | None = None
 
     @property
     def steps_per_batch(self) -> int:
@@ -129,34 +139,85 @@ class OnPolicyModule(RLModule):
         return opts if isinstance(opts, list) else [opts]
 
     # ------------------------------------------------------------------ collection
+    def setup(self, stage: str) -> None:
+        envs = self.envs
+        super().setup(stage)
+        if self.envs is not envs:  # just built and reset: the masks of its first observations
+            self._action_mask = None
+            if "action_mask" in self._initial_info:
+                self._action_mask = self.read_action_mask(self._initial_info)
+                self._check_action_mask(self._action_mask)
+
+    def read_action_mask(self, info: dict[str, Any]) -> torch.Tensor:
+        """The envs' action masks in a reset or step ``info`` as a bool tensor; a sub-env that gave none allows all."""
+        mask = info.get("action_mask")
+        if mask is None:
+            return torch.ones(self.num_envs, self.policy.action_mask_size, dtype=torch.bool, device=self.device)
+        mask = np.asarray(mask, dtype=bool)
+        given = info.get("_action_mask")
+        if given is not None and not given.all():
+            mask = mask.copy()
+            mask[~given] = True
+        return torch.as_tensor(mask, device=self.device)
+
+    def _check_action_mask(self, mask: torch.Tensor) -> None:
+        expected = self.policy.action_mask_size
+        if expected is None:
+            raise ConfigurationError(f"the env gives info['action_mask'] but its action space {self.action_space} is "
+                                     "continuous; action masks need a Discrete or MultiDiscrete action space")
+        if mask.shape[-1] != expected:
+            raise ConfigurationError(f"info['action_mask'] has {mask.shape[-1]} columns but the action space "
+                                     f"{self.action_space} needs {expected} (one per action, branches side by side)")
+
+    def observation_storage(self) -> tuple[Any, Any]:
+        """Shapes and dtypes to store observations with (per key for Dict spaces); uint8 images stay uint8."""
+        space = self.observation_space
+        if isinstance(space, gym.spaces.Dict):
+            return ({k: tuple(s.shape) for k, s in space.spaces.items()},
+                    {k: storage_dtype(s) for k, s in space.spaces.items()})
+        return tuple(space.shape), storage_dtype(space)
+
+    def stack_final_obs(self, info: dict[str, Any], idx: np.ndarray) -> Obs:
+        """The final observations of the sub-envs ``idx`` whose episodes just ended, batched as tensors."""
+        items = [info["final_obs"][i] for i in idx]
+        space = self.observation_space
+        return self.obs_to_tensor(concatenate(space, items, create_empty_array(space, len(items))))
+
     @torch.no_grad()
-    def collect(self) -> dict[str, torch.Tensor]:
+    def collect(self) -> dict[str, Any]:
         hp = self.hparams
         policy, envs = self.policy, self.envs
+        mask = self._action_mask
         if self.rollout is None:
-            self.rollout = RolloutBuffer(hp.n_steps, self.num_envs, self.observation_space.shape,
-                                         self.policy_action_shape(), self.policy_action_dtype(), self.device)
+            obs_shape, obs_dtype = self.observation_storage()
+            self.rollout = RolloutBuffer(hp.n_steps, self.num_envs, obs_shape, self.policy_action_shape(),
+                                         self.policy_action_dtype(), self.device, obs_dtype=obs_dtype,
+                                         action_mask_size=None if mask is None else mask.shape[-1])
         buf = self.rollout
         obs = self.obs_to_tensor(self._obs)
         for t in range(hp.n_steps):
-            action, log_prob, value = policy.act(obs)
+            action, log_prob, value = policy.act(obs, action_mask=mask)
             next_obs, reward, terminated, truncated, info = envs.step(to_env_action(action, self.action_space))
             reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
             if hp.reward_scale != 1.0:
                 reward_t = reward_t * hp.reward_scale
             ends = terminated | truncated
             buf.add(t, obs, action, log_prob, value, reward_t,
-                    torch.as_tensor(terminated, device=self.device), torch.as_tensor(ends, device=self.device))
+                    torch.as_tensor(terminated, device=self.device), torch.as_tensor(ends, device=self.device), mask)
             bootstrap = truncated & ~terminated
             if bootstrap.any():
                 # A time limit is not a terminal state: value the final observation (kept by the autoreset).
                 idx = np.flatnonzero(bootstrap)
-                final_obs = self.obs_to_tensor(np.stack(info["final_obs"][idx]))
-                buf.final_values[t, torch.as_tensor(idx, device=self.device)] = policy.value(final_obs)
+                buf.final_values[t, torch.as_tensor(idx, device=self.device)] = policy.value(
+                    self.stack_final_obs(info, idx))
             if ends.any():
                 self.record_episodes(info)
             obs = self.obs_to_tensor(next_obs)
+            if mask is not None:
+                # The next observations' masks; after a same-step autoreset, already the new episode's.
+                mask = self.read_action_mask(info)
         self._obs = next_obs
+        self._action_mask = mask
         self.env_steps += self.steps_per_batch
         return buf.finish(policy.value(obs), hp.gamma, hp.gae_lambda)
 
@@ -167,9 +228,9 @@ class OnPolicyModule(RLModule):
     def policy_action_dtype(self) -> torch.dtype:
         return torch.float32 if isinstance(self.action_space, gym.spaces.Box) else torch.long
 
-    def predict_actions(self, obs: torch.Tensor, deterministic: bool = True,
+    def predict_actions(self, obs: Obs, deterministic: bool = True,
                         action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        action = self.policy.predict(obs, deterministic)
+        action = self.policy.predict(obs, deterministic, action_mask)
         if isinstance(self.action_space, gym.spaces.Box):
             low = torch.as_tensor(self.action_space.low, device=action.device)
             high = torch.as_tensor(self.action_space.high, device=action.device)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch
 
 from rl_lightning.algorithms.on_policy import OnPolicyModule
+from rl_lightning.data.rollout import minibatch
 from rl_lightning.errors import ConfigurationError
 
 
@@ -68,7 +69,7 @@ class PPO(OnPolicyModule):
         if stage == "fit":  # again with the training envs' real count (Unity: its agents)
             self._check_batch_size()
 
-    def training_step(self, rollout: dict[str, torch.Tensor]) -> None:
+    def training_step(self, rollout: dict[str, Any]) -> None:
         hp = self.hparams
         frac = self.apply_lr_schedule()
         clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
@@ -76,18 +77,18 @@ class PPO(OnPolicyModule):
         stats: dict[str, list[torch.Tensor]] = {"pg": [], "v": [], "ent": [], "kl": [], "clip": []}
         for _ in range(hp.n_epochs):
             for idx in torch.randperm(n, device=self.device).split(hp.batch_size):
-                dist, values = self.policy(rollout["obs"][idx])
-                log_probs = dist.log_prob(rollout["actions"][idx])
-                advantages = rollout["advantages"][idx]
+                mb = minibatch(rollout, idx)
+                dist, values = self.policy(mb["obs"], mb.get("action_mask"))
+                log_probs = dist.log_prob(mb["actions"])
+                advantages = mb["advantages"]
                 if hp.normalize_advantage and len(idx) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                policy_loss, ratio = clipped_surrogate_loss(log_probs, rollout["log_probs"][idx], advantages,
-                                                            clip_range)
-                value_loss = self.value_loss_fn(values, rollout["returns"][idx])
+                policy_loss, ratio = clipped_surrogate_loss(log_probs, mb["log_probs"], advantages, clip_range)
+                value_loss = self.value_loss_fn(values, mb["returns"])
                 entropy = dist.entropy().mean()
                 self.update(policy_loss, value_loss, entropy)
                 with torch.no_grad():
-                    log_ratio = log_probs - rollout["log_probs"][idx]
+                    log_ratio = log_probs - mb["log_probs"]
                     # Unbiased low-variance KL estimator (Schulman, "Approximating KL divergence", k3).
                     approx_kl = ((ratio - 1) - log_ratio).mean()
                     stats["kl"].append(approx_kl)

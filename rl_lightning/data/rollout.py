@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
+
+from rl_lightning.data.replay import Obs
+
+
+def minibatch(batch: dict[str, Any], rows: torch.Tensor | slice) -> dict[str, Any]:
+    """Rows of every tensor in a (possibly nested: Dict observations) batch dict."""
+    return {k: minibatch(v, rows) if isinstance(v, dict) else v[rows] for k, v in batch.items()}
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
@@ -44,14 +54,26 @@ class RolloutBuffer:
 
     The collector writes step ``t`` with :meth:`add`; :meth:`finish` computes
     advantages and returns the rollout flattened to ``n_steps * num_envs`` samples.
+
+    Dict observations are stored key by key (``obs_shape`` and ``obs_dtype`` then
+    map keys to shapes and dtypes), so an image can stay uint8 next to a float
+    vector. With ``action_mask_size`` each step's action mask is kept too, so
+    the update scores actions under the same masked policy that chose them.
     """
 
-    def __init__(self, n_steps: int, num_envs: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                 action_dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
+    def __init__(self, n_steps: int, num_envs: int, obs_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]],
+                 action_shape: tuple[int, ...], action_dtype: torch.dtype, device: torch.device | str = "cpu",
+                 obs_dtype: torch.dtype | Mapping[str, torch.dtype] = torch.float32,
+                 action_mask_size: int | None = None) -> None:
         self.n_steps, self.num_envs = n_steps, num_envs
         shape = (n_steps, num_envs)
         f32 = dict(dtype=torch.float32, device=device)
-        self.obs = torch.zeros(shape + tuple(obs_shape), **f32)
+        self.obs: Obs
+        if isinstance(obs_shape, Mapping):
+            dtypes = obs_dtype if isinstance(obs_dtype, Mapping) else dict.fromkeys(obs_shape, obs_dtype)
+            self.obs = {k: torch.zeros(shape + tuple(s), dtype=dtypes[k], device=device) for k, s in obs_shape.items()}
+        else:
+            self.obs = torch.zeros(shape + tuple(obs_shape), dtype=obs_dtype, device=device)
         self.actions = torch.zeros(shape + tuple(action_shape), dtype=action_dtype, device=device)
         self.log_probs = torch.zeros(shape, **f32)
         self.rewards = torch.zeros(shape, **f32)
@@ -60,22 +82,32 @@ class RolloutBuffer:
         self.final_values = torch.zeros(shape, **f32)
         self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
         self.episode_ends = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.action_masks = (None if action_mask_size is None
+                             else torch.zeros(shape + (action_mask_size,), dtype=torch.bool, device=device))
 
-    def add(self, t: int, obs: torch.Tensor, actions: torch.Tensor, log_probs: torch.Tensor, values: torch.Tensor,
-            rewards: torch.Tensor, terminations: torch.Tensor, episode_ends: torch.Tensor) -> None:
-        self.obs[t] = obs
+    def add(self, t: int, obs: Obs, actions: torch.Tensor, log_probs: torch.Tensor, values: torch.Tensor,
+            rewards: torch.Tensor, terminations: torch.Tensor, episode_ends: torch.Tensor,
+            action_masks: torch.Tensor | None = None) -> None:
+        if isinstance(self.obs, dict):
+            for k, store in self.obs.items():
+                store[t] = obs[k]
+        else:
+            self.obs[t] = obs
         self.actions[t] = actions
         self.log_probs[t] = log_probs
         self.values[t] = values
         self.rewards[t] = rewards
         self.terminations[t] = terminations
         self.episode_ends[t] = episode_ends
+        if self.action_masks is not None:
+            self.action_masks[t] = action_masks
 
-    def finish(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> dict[str, torch.Tensor]:
+    def finish(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> dict[str, Any]:
         """Advantages and returns for the stored steps; ``last_values`` is ``V`` of the observation after the last step.
 
-        Returns a dict of flat ``(n_steps * num_envs, ...)`` tensors: ``obs``, ``actions``,
-        ``log_probs``, ``values``, ``advantages``, ``returns``.
+        Returns a dict of flat ``(n_steps * num_envs, ...)`` tensors: ``obs`` (a dict of them for
+        Dict observations), ``actions``, ``log_probs``, ``values``, ``advantages``, ``returns``,
+        and ``action_mask`` when masks are stored.
         """
         next_values = torch.cat([self.values[1:], last_values.unsqueeze(0)])
         next_values = torch.where(self.episode_ends, self.final_values, next_values)
@@ -83,11 +115,18 @@ class RolloutBuffer:
                                           self.episode_ends, gamma, gae_lambda)
         self.final_values.zero_()
         n = self.n_steps * self.num_envs
-        return {
-            "obs": self.obs.reshape(n, *self.obs.shape[2:]),
-            "actions": self.actions.reshape(n, *self.actions.shape[2:]),
+
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(n, *x.shape[2:])
+
+        batch = {
+            "obs": {k: flat(v) for k, v in self.obs.items()} if isinstance(self.obs, dict) else flat(self.obs),
+            "actions": flat(self.actions),
             "log_probs": self.log_probs.reshape(n),
             "values": self.values.reshape(n),
             "advantages": advantages.reshape(n),
             "returns": returns.reshape(n),
         }
+        if self.action_masks is not None:
+            batch["action_mask"] = flat(self.action_masks)
+        return batch

@@ -11,17 +11,36 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
+from rl_lightning.data.replay import Obs
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.mlp import orthogonal_init
 
 
+def masked_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with forbidden actions (``action_mask`` False) set to the dtype's most negative finite value.
+
+    Their probability is then exactly 0 (never sampled), while log-probs, the
+    entropy (``Categorical`` computes it as ``-sum(p * logit)``, and ``0 * finite = 0``)
+    and their gradients stay finite, which ``-inf`` would not guarantee.
+    A row with no allowed action becomes uniform rather than NaN.
+    """
+    if action_mask is None:
+        return logits
+    return logits.masked_fill(~action_mask, torch.finfo(logits.dtype).min)
+
+
 class MultiCategorical(Distribution):
-    """Independent categorical branches (a ``MultiDiscrete`` action); log-probs and entropies add up."""
+    """Independent categorical branches (a ``MultiDiscrete`` action); log-probs and entropies add up.
+
+    ``action_mask`` holds the branches' masks side by side (``sum(nvec)`` columns,
+    as Unity ML-Agents gives them); each branch is masked with its own part.
+    """
 
     arg_constraints: dict = {}
 
-    def __init__(self, logits: torch.Tensor, nvec: Sequence[int]) -> None:
+    def __init__(self, logits: torch.Tensor, nvec: Sequence[int], action_mask: torch.Tensor | None = None) -> None:
+        logits = masked_logits(logits, action_mask)
         self.branches = [Categorical(logits=part, validate_args=False) for part in logits.split(list(nvec), dim=-1)]
         super().__init__(batch_shape=logits.shape[:-1], validate_args=False)
 
@@ -107,33 +126,41 @@ class ActorCritic(nn.Module):
     def critic_parameters(self) -> list[nn.Parameter]:
         return [*self.critic_body.parameters(), *self.value_head.parameters()]
 
-    def distribution(self, features: torch.Tensor) -> Distribution:
+    @property
+    def action_mask_size(self) -> int | None:
+        """Columns an action mask has (the policy head's logits), or ``None`` for Gaussian policies."""
+        return None if self.log_std is not None else self.policy_head.out_features
+
+    def distribution(self, features: torch.Tensor, action_mask: torch.Tensor | None = None) -> Distribution:
+        """The policy over actions; discrete actions that ``action_mask`` forbids (False) get probability 0."""
         out = self.policy_head(features)
         if isinstance(self.action_space, gym.spaces.Discrete):
-            return Categorical(logits=out, validate_args=False)
+            return Categorical(logits=masked_logits(out, action_mask), validate_args=False)
         if isinstance(self.action_space, gym.spaces.MultiDiscrete):
-            return MultiCategorical(out, self.nvec)
+            return MultiCategorical(out, self.nvec, action_mask)
         return DiagGaussian(out, self.log_std.exp().expand_as(out), validate_args=False)
 
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+    def forward(self, obs: Obs, action_mask: torch.Tensor | None = None) -> tuple[Distribution, torch.Tensor]:
         """The action distribution and the state value (shape ``batch``) for a batch of observations."""
         if self.shared_trunk:
             h = self.trunk(obs)
-            return self.distribution(h), self.value_head(h).squeeze(-1)
-        return self.distribution(self.actor_body(obs)), self.value_head(self.critic_body(obs)).squeeze(-1)
+            return self.distribution(h, action_mask), self.value_head(h).squeeze(-1)
+        return (self.distribution(self.actor_body(obs), action_mask),
+                self.value_head(self.critic_body(obs)).squeeze(-1))
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
+    def value(self, obs: Obs) -> torch.Tensor:
         return self.value_head(self.critic_body(obs)).squeeze(-1)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def act(self, obs: Obs, deterministic: bool = False,
+            action_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or take the mode of) an action; return it with its log-probability and the state value."""
-        dist, value = self(obs)
+        dist, value = self(obs, action_mask)
         action = dist.mode if deterministic else dist.sample()
         return action, dist.log_prob(action), value
 
-    def predict(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+    def predict(self, obs: Obs, deterministic: bool = True, action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Actions only: the actor body alone runs."""
-        dist = self.distribution(self.actor_body(obs))
+        dist = self.distribution(self.actor_body(obs), action_mask)
         return dist.mode if deterministic else dist.sample()
 
 
