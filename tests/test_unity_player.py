@@ -251,6 +251,26 @@ def test_dqn_trains_on_masked_unity_agents_across_episode_ends(monkeypatch, tmp_
     assert model.env_steps == 64 and model.buffer.size == 64
 
 
+@pytest.mark.parametrize("algorithm", ["PPO", "A2C"])
+def test_on_policy_algorithms_honour_unity_action_masks_in_training_and_evaluation(algorithm, monkeypatch,
+                                                                                   tmp_path):
+    import lightning as L
+
+    import rl_lightning
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    # MaskedEnv asserts on a masked action: the player would die and fit would raise.
+    args = ["--env", "toy_envs:MaskedEnv", "--agents", "2"]
+    model = getattr(rl_lightning, algorithm)(
+        env="unity", env_kwargs={"file_name": PLAYER, "base_port": free_port(), "timeout_wait": 10,
+                                 "additional_args": args},
+        eval_env_kwargs={"base_port": free_port()}, n_steps=8, total_steps=64, steps_per_epoch=32,
+        eval_episodes=4, eval_deterministic=False, **({"batch_size": 16} if algorithm == "PPO" else {}))
+    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=tmp_path).fit(model)
+    assert model.env_steps == 64 and len(model.last_evaluation.returns) == 4
+
+
 def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
     env = vector_env("--env", "rl_lightning/GridWorld-v0", "--agents", "2")
     space = env.single_observation_space
