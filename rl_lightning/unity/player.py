@@ -36,15 +36,13 @@ from typing import Any
 import grpc
 import gymnasium as gym
 import numpy as np
-from mlagents_envs.communicator_objects.agent_info_pb2 import AgentInfoProto
 from mlagents_envs.communicator_objects.brain_parameters_pb2 import ActionSpecProto, BrainParametersProto
 from mlagents_envs.communicator_objects.capabilities_pb2 import UnityRLCapabilitiesProto
 from mlagents_envs.communicator_objects.header_pb2 import HeaderProto
-from mlagents_envs.communicator_objects.observation_pb2 import GOAL_SIGNAL, NONE, PNG, ObservationProto
+from mlagents_envs.communicator_objects.observation_pb2 import GOAL_SIGNAL, NONE, PNG
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
 from mlagents_envs.communicator_objects.unity_output_pb2 import UnityOutputProto
 from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 import UnityRLInitializationOutputProto
-from mlagents_envs.communicator_objects.unity_rl_output_pb2 import UnityRLOutputProto
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub
 from PIL import Image
 
@@ -133,31 +131,31 @@ class EnvironmentParameters:
 
 
 # ---------------------------------------------------------------------- observations and specs
-def _observation_protos(obs: Any, space: gym.Space) -> list[ObservationProto]:
+def _add_observations(container: Any, obs: Any, space: gym.Space, name: str = "") -> None:
+    """Append ``obs`` to a repeated ``ObservationProto`` field, built in place (pure-Python protobuf copies are slow)."""
     if isinstance(space, gym.spaces.Dict):
-        protos = []
         for key, sub in space.spaces.items():
-            for proto in _observation_protos(obs[key], sub):
-                proto.name = key
-                if "goal" in key.lower():
-                    proto.observation_type = GOAL_SIGNAL
-                protos.append(proto)
-        return protos
+            _add_observations(container, obs[key], sub, key)
+        return
     arr = np.asarray(obs)
-    proto = ObservationProto(shape=list(arr.shape))
+    proto = container.add()
+    proto.shape.extend(arr.shape)
+    if name:
+        proto.name = name
+        if "goal" in name.lower():
+            proto.observation_type = GOAL_SIGNAL
     if arr.ndim == 3:
         # Images travel as PNG (HWC, RGB); float images are taken to be in [0, 1].
         pixels = arr if arr.dtype == np.uint8 else np.clip(arr * 255.0, 0, 255).astype(np.uint8)
         if pixels.shape[2] == 1:
             pixels = np.repeat(pixels, 3, axis=2)
         buf = io.BytesIO()
-        Image.fromarray(pixels[..., :3]).save(buf, format="PNG")
+        Image.fromarray(pixels[..., :3]).save(buf, format="PNG", compress_level=1)
         proto.compression_type = PNG
         proto.compressed_data = buf.getvalue()
     else:
         proto.compression_type = NONE
         proto.float_data.data.extend(arr.astype(np.float32).reshape(-1).tolist())
-    return [proto]
 
 
 def action_spec_proto(space: gym.Space) -> ActionSpecProto:
@@ -205,44 +203,43 @@ class Player:
         self.episodes[i] += 1
         return self.envs[i].reset(seed=seed, options=options)
 
-    def _info(self, i: int, obs: Any, info: dict[str, Any], reward: float = 0.0, done: bool = False,
-              interrupted: bool = False) -> AgentInfoProto:
-        proto = AgentInfoProto(id=i, reward=float(reward), done=done, max_step_reached=interrupted)
-        proto.observations.extend(_observation_protos(obs, self.space))
+    def _info(self, out: Any, i: int, obs: Any, info: dict[str, Any], reward: float = 0.0, done: bool = False,
+              interrupted: bool = False) -> None:
+        """Append agent ``i``'s AgentInfoProto to the repeated field ``out``."""
+        proto = out.add(id=i, reward=float(reward), done=done, max_step_reached=interrupted)
+        _add_observations(proto.observations, obs, self.space)
         mask = info.get("action_mask")
         if mask is not None:
             proto.action_mask.extend([not bool(m) for m in np.asarray(mask).reshape(-1)])  # Unity: True = forbidden
-        return proto
 
-    def _reset_all(self) -> list[AgentInfoProto]:
+    def _reset_all(self, out: Any) -> None:
         self.current = [self._reset_agent(i) for i in range(len(self.envs))]
         self.accrued = [0.0] * len(self.envs)
         self.deciding = list(range(len(self.envs)))
         self.academy_steps = 0  # Unity's Academy restarts its step count at a reset
-        return [self._info(i, obs, info) for i, (obs, info) in enumerate(self.current)]
+        for i, (obs, info) in enumerate(self.current):
+            self._info(out, i, obs, info)
 
-    def _step_all(self, actions: Sequence[Any]) -> list[AgentInfoProto]:
+    def _step_all(self, actions: Sequence[Any], out: Any) -> None:
         if len(actions) != len(self.deciding):
             raise ValueError(f"got {len(actions)} actions for the {len(self.deciding)} agents that asked for one")
         for i, proto in zip(self.deciding, actions):
             self.last_actions[i] = self._action(proto)
         self.academy_steps += 1
-        infos, self.deciding = [], []
+        self.deciding = []
         for i, env in enumerate(self.envs):
             obs, reward, terminated, truncated, info = env.step(self.last_actions[i])
             self.current[i] = (obs, info)
             self.accrued[i] += float(reward)
             if terminated or truncated:  # reported at once, whatever the decision period
-                infos.append(self._info(i, obs, info, self.accrued[i], done=True,
-                                        interrupted=truncated and not terminated))
+                self._info(out, i, obs, info, self.accrued[i], done=True, interrupted=truncated and not terminated)
                 self.accrued[i] = 0.0
                 self.current[i] = self._reset_agent(i)  # its new episode's first step asks for a decision
             elif (self.academy_steps + i) % self.decision_period:
                 continue  # no decision requested: in neither list, and it repeats its action
-            infos.append(self._info(i, *self.current[i], reward=self.accrued[i]))
+            self._info(out, i, *self.current[i], reward=self.accrued[i])
             self.accrued[i] = 0.0
             self.deciding.append(i)
-        return infos
 
     def _action(self, proto: Any) -> Any:
         if isinstance(self.action_space, gym.spaces.Discrete):
@@ -268,17 +265,19 @@ class Player:
                                                             float(v)))
 
     # -- messages
-    def _output(self, agent_infos: list[AgentInfoProto]) -> UnityMessageProto:
-        rl_output = UnityRLOutputProto()
-        rl_output.agentInfos[self.behavior_name].value.extend(agent_infos)
-        rl_output.side_channel = b"".join(self.pending_stats)
-        self.pending_stats.clear()
-        output = UnityOutputProto(rl_output=rl_output)
+    def _new_output(self) -> tuple[UnityMessageProto, Any]:
+        """A reply message and its behavior's (empty) repeated AgentInfoProto field, to be filled in place."""
+        message = UnityMessageProto(header=HeaderProto(status=200))
+        output = message.unity_output
         if not self.sent_brain:
             output.rl_initialization_output.brain_parameters.append(BrainParametersProto(
                 brain_name=self.behavior_name, is_training=True, action_spec=action_spec_proto(self.action_space)))
             self.sent_brain = True
-        return UnityMessageProto(header=HeaderProto(status=200), unity_output=output)
+        return message, output.rl_output.agentInfos[self.behavior_name].value
+
+    def _attach_stats(self, message: UnityMessageProto) -> None:
+        message.unity_output.rl_output.side_channel = b"".join(self.pending_stats)
+        self.pending_stats.clear()
 
     def run(self, port: int) -> int:
         """Serve until the trainer closes (status 400) or goes away; return the exit code."""
@@ -300,13 +299,15 @@ class Player:
             while reply.header.status == 200:
                 rl_input = reply.unity_input.rl_input
                 self._receive_side_channels(rl_input.side_channel)
+                message, agent_infos = self._new_output()
                 if rl_input.command == RESET or not self.current:
-                    infos = self._reset_all()
+                    self._reset_all(agent_infos)
                 elif rl_input.command == STEP:
-                    infos = self._step_all(rl_input.agent_actions[self.behavior_name].value)
+                    self._step_all(rl_input.agent_actions[self.behavior_name].value, agent_infos)
                 else:  # QUIT
                     return 0
-                reply = stub.Exchange(self._output(infos))
+                self._attach_stats(message)
+                reply = stub.Exchange(message)
         except grpc.RpcError:
             # The trainer stopped its server (close) or died: either way, quit.
             return 0
