@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import shlex
 import shutil
 import signal
@@ -12,8 +13,10 @@ import subprocess
 import sysconfig
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
@@ -26,7 +29,8 @@ from mlagents_envs.exception import (
     UnityTimeOutException,
     UnityWorkerInUseException,
 )
-from mlagents_envs.rpc_communicator import RpcCommunicator
+from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import add_UnityToExternalProtoServicer_to_server
+from mlagents_envs.rpc_communicator import RpcCommunicator, UnityToExternalServicerImplementation
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
@@ -72,12 +76,82 @@ class UnityProcessError(RuntimeError):
     """
 
 
+class _ThreadEnd:
+    """One end of a two-way channel between threads of one process, with the ``multiprocessing`` Pipe API.
+
+    mlagents hands each message between its gRPC thread and the trainer's thread
+    through a ``multiprocessing.Pipe``: every observation message is pickled,
+    i.e. serialised and parsed once more by the pure-Python protobuf that the
+    pinned protobuf 3.20 is on Python 3.11. Queues pass the message objects
+    themselves. After ``close`` (either end), waiting on the other raises ``EOFError``.
+    """
+
+    _CLOSED = object()
+
+    def __init__(self, inbox: queue.SimpleQueue, outbox: queue.SimpleQueue) -> None:
+        self.inbox, self.outbox = inbox, outbox
+        self.pending: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.outbox.put(message)
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        if not self.pending:
+            try:
+                self.pending.append(self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait())
+            except queue.Empty:
+                return False
+        return True
+
+    def recv(self) -> Any:
+        message = self.pending.pop() if self.pending else self.inbox.get()
+        if message is self._CLOSED:
+            self.pending.append(message)  # stays closed
+            raise EOFError("the other end of the channel was closed")
+        return message
+
+    def close(self) -> None:
+        self.outbox.put(self._CLOSED)
+
+
+class _Servicer(UnityToExternalServicerImplementation):
+    """mlagents' servicer with the thread channel in place of its Pipe."""
+
+    def __init__(self) -> None:  # noqa: D107 (the parent's __init__ would open a Pipe)
+        to_trainer, to_unity = queue.SimpleQueue(), queue.SimpleQueue()
+        self.parent_conn = _ThreadEnd(to_trainer, to_unity)
+        self.child_conn = _ThreadEnd(to_unity, to_trainer)
+
+    def Exchange(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC's name)
+        self.child_conn.send(request)
+        try:
+            return self.child_conn.recv()
+        except EOFError:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the trainer closed the environment")
+
+    Initialize = Exchange
+
+
 class _Communicator(RpcCommunicator):
     """mlagents' gRPC server, checking on the Unity process every second (at most) while it waits for an answer.
 
     mlagents checks in slices of ``timeout_wait // 10`` whole seconds: a busy loop for ``timeout_wait`` < 10,
-    a dead process noticed up to 6 s late at the default 60.
+    a dead process noticed up to 6 s late at the default 60. Messages pass between the gRPC thread and the
+    trainer's through queues (``_ThreadEnd``), not a pickling Pipe.
     """
+
+    def create_server(self) -> None:
+        self.check_port(self.port)
+        try:
+            self.server = grpc.server(thread_pool=ThreadPoolExecutor(max_workers=2),
+                                      options=(("grpc.so_reuseport", 1),))
+            self.unity_to_external = _Servicer()
+            add_UnityToExternalProtoServicer_to_server(self.unity_to_external, self.server)
+            self.server.add_insecure_port(f"[::]:{self.port}")  # all addresses: Unity may run in a container
+            self.server.start()
+            self.is_open = True
+        except Exception:  # noqa: BLE001 (mlagents reports any failure to serve as the port being in use)
+            raise UnityWorkerInUseException(self.worker_id) from None
 
     def poll_for_timeout(self, poll_callback: PollCallback | None = None) -> None:
         deadline = time.monotonic() + self.timeout_wait
