@@ -8,12 +8,15 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_unity_player import PLAYER, TESTS, free_port
 
@@ -246,3 +249,34 @@ def test_an_action_space_the_algorithm_cannot_handle_is_refused_before_training_
         L.Trainer(max_epochs=-1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                   enable_checkpointing=False, default_root_dir=tmp_path).fit(model)
     assert model.env_steps == 0 and players_on([port]) == []
+
+
+def test_sigterm_to_the_trainer_stops_it_leaving_its_checkpoint_and_no_process(tmp_path):
+    # A scheduler's SIGTERM (e.g. SLURM preemption) to `rl-lightning fit` on Unity agents.
+    train_port, eval_port = free_port(), free_port()
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/ppo_unity_cartpole.yaml").read_text())
+    args = config["model"]["init_args"]
+    args["env_kwargs"].update(worker_id=0, base_port=train_port, additional_args=AGENTS)
+    args["eval_env_kwargs"].update(worker_id=0, base_port=eval_port, additional_args=AGENTS)
+    args.update(total_steps=1_000_000, steps_per_epoch=64, n_steps=16, batch_size=32, n_epochs=1, eval_episodes=1)
+    config["trainer"].update(enable_progress_bar=False, default_root_dir=str(tmp_path), callbacks=[
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}])
+    config["trainer"]["logger"] = False
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "rl_lightning", "fit", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "ckpt" / "last.ckpt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.2)
+        assert len(players_on([train_port, eval_port])) == 2
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "Received SIGTERM" in out
+    assert players_on([train_port, eval_port]) == []
+    assert PPO.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt").env_steps >= 64

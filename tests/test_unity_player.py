@@ -353,3 +353,11 @@ def test_vector_env_matches_unity_observations_to_dict_keys_by_name(vector_env):
     for _ in range(4):
         _, _, _, truncated, info = env.step(np.zeros(2, dtype=np.int64))
     assert truncated.all() and info["final_obs"][0]["goal"].shape == (2,)
+
+
+def test_command_line_arguments_from_yaml_go_to_the_player_as_strings_and_json():
+    from rl_lightning.unity.vector_env import command_line_arguments
+
+    # YAML reads `8` as a number and a JSON argument as a mapping; the player gets text it can parse.
+    assert command_line_arguments(["--agents", 8, "--env-kwargs", {"terminate_at": 20}, "--x", [1, 2]]) == [
+        "--agents", "8", "--env-kwargs", '{"terminate_at": 20}', "--x", "[1, 2]"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import queue
 import shlex
@@ -67,6 +68,12 @@ def _check_port_free(port: int) -> None:
             s.bind(("localhost", port))
         except OSError:
             raise UnityWorkerInUseException(port) from None
+
+
+def command_line_arguments(args: Sequence[Any] | None) -> list[str]:
+    """Arguments as strings. YAML/the CLI may have turned ``"8"`` into 8 and a JSON argument into a dict or
+    list: those go back as JSON (``str`` would give Python's repr, which JSON readers refuse)."""
+    return [json.dumps(a) if isinstance(a, (dict, list)) else str(a) for a in args or ()]
 
 
 class UnityProcessError(RuntimeError):
@@ -394,8 +401,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                     self.units.append(UnityProcess(
                         index=k, num_processes=num_processes, file_name=path, worker_id=worker_id + k,
                         base_port=base_port, seed=seed + k, no_graphics=no_graphics, timeout_wait=timeout_wait,
-                        # YAML may have turned "8" into 8: command-line arguments are strings.
-                        additional_args=[str(a) for a in additional_args or ()], log_folder=log_folder,
+                        additional_args=command_line_arguments(additional_args), log_folder=log_folder,
                         side_channels=[self.engine_channel, self.parameter_channel, self.stats_channel]))
                 except UnityWorkerInUseException:
                     raise ConfigurationError(
