@@ -361,3 +361,18 @@ def test_command_line_arguments_from_yaml_go_to_the_player_as_strings_and_json()
     # YAML reads `8` as a number and a JSON argument as a mapping; the player gets text it can parse.
     assert command_line_arguments(["--agents", 8, "--env-kwargs", {"terminate_at": 20}, "--x", [1, 2]]) == [
         "--agents", "8", "--env-kwargs", '{"terminate_at": 20}', "--x", "[1, 2]"]
+
+
+def test_unity_action_spaces_are_seeded_so_random_play_repeats(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    draws = []
+    for _ in range(2):
+        env = make_vector_env("unity", seed=5, env_kwargs=dict(
+            file_name=PLAYER, additional_args=["--env", "CartPole-v1", "--agents", "3"], base_port=free_port(),
+            timeout_wait=10))
+        try:
+            draws.append([env.action_space.sample().tolist() for _ in range(20)] +
+                         [env.single_action_space.sample() for _ in range(20)])
+        finally:
+            env.close()
+    assert draws[0] == draws[1]

@@ -189,6 +189,9 @@ def make_vector_env(
         except BaseException:
             venv.close()
             raise
+        if seed is not None:  # random exploration draws from the action spaces
+            venv.action_space.seed(seed)
+            venv.single_action_space.seed(seed)
         return gym.wrappers.vector.RecordEpisodeStatistics(venv) if record_statistics else venv
 
     def make_one() -> gym.Env:
