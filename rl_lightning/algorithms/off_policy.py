@@ -11,13 +11,9 @@ import torch
 
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.data.replay import ReplayBuffer
+from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.factory import final_observations
 from rl_lightning.errors import ConfigurationError
-
-
-def minibatch(batch: dict[str, Any], rows: slice) -> dict[str, Any]:
-    """Rows of every tensor in a (possibly nested) batch dict."""
-    return {k: minibatch(v, rows) if isinstance(v, dict) else v[rows] for k, v in batch.items()}
 
 
 class OffPolicyModule(RLModule):
