@@ -11,6 +11,7 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from mlagents_envs.environment import UnityEnvironment
 from mlagents_envs.exception import UnityEnvironmentException
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
@@ -249,6 +250,12 @@ def test_dqn_trains_on_masked_unity_agents_across_episode_ends(monkeypatch, tmp_
     L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, default_root_dir=tmp_path).fit(model)
     assert model.env_steps == 64 and model.buffer.size == 64
+    # Unity's interrupted (max step) is a truncation: bootstrapped, never terminal, and the stored next
+    # observation of the episode's last step is its final one (counter 4), not the next episode's first (0).
+    storage = model.buffer.storage
+    assert not storage["terminated"][:64].any()
+    assert torch.equal(storage["next_obs"][:64] - storage["obs"][:64], torch.ones(64, 1))
+    assert (storage["next_obs"][:64] == 4).sum() == 64 // 4
 
 
 @pytest.mark.parametrize("algorithm", ["PPO", "A2C"])
