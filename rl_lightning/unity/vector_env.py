@@ -432,6 +432,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self._obs = self._empty_obs()
         self._masks: np.ndarray | None = None
         self._decision = np.zeros(self.num_envs, bool)
+        self._deciding: list[list[int]] = [[] for _ in self.units]  # per process: rows that asked for a decision
         self._collect_first_observations()
 
     # ------------------------------------------------------------------ configuration
@@ -510,6 +511,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
             self._decision[rows] = True
+            self._deciding[k] = rows
 
     def _update_masks(self, rows: list[int], decisions: Any) -> None:
         allowed = self._allowed(decisions)
@@ -560,13 +562,10 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
         final_obs: dict[int, Any] = {}
-        last_rewards: dict[int, float] = {}
         self._decision[:] = False
         for k, unit in enumerate(self.units):
-            decisions, _ = unit.get_steps(self.behavior_name)
-            if len(decisions):
-                rows = [self._row[(k, int(a))] for a in decisions.agent_id]
-                unit.set_actions(self.behavior_name, self._action_tuple(actions[rows]))
+            if self._deciding[k]:  # the agents listed in the last DecisionSteps, in Unity's order
+                unit.set_actions(self.behavior_name, self._action_tuple(actions[self._deciding[k]]))
             self._exchange(k, "step")
             decisions, terminals = unit.get_steps(self.behavior_name)
             for j, agent in enumerate(terminals.agent_id):
@@ -575,7 +574,6 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                 truncated[i] = bool(terminals.interrupted[j])
                 terminated[i] = not truncated[i]
                 final_obs[i] = self._obs_row(terminals.obs, j)
-                last_rewards[i] = terminals.reward[j]
             rows = [self._row[(k, int(a))] for a in decisions.agent_id]
             for j, i in enumerate(rows):
                 if i not in final_obs:  # an agent in both: the decision reward opens its next episode
@@ -583,6 +581,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
             self._decision[rows] = True
+            self._deciding[k] = rows
         info = self._info()
         if final_obs:
             ended = np.zeros(self.num_envs, bool)
@@ -592,9 +591,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                 finals[i] = obs
             info.update({"final_obs": finals, "_final_obs": ended})
             if self.success_reward is not None:
-                success = np.zeros(self.num_envs, bool)
-                for i, r in last_rewards.items():
-                    success[i] = terminated[i] and r >= self.success_reward
+                # An ended agent's reward this step is its last step's alone (the next episode's opening reward
+                # is not added to it).
+                success = terminated & (rewards >= self.success_reward)
                 info["final_info"] = {"is_success": success, "_is_success": ended.copy()}
                 info["_final_info"] = ended.copy()
         return self._copy_obs(), rewards, terminated, truncated, info
