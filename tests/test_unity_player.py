@@ -383,3 +383,13 @@ def test_unity_action_spaces_are_seeded_so_random_play_repeats(monkeypatch):
         finally:
             env.close()
     assert draws[0] == draws[1]
+
+
+@pytest.mark.parametrize("bad", ["{'max_steps': 5}", "[5]"])
+def test_player_refuses_env_kwargs_that_are_not_a_json_object(bad, capsys):
+    from rl_lightning.unity.player import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--mlagents-port", "1", "--env-kwargs", bad])
+    assert exit_.value.code == 2
+    assert "--env-kwargs must be a JSON object" in capsys.readouterr().err

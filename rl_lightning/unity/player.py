@@ -344,7 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.log_file, "a") as log:
             os.dup2(log.fileno(), sys.stdout.fileno())
             os.dup2(log.fileno(), sys.stderr.fileno())
-    player = Player(_env_factory(args.env, json.loads(args.env_kwargs)), args.agents, args.behavior_name,
+    try:
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as e:
+        parser.error(f"--env-kwargs must be a JSON object such as '{{\"max_steps\": 50}}', got {args.env_kwargs!r} ({e})")
+    if not isinstance(env_kwargs, dict):
+        parser.error(f"--env-kwargs must be a JSON object of keyword arguments, got {args.env_kwargs!r}")
+    player = Player(_env_factory(args.env, env_kwargs), args.agents, args.behavior_name,
                     decision_period=args.decision_period)
     return player.run(args.mlagents_port)
 
