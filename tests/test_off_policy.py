@@ -33,9 +33,15 @@ def test_ring_buffer_wraps_and_keeps_the_newest_transitions():
     assert (buf.size, buf.pos) == (7, 2)
     assert buf.storage["rewards"].tolist() == [21, 22, 2, 10, 11, 12, 20]
     assert buf.storage["obs"][:, 1].tolist() == [21, 22, 2, 10, 11, 12, 20]
-    # Checkpoint state is oldest first, and a restore keeps that order.
+    # Checkpoint state keeps the ring layout and write position: a restore into the same capacity is exact ...
     state = buf.state_dict()
-    assert state["storage"]["rewards"].tolist() == [2, 10, 11, 12, 20, 21, 22]
+    assert state["storage"]["rewards"].tolist() == [21, 22, 2, 10, 11, 12, 20] and state["pos"] == 2
+    same = ReplayBuffer(capacity=7, observation_space=OBS, action_space=gym.spaces.Discrete(2))
+    same.load_state_dict(state)
+    assert same.storage["rewards"].tolist() == [21, 22, 2, 10, 11, 12, 20] and (same.size, same.pos) == (7, 2)
+    add_steps(same, 3, 1, num_envs=1)      # the next write replaces the oldest row
+    assert same.storage["rewards"].tolist()[2] == 30
+    # ... and a smaller buffer keeps the newest transitions, oldest first.
     smaller = ReplayBuffer(capacity=4, observation_space=OBS, action_space=gym.spaces.Discrete(2))
     smaller.load_state_dict(state)
     assert smaller.storage["rewards"].tolist() == [12, 20, 21, 22] and (smaller.size, smaller.pos) == (4, 0)

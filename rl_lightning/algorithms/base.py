@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import pickle
 import time
 import warnings
 from abc import abstractmethod
@@ -13,8 +14,12 @@ import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
+
+from rl_lightning.checkpointing import (AtomicCheckpointIO, env_state, load_checkpoint_file, restore_env_state,
+                                        rng_state, set_rng_state)
 
 from rl_lightning.data.stream import EvaluationRequests, ExperienceStream
 from rl_lightning.envs.factory import EnvSource, import_path_of, make_vector_env, resolve_env
@@ -34,11 +39,25 @@ WORKER_ID_PER_RANK = 100
 """Under DDP, rank ``r`` adds ``r * WORKER_ID_PER_RANK`` to a Unity env's ``worker_id``, for ports of its own."""
 
 
-class _CloseEnvsOnException(L.Callback):
-    """Closes the module's envs when fit/validate/test raise or are interrupted (Ctrl-C).
+def _private_generator() -> torch.Generator:
+    """For DataLoaders: each iterator they create draws a seed, which would otherwise come from torch's global
+    generator. Lightning creates them a different number of times in a resumed run than in an uninterrupted one,
+    and the policy's and the buffer's draws must not depend on that."""
+    return torch.Generator().manual_seed(0)
 
-    Lightning then calls ``on_exception`` on callbacks only: not on the LightningModule, nor its ``teardown``.
+
+class _RunSupport(L.Callback):
+    """What every run of an ``RLModule`` gets, with any trainer.
+
+    - Checkpoints are written atomically (``AtomicCheckpointIO``) unless the trainer was given its own
+      checkpoint IO plugin.
+    - The module's envs are closed when fit/validate/test raise or are interrupted (Ctrl-C): Lightning then
+      calls ``on_exception`` on callbacks only, not on the LightningModule, nor its ``teardown``.
     """
+
+    def setup(self, trainer: L.Trainer, pl_module: RLModule, stage: str) -> None:
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def on_exception(self, trainer: L.Trainer, pl_module: RLModule, exception: BaseException) -> None:
         pl_module.close_envs()
@@ -120,6 +139,7 @@ class RLModule(L.LightningModule):
         self._initial_info: dict[str, Any] = {}
         self._last_log: tuple[float, int] | None = None
         self.last_evaluation: EvaluationResult | None = None
+        self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
 
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
@@ -210,7 +230,7 @@ class RLModule(L.LightningModule):
                 self.eval_envs = None
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [_CloseEnvsOnException()]
+        return [_RunSupport()]
 
     @property
     def num_envs(self) -> int:
@@ -233,12 +253,13 @@ class RLModule(L.LightningModule):
         return min(per_epoch, remaining)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(ExperienceStream(self), batch_size=None, num_workers=0)
+        return DataLoader(ExperienceStream(self), batch_size=None, num_workers=0, generator=_private_generator())
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # collected directly on the module's device
 
-    def on_fit_start(self) -> None:
+    def on_train_start(self) -> None:
+        # Here, not in on_fit_start: a resumed run's loop counters (current_epoch) are restored by now.
         per_epoch = self.batches_this_epoch() * self.steps_per_batch
         needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / per_epoch) if per_epoch else 0
         max_epochs = self.trainer.max_epochs
@@ -251,6 +272,11 @@ class RLModule(L.LightningModule):
                           f"{self.hparams.total_steps} env steps ({needed} epochs of {self.hparams.steps_per_epoch} "
                           "steps needed); set trainer.max_epochs=-1 to let total_steps end training", stacklevel=1)
         self._last_log = (time.perf_counter(), self.env_steps)
+        # A resumed run's own state goes in last, right before the first batch: after Lightning restored the
+        # weights, optimizers and loops, with nothing between it and the first env step drawing random numbers.
+        if self._resume_state is not None:
+            self.load_run_state(self._resume_state)
+            self._resume_state = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.env_steps >= self.hparams.total_steps:
@@ -338,10 +364,10 @@ class RLModule(L.LightningModule):
         self.log("step", float(self.env_steps), batch_size=1)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(EvaluationRequests(), batch_size=None)
+        return DataLoader(EvaluationRequests(), batch_size=None, generator=_private_generator())
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(EvaluationRequests(), batch_size=None)
+        return DataLoader(EvaluationRequests(), batch_size=None, generator=_private_generator())
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluation_step()
@@ -362,6 +388,48 @@ class RLModule(L.LightningModule):
             "observation_space": space_to_dict(self.observation_space),
             "action_space": space_to_dict(self.action_space),
         }
+        if self.envs is not None and self._fitting():
+            checkpoint["rl_lightning"]["run_state"] = self._gather_run_states()
+
+    def _fitting(self) -> bool:
+        return self._trainer is not None and self.trainer.state.fn == "fit"
+
+    def run_state(self) -> dict[str, Any]:
+        """What this process's next env steps and updates depend on beyond the weights, optimizers and counters.
+
+        Subclasses add their own entries (``super().run_state()`` first) and read them back in ``load_run_state``.
+        """
+        return {
+            "rng": rng_state(),
+            "envs": env_state(self.envs),  # None: the envs restart on resume (Unity, async envs)
+            "obs": self._obs,
+            "finished_returns": list(self._finished_returns),
+            "finished_lengths": list(self._finished_lengths),
+        }
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        """Restore ``run_state()`` into a module whose envs are built (called when a resumed fit starts)."""
+        if state["envs"] is not None:
+            restore_env_state(self.envs, state["envs"])
+            self._obs = state["obs"]
+        else:
+            # The envs restarted with new episodes (setup reset them): nothing stored continues the old ones.
+            # Stored transitions need no change: one-step targets bootstrap from the stored next observation
+            # whether or not its episode goes on, and rollouts end at each batch.
+            pass
+        self._finished_returns = list(state["finished_returns"])
+        self._finished_lengths = list(state["finished_lengths"])
+        set_rng_state(state["rng"])
+
+    def _gather_run_states(self) -> list[bytes]:
+        # One entry per process: under DDP each rank has its own envs, generators and episodes. Pickled,
+        # so that the checkpoint still loads with weights_only=True (the states are only read to resume).
+        mine = pickle.dumps(self.run_state())
+        if self.trainer.world_size == 1:
+            return [mine]
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, mine)
+        return gathered
 
     @classmethod
     def _check_checkpoint(cls, checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -379,7 +447,7 @@ class RLModule(L.LightningModule):
 
         The model needs no environment: its networks are rebuilt from the spaces stored in the checkpoint.
         """
-        cls._check_checkpoint(torch.load(checkpoint_path, map_location="cpu", weights_only=True))
+        cls._check_checkpoint(load_checkpoint_file(checkpoint_path))
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -387,3 +455,12 @@ class RLModule(L.LightningModule):
         self._attach_spaces(space_from_dict(state["observation_space"]), space_from_dict(state["action_space"]))
         self.env_steps = state["env_steps"]
         self.episodes = state["episodes"]
+        self._resume_state = None
+        run_states = state.get("run_state")
+        if run_states and self._fitting():
+            rank = self.global_rank
+            if rank < len(run_states):
+                self._resume_state = pickle.loads(run_states[rank])  # noqa: S301 - the run's own checkpoint
+            else:
+                warnings.warn(f"the checkpoint holds the run state of {len(run_states)} processes, not of rank {rank}: "
+                              "this rank's envs and generators start afresh", stacklevel=1)

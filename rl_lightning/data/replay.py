@@ -145,21 +145,32 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The filled part of the buffer, in insertion order (oldest first), as tensors."""
-        if self.size < self.capacity:
-            order = torch.arange(self.size, device=self.device)
-        else:
-            order = (torch.arange(self.capacity, device=self.device) + self.pos) % self.capacity
-        return {"capacity": self.capacity, "size": self.size,
-                "storage": {name: store[order].cpu() for name, store in self.storage.items()}}
+        """The filled part of the buffer as tensors, slot for slot, with the next write position.
+
+        Kept in its ring layout so a resumed run samples exactly the transitions the uninterrupted one would.
+        """
+        return {"capacity": self.capacity, "size": self.size, "pos": self.pos,
+                "storage": {name: store[:self.size].cpu() for name, store in self.storage.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         stored = state["storage"]
         if set(stored) != set(self.storage):
             raise ConfigurationError(f"the checkpoint's replay buffer holds {sorted(stored)}, "
                                      f"this model's holds {sorted(self.storage)}")
-        keep = min(state["size"], self.capacity)  # a smaller buffer keeps the newest transitions
+        size, pos = state["size"], state.get("pos", state["size"] % state["capacity"])
         for name, store in self.storage.items():
-            store[:keep] = stored[name][state["size"] - keep:].to(self.device)
+            if stored[name].shape[1:] != store.shape[1:]:
+                raise ConfigurationError(f"the checkpoint's replay buffer stores {name} of shape "
+                                         f"{tuple(stored[name].shape[1:])}, this model's {tuple(store.shape[1:])}")
+        if state["capacity"] == self.capacity:
+            for name, store in self.storage.items():
+                store[:size] = stored[name].to(self.device)
+            self.size, self.pos = size, pos
+            return
+        # Another capacity: keep the newest transitions, oldest first.
+        order = torch.arange(size) if size < state["capacity"] else (torch.arange(size) + pos) % size
+        keep = min(size, self.capacity)
+        for name, store in self.storage.items():
+            store[:keep] = stored[name][order[size - keep:]].to(self.device)
         self.size = keep
         self.pos = keep % self.capacity

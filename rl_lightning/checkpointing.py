@@ -1,0 +1,140 @@
+"""Checkpoint files that survive a kill, readable errors for bad ones, and the run state that makes resume exact.
+
+A run resumes exactly when, besides what Lightning restores (weights, optimizers,
+loop counters), the checkpoint holds everything the next env step and the next
+update draw on: the random number generators, the envs themselves and their
+current observations, the episodes in progress and the algorithm's own state
+(replay buffer, exploration noise, target-update counters; see each algorithm's
+``on_save_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from rl_lightning.errors import ConfigurationError
+
+
+class CheckpointError(ConfigurationError):
+    """A checkpoint file is missing, truncated or not one this library (or this model) can load."""
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict:
+    """``torch.load`` with errors that name the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (check --ckpt_path)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: the file is truncated or is not a PyTorch "
+                              f"checkpoint ({str(err).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, syncs it, then renames it into place.
+
+    A process killed at any moment (during a save included) leaves either the
+    previous file or the new one, never a partial one. (Lightning's own writer
+    stages the file in the system temp directory and moves it, which is a copy,
+    not a rename, when that is another filesystem.) Loading errors name the file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash of the machine
+        finally:
+            os.close(dir_fd)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint_file(path, map_location=map_location if map_location is not None else "cpu",
+                                    weights_only=True if weights_only is None else weights_only)
+
+
+# ---------------------------------------------------------------------- random number generators
+def rng_state() -> dict[str, Any]:
+    """The global generators every draw of the library goes through (Python, NumPy, torch CPU and CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------- environments
+def _vector_chain(venv: gym.vector.VectorEnv) -> tuple[list[gym.vector.VectorWrapper], gym.vector.VectorEnv]:
+    wrappers = []
+    while isinstance(venv, gym.vector.VectorWrapper):
+        wrappers.append(venv)
+        venv = venv.env
+    return wrappers, venv
+
+
+def env_state(venv: gym.vector.VectorEnv) -> bytes | None:
+    """The complete state of a sync vector env (sub-envs, their RNGs, vector wrappers), or None if it has none to take.
+
+    Only ``SyncVectorEnv`` qualifies: its sub-envs live in this process. Their
+    factories (``env_fns``, often closures) are left out; the rest must pickle,
+    which holds for most classic-control and toy-text envs. Async envs (sub-env
+    state in other processes) and Unity (state in the game) return None.
+    """
+    wrappers, base = _vector_chain(venv)
+    if not isinstance(base, gym.vector.SyncVectorEnv):
+        return None
+    state = {"wrappers": [{k: v for k, v in w.__dict__.items() if k != "env"} for w in wrappers],
+             "vector": {k: v for k, v in base.__dict__.items() if k != "env_fns"}}
+    try:
+        return pickle.dumps(state)
+    except Exception as err:  # noqa: BLE001 - any env attribute may refuse pickling
+        warnings.warn(f"the training envs cannot be saved in checkpoints ({type(err).__name__}: {err}); a resumed run "
+                      "starts new episodes instead of continuing the interrupted ones", stacklevel=2)
+        return None
+
+
+def restore_env_state(venv: gym.vector.VectorEnv, blob: bytes) -> None:
+    """Put the state taken by ``env_state`` into ``venv``, an env built from the same settings."""
+    wrappers, base = _vector_chain(venv)
+    state = pickle.loads(blob)  # noqa: S301 - the run's own checkpoint, loaded to resume it
+    if not isinstance(base, gym.vector.SyncVectorEnv) or len(wrappers) != len(state["wrappers"]):
+        raise CheckpointError("the checkpoint's envs were built differently (vector env or wrappers differ)")
+    for env in base.envs:
+        env.close()
+    base.__dict__.update(state["vector"])
+    for wrapper, saved in zip(wrappers, state["wrappers"]):
+        wrapper.__dict__.update(saved)

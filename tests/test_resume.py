@@ -1,0 +1,84 @@
+"""Resuming from a checkpoint continues the run exactly where it stopped."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from rl_lightning import A2C, DDPG, DQN, PPO
+
+# Small budgets; each crosses epoch boundaries (evaluation, checkpoint) on both sides of the stop.
+ALGORITHMS = {
+    "PPO": (PPO, dict(env="CartPole-v1", num_envs=2, n_steps=16, batch_size=16, n_epochs=2, hidden_sizes=[16],
+                      steps_per_epoch=64, lr_schedule="linear", clip_range_schedule="linear")),
+    "A2C": (A2C, dict(env="CartPole-v1", num_envs=2, n_steps=5, hidden_sizes=[16], steps_per_epoch=60)),
+    "DQN": (DQN, dict(env="CartPole-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
+                      train_freq=4, gradient_steps=2, target_update_interval=24, hidden_sizes=[16],
+                      exploration_fraction=0.5, steps_per_epoch=64)),
+    "DDPG": (DDPG, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
+                        train_freq=4, gradient_steps=1, hidden_sizes=[16], action_noise="ou",
+                        steps_per_epoch=64, random_warmup=False)),
+}
+
+
+class LastObservations(L.Callback):
+    """The envs' observations when training ends (the module closes its envs afterwards)."""
+
+    def on_train_end(self, trainer, pl_module):
+        self.obs = pl_module._obs.copy()
+
+
+def fit(cls, kwargs, total_steps, ckpt_dir, ckpt_path=None, max_epochs=-1):
+    model = cls(**kwargs, total_steps=total_steps, seed=3, eval_episodes=2, eval_num_envs=1,
+                eval_deterministic=False)
+    trainer = L.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, accelerator="cpu", default_root_dir=ckpt_dir,
+                        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), last := LastObservations()])
+    trainer.fit(model, ckpt_path=ckpt_path)
+    return model, trainer, (torch.get_rng_state(), last.obs)
+
+
+def optimizer_tensors(trainer):
+    out = []
+    for opt in trainer.optimizers:
+        for state in opt.state_dict()["state"].values():
+            out += [v for v in state.values() if torch.is_tensor(v)]
+    return out
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
+    cls, kwargs = ALGORITHMS[name]
+    per_epoch = kwargs["steps_per_epoch"]
+    n, m = 2 * per_epoch, 2 * per_epoch
+    whole, whole_trainer, whole_rng = fit(cls, kwargs, n + m, tmp_path / "whole")
+    # Stopped after n steps of the same run (schedules follow total_steps), then resumed for the other m.
+    with pytest.warns(UserWarning, match="stops training before total_steps"):
+        first, _, _ = fit(cls, kwargs, n + m, tmp_path / "split", max_epochs=n // per_epoch)
+    assert first.env_steps == n
+    stopped = tmp_path / "stopped.ckpt"
+    (tmp_path / "split" / "last.ckpt").rename(stopped)
+    torch.manual_seed(12345)  # whatever ran in between, the checkpoint's generators take over
+    resumed, resumed_trainer, resumed_rng = fit(cls, kwargs, n + m, tmp_path / "split", ckpt_path=stopped)
+
+    assert resumed.env_steps == whole.env_steps == n + m
+    assert resumed.episodes == whole.episodes and resumed_trainer.global_step == whole_trainer.global_step
+    whole_state, resumed_state = whole.state_dict(), resumed.state_dict()
+    assert whole_state.keys() == resumed_state.keys()
+    for key, value in whole_state.items():
+        assert torch.equal(value, resumed_state[key]), key
+    for a, b in zip(optimizer_tensors(whole_trainer), optimizer_tensors(resumed_trainer), strict=True):
+        assert torch.equal(a, b)
+    # The stream of random numbers continues identically, and so do the envs' episodes.
+    assert torch.equal(resumed_rng[0], whole_rng[0]) and (resumed_rng[1] == whole_rng[1]).all()
+    if name in ("DQN", "DDPG"):
+        assert (resumed.buffer.size, resumed.buffer.pos) == (whole.buffer.size, whole.buffer.pos)
+        for key, store in whole.buffer.storage.items():
+            assert torch.equal(store, resumed.buffer.storage[key]), key
+    if name == "DQN":
+        assert resumed.target_updates == whole.target_updates > 0
+    if name == "DDPG":
+        assert torch.equal(resumed.noise.state, whole.noise.state)
+    # The second half really trained: the weights moved away from the checkpoint's.
+    at_stop = torch.load(stopped, weights_only=True)["state_dict"]
+    assert any(not torch.equal(at_stop[k], resumed_state[k]) for k in at_stop)
