@@ -4,6 +4,13 @@
     rl-lightning validate --config configs/ppo_cartpole.yaml --ckpt_path path/to.ckpt
     rl-lightning test --config configs/ppo_cartpole.yaml --ckpt_path path/to.ckpt
     rl-lightning fit --config configs/ppo_cartpole.yaml --print_config
+    rl-lightning fit --config configs/ppo_cartpole.yaml --ckpt_path last    # continue the latest run
+
+``fit`` checkpoints by default (unless the config has its own ``ModelCheckpoint``
+or ``trainer.enable_checkpointing: false``): ``last.ckpt`` at the end of every
+epoch (``steps_per_epoch`` env steps) and the best one by ``eval/return_mean``,
+in the run's ``checkpoints/`` folder. ``--ckpt_path last`` resumes the newest
+``last.ckpt`` of the config's logger folder and keeps logging to that run.
 
 The model is chosen in the config (``model.class_path: rl_lightning.PPO``)
 or on the command line (``--model PPO``); every ``__init__`` argument of
@@ -14,12 +21,15 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from rl_lightning.algorithms.base import RLModule
+from rl_lightning.checkpointing import CheckpointError
 
 # Deprecation notices from inside Lightning (its CLI on newer jsonargparse, its pytree use on
 # newer torch): nothing a user of this command can act on.
@@ -51,6 +61,70 @@ class RLLightningCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand != "fit":
+            return
+        config = self.config["fit"]
+        add_default_checkpointing(config)
+        if config.get("ckpt_path") == "last":
+            resolve_last_checkpoint(config)
+
+
+def _class_name(entry: Any) -> str:
+    path = entry.get("class_path", "") if isinstance(entry, (dict, Namespace)) else type(entry).__name__
+    return str(path).rsplit(".", 1)[-1]
+
+
+def add_default_checkpointing(config: Namespace) -> None:
+    """``last.ckpt`` every epoch and the best by ``eval/return_mean``, unless the config checkpoints its own way."""
+    trainer = config["trainer"]
+    if trainer.get("enable_checkpointing") is False:
+        return
+    callbacks = trainer.get("callbacks") or []
+    if not isinstance(callbacks, list):
+        callbacks = [callbacks]
+    if any(_class_name(cb) == "ModelCheckpoint" for cb in callbacks):
+        return
+    evaluates = config["model"]["init_args"].get("eval_episodes", 1) > 0
+    # Without a monitored metric, save_top_k=1 keeps the newest: Lightning writes last.ckpt at an epoch's end
+    # only in the epochs where it saved another checkpoint (with save_top_k=0, at the end of fit alone).
+    init_args = Namespace(save_last=True, save_top_k=1, filename="latest-{step:.0f}")
+    if evaluates:
+        init_args = Namespace(save_last=True, save_top_k=1, monitor="eval/return_mean", mode="max",
+                              filename="best-{step:.0f}")
+    trainer["callbacks"] = [*callbacks, Namespace(class_path="lightning.pytorch.callbacks.ModelCheckpoint",
+                                                  init_args=init_args)]
+
+
+def resolve_last_checkpoint(config: Namespace) -> None:
+    """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's folder; logging continues in its run."""
+    trainer = config["trainer"]
+    logger = trainer.get("logger")
+    root = Path(trainer.get("default_root_dir") or os.getcwd())
+    if isinstance(logger, Namespace) and _class_name(logger) in ("TensorBoardLogger", "CSVLogger"):
+        args = logger.get("init_args") or Namespace()
+        folder = Path(args.get("save_dir") or root) / (args.get("name") if args.get("name") is not None else
+                                                     "lightning_logs")
+    elif logger in (None, True):
+        folder = root / "lightning_logs"
+    else:
+        raise CheckpointError("--ckpt_path last finds runs through a TensorBoardLogger or CSVLogger's save_dir and "
+                              "name; with this logger pass the checkpoint's path instead")
+    found = sorted(folder.glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(f"--ckpt_path last: no last.ckpt under {folder}/*/checkpoints; train once without "
+                              "--ckpt_path (checkpoints are written every epoch), or pass a checkpoint's path")
+    newest = found[-1]
+    config["ckpt_path"] = str(newest)
+    run = newest.parent.parent.name
+    if isinstance(logger, Namespace):
+        logger["init_args"]["version"] = run
+    else:
+        trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                      init_args=Namespace(save_dir=str(root), name="lightning_logs", version=run))
+    print(f"Resuming from {newest}")
 
 
 def main(args: ArgsType = None) -> None:

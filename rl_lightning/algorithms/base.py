@@ -452,7 +452,13 @@ class RLModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = self._check_checkpoint(checkpoint)
-        self._attach_spaces(space_from_dict(state["observation_space"]), space_from_dict(state["action_space"]))
+        spaces = space_from_dict(state["observation_space"]), space_from_dict(state["action_space"])
+        if self.observation_space is not None and spaces != (self.observation_space, self.action_space):
+            raise ConfigurationError(
+                f"the checkpoint's model was trained on observations {spaces[0]} and actions {spaces[1]}, but this "
+                f"run's env has observations {self.observation_space} and actions {self.action_space}: resume or "
+                "evaluate it with the env it was trained on")
+        self._attach_spaces(*spaces)
         self.env_steps = state["env_steps"]
         self.episodes = state["episodes"]
         self._resume_state = None
