@@ -21,6 +21,9 @@ _EXPORTS = {
     "ConfigurationError": "rl_lightning.errors",
     "EvaluationResult": "rl_lightning.evaluation",
     "evaluate_episodes": "rl_lightning.evaluation",
+    "evaluate": "rl_lightning.evaluation",
+    "plot_learning_curves": "rl_lightning.plotting",
+    "read_scalars": "rl_lightning.plotting",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,6 +5,7 @@
     rl-lightning test --config configs/ppo_cartpole.yaml --ckpt_path path/to.ckpt
     rl-lightning fit --config configs/ppo_cartpole.yaml --print_config
     rl-lightning fit --config configs/ppo_cartpole.yaml --ckpt_path last    # continue the latest run
+    rl-lightning export --ckpt_path path/to.ckpt --output policy.onnx [--format mlagents]
 
 ``fit`` checkpoints by default (unless the config has its own ``ModelCheckpoint``
 or ``trainer.enable_checkpointing: false``): ``last.ckpt`` at the end of every
@@ -20,6 +21,7 @@ the algorithm is a documented option (``rl-lightning fit --model PPO --help``).
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -132,5 +134,11 @@ def main(args: ArgsType = None) -> None:
     # Small networks run fastest on one thread; respect an explicit OMP_NUM_THREADS.
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["export"]:
+        from rl_lightning.export import main as export_main
+
+        export_main(argv[1:])
+        return
     RLLightningCLI(args=args)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -93,3 +94,49 @@ def evaluate_episodes(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vect
             counts += finished
     known = successes and all(s is not None for s in successes)
     return EvaluationResult(np.asarray(returns), np.asarray(lengths), np.asarray(successes, bool) if known else None)
+
+
+def evaluate(policy: Any, env: Any, n_episodes: int = 10, deterministic: bool = True, seed: int | None = 0,
+             num_envs: int = 1, env_kwargs: dict[str, Any] | None = None,
+             wrappers: list[Any] | None = None) -> EvaluationResult:
+    """Play ``n_episodes`` with a trained model (or any policy) on any env, and return the episodes' results.
+
+    Args:
+        policy: a trained ``RLModule`` (e.g. from ``PPO.load_from_checkpoint``), which acts through
+            ``act(obs, deterministic)``, or a function from a batch of observations to a batch of actions.
+        env: an env id (``"CartPole-v1"``), import path, class or factory (built with ``env_kwargs`` and
+            ``wrappers``, ``num_envs`` copies, and closed afterwards), a ``gymnasium.Env`` instance, or a vector env
+            that records episode statistics (both left open).
+        seed: seeds the first reset (sub-env ``i`` gets ``seed + i``); None leaves the env's own seeding.
+
+    Example::
+
+        model = PPO.load_from_checkpoint("last.ckpt")
+        print(evaluate(model, "CartPole-v1", n_episodes=20).summary())
+    """
+    from rl_lightning.envs.factory import make_vector_env
+
+    if hasattr(policy, "act"):
+        module = policy
+        was_training = module.training
+        module.eval()
+
+        def policy(obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+            return module.act(obs, deterministic, mask)
+    else:
+        module = None
+    owned = None
+    if isinstance(env, gym.vector.VectorEnv):
+        envs = env
+    elif isinstance(env, gym.Env):
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(gym.vector.SyncVectorEnv([lambda: env]))
+    else:
+        envs = owned = make_vector_env(env, num_envs=num_envs, seed=seed, env_kwargs=env_kwargs,
+                                       wrappers=wrappers or ())
+    try:
+        return evaluate_episodes(policy, envs, n_episodes, seed=seed)
+    finally:
+        if owned is not None:
+            owned.close()
+        if module is not None:
+            module.train(was_training)

@@ -75,10 +75,11 @@ class NatureCNN(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.float() * self.scale
-        if self.channels_last:
-            x = x.movedim(-1, -3)
         lead = x.shape[:-3]
-        x = self.linear(self.conv(x.reshape(-1, *x.shape[-3:])))
+        x = x.reshape(-1, *x.shape[-3:])
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW (explicit axes: ONNX export rejects negative ones)
+        x = self.linear(self.conv(x))
         return x.reshape(*lead, -1)
 
 
