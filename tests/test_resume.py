@@ -82,3 +82,97 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
     # The second half really trained: the weights moved away from the checkpoint's.
     at_stop = torch.load(stopped, weights_only=True)["state_dict"]
     assert any(not torch.equal(at_stop[k], resumed_state[k]) for k in at_stop)
+
+
+class RestoredState(L.Callback):
+    """What a resumed run starts from, seen right before its first batch (after every restore)."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.env_steps, self.global_step = pl_module.env_steps, trainer.global_step
+        self.lr = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]
+        self.optimizer = [t.clone() for t in optimizer_tensors(trainer)]
+        self.buffer = None if getattr(pl_module, "buffer", None) is None else {
+            k: v[:pl_module.buffer.size].clone() for k, v in pl_module.buffer.storage.items()}
+
+
+def unity_cartpole(agents, worker_port):
+    return dict(env="unity", env_kwargs=dict(file_name="rl-lightning-unity-player", worker_id=0,
+                                             base_port=worker_port, timeout_wait=20,
+                                             additional_args=["--env", "CartPole-v1", "--agents", str(agents)]),
+                eval_env_kwargs=dict(base_port=worker_port + 1, additional_args=["--env", "CartPole-v1", "--agents", "4"]))
+
+
+def free_port_pair():
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("localhost", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("localhost", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+PPO_CARTPOLE = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, learning_rate=1e-3,
+                    lr_schedule="linear", clip_range_schedule="linear", hidden_sizes=[64, 64])
+
+
+@pytest.mark.parametrize("kind", ["async", "unity"])
+def test_envs_without_saved_state_restart_and_learning_goes_on(kind, tmp_path):
+    """Async and Unity envs cannot be saved: they restart on resume, and everything else continues."""
+    if kind == "async":
+        envs = dict(env="CartPole-v1", num_envs=8, vectorization="async")
+    else:
+        envs = unity_cartpole(8, free_port_pair())
+    args = dict(**envs, **PPO_CARTPOLE, seed=0, total_steps=40_960, steps_per_epoch=10_240, eval_episodes=12,
+                eval_num_envs=4)
+
+    def run(max_epochs, ckpt_path=None):
+        model = PPO(**args)
+        restored = RestoredState()
+        trainer = L.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
+                            callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0), restored])
+        trainer.fit(model, ckpt_path=ckpt_path)
+        return model, restored
+
+    with pytest.warns(UserWarning, match="stops training before total_steps"):
+        first, _ = run(max_epochs=2)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["rl_lightning"]["env_steps"] == 20_480
+    before = first.last_evaluation.return_mean
+    assert before > 100  # it learned something worth continuing (random play: about 22)
+
+    resumed, restored = run(max_epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    # The counters, the annealed learning rate and the optimizer state continue from the checkpoint ...
+    assert (restored.env_steps, restored.global_step) == (20_480, saved["global_step"])
+    lr_now = 1e-3 * (1 - 20_480 / 40_960)
+    assert restored.lr == pytest.approx([lr_now] * len(restored.lr))
+    saved_opt = [v for opt in saved["optimizer_states"] for s in opt["state"].values()
+                 for v in s.values() if torch.is_tensor(v)]
+    assert all(torch.equal(a, b) for a, b in zip(restored.optimizer, saved_opt, strict=True))
+    # ... and learning goes on: the first evaluation after the resumed epoch is no untrained policy's.
+    assert resumed.env_steps == 30_720
+    assert resumed.last_evaluation.return_mean > 100
+
+
+def test_replay_buffer_survives_a_resume_on_envs_that_restart(tmp_path):
+    args = dict(env="CartPole-v1", num_envs=2, vectorization="async", learning_starts=64, batch_size=32,
+                buffer_size=500, train_freq=8, hidden_sizes=[16], total_steps=1024, steps_per_epoch=256,
+                eval_episodes=0, seed=0)
+    trainer_kwargs = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.warns(UserWarning, match="stops training before total_steps"):
+        L.Trainer(max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=1)],
+                  **trainer_kwargs).fit(DQN(**args))
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["rl_lightning"]
+    restored = RestoredState()
+    model = DQN(**args)
+    L.Trainer(max_epochs=-1, callbacks=[restored], **trainer_kwargs).fit(model, ckpt_path=tmp_path / "last.ckpt")
+    assert restored.env_steps == saved["env_steps"] == 512
+    for key, stored in saved["replay_buffer"]["storage"].items():
+        assert torch.equal(restored.buffer[key], stored), key
+    assert model.env_steps == 1024 and model.buffer.size == 500
