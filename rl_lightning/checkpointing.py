@@ -124,24 +124,43 @@ def _vector_chain(venv: gym.vector.VectorEnv) -> tuple[list[gym.vector.VectorWra
     return wrappers, venv
 
 
+_NATIVE_STATE_MODULES = {"Box2D"}
+"""Packages of env internals whose objects pickle but do not come back usable."""
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
 def env_state(venv: gym.vector.VectorEnv) -> bytes | None:
     """The complete state of a sync vector env (sub-envs, their RNGs, vector wrappers), or None if it has none to take.
 
     Only ``SyncVectorEnv`` qualifies: its sub-envs live in this process. Their
     factories (``env_fns``, often closures) are left out; the rest must pickle,
-    which holds for most classic-control and toy-text envs. Async envs (sub-env
+    which holds for classic-control and toy-text envs (not Box2D's, see below). Async envs (sub-env
     state in other processes) and Unity (state in the game) return None.
     """
     wrappers, base = _vector_chain(venv)
     if not isinstance(base, gym.vector.SyncVectorEnv):
+        return None
+    native = next((type(v) for env in base.envs for v in vars(env.unwrapped).values()
+                   if type(v).__module__.split(".")[0] in _NATIVE_STATE_MODULES), None)
+    if native is not None:
+        # Box2D's worlds pickle without error into objects that cannot be stepped (measured: LunarLander and
+        # BipedalWalker fail their first step after a restore), so these envs restart on resume instead.
+        _warn_once(f"the training envs hold {native.__module__}.{native.__qualname__} objects, whose state cannot be "
+                   "saved: a resumed run starts new episodes instead of continuing the interrupted ones")
         return None
     state = {"wrappers": [{k: v for k, v in w.__dict__.items() if k != "env"} for w in wrappers],
              "vector": {k: v for k, v in base.__dict__.items() if k != "env_fns"}}
     try:
         return pickle.dumps(state)
     except Exception as err:  # noqa: BLE001 - any env attribute may refuse pickling
-        warnings.warn(f"the training envs cannot be saved in checkpoints ({type(err).__name__}: {err}); a resumed run "
-                      "starts new episodes instead of continuing the interrupted ones", stacklevel=2)
+        _warn_once(f"the training envs cannot be saved in checkpoints ({type(err).__name__}: {err}); a resumed run "
+                   "starts new episodes instead of continuing the interrupted ones")
         return None
 
 

@@ -1,6 +1,7 @@
 """Resuming from a checkpoint continues the run exactly where it stopped."""
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -176,3 +177,26 @@ def test_replay_buffer_survives_a_resume_on_envs_that_restart(tmp_path):
     for key, stored in saved["replay_buffer"]["storage"].items():
         assert torch.equal(restored.buffer[key], stored), key
     assert model.env_steps == 1024 and model.buffer.size == 500
+
+
+def test_saved_envs_continue_the_same_episodes_and_box2d_envs_are_not_saved():
+    from rl_lightning.checkpointing import env_state, restore_env_state
+    from rl_lightning.envs.factory import make_vector_env
+
+    envs = make_vector_env("Acrobot-v1", num_envs=2, seed=0)
+    envs.reset(seed=0)
+    for _ in range(7):
+        envs.step(envs.action_space.sample())
+    other = make_vector_env("Acrobot-v1", num_envs=2, seed=9)
+    other.reset(seed=9)
+    restore_env_state(other, env_state(envs))
+    for _ in range(30):  # same actions -> same observations, rewards and episode ends
+        action = envs.action_space.sample()
+        assert other.action_space.sample().tolist() == action.tolist()  # the action space's generator came along
+        a, b = envs.step(action), other.step(action)
+        assert all(np.array_equal(x, y) for x, y in zip(a[:4], b[:4]))
+
+    box2d = make_vector_env("LunarLander-v3", num_envs=1, seed=0)
+    box2d.reset(seed=0)
+    with pytest.warns(UserWarning, match="Box2D.* objects, whose state cannot be saved"):
+        assert env_state(box2d) is None
