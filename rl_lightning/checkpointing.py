@@ -36,7 +36,14 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", wei
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist (check --ckpt_path)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as err:
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise CheckpointError(f"checkpoint {str(path)!r} holds Python objects that torch.load(weights_only=True) "
+                                  "refuses to unpickle (a checkpoint from other code, or hyperparameters that are not "
+                                  f"plain data): {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: the file is truncated or is not a PyTorch "
+                              f"checkpoint ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: the file is truncated or is not a PyTorch "
                               f"checkpoint ({str(err).splitlines()[0]})") from None
     if not isinstance(checkpoint, dict):

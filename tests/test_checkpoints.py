@@ -1,5 +1,6 @@
 """Checkpoint files: default checkpointing, `--ckpt_path last`, mismatch errors, and files that survive SIGKILL."""
 
+import collections
 import random
 import signal
 import subprocess
@@ -78,14 +79,17 @@ def test_resuming_on_another_env_names_the_spaces(dqn_checkpoint, tmp_path):
         quick_trainer(tmp_path, enable_checkpointing=False).fit(model, ckpt_path=dqn_checkpoint)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing", "foreign objects"])
 def test_a_damaged_checkpoint_file_is_named_with_what_is_wrong(dqn_checkpoint, tmp_path, damage):
     bad = tmp_path / "bad.ckpt"
     if damage == "truncated":
         bad.write_bytes(dqn_checkpoint.read_bytes()[:5000])
     elif damage == "garbage":
         bad.write_text("not a checkpoint")
-    expected = "does not exist" if damage == "missing" else "cannot be read: the file is truncated"
+    elif damage == "foreign objects":
+        torch.save({"state_dict": {}, "extra": collections.Counter("abc")}, bad)
+    expected = {"missing": "does not exist", "foreign objects": r"holds Python objects that torch.load\(weights_only"
+                }.get(damage, "cannot be read: the file is truncated")
     with pytest.raises(CheckpointError, match=f"checkpoint '{bad}' {expected}"):
         DQN.load_from_checkpoint(bad)
     model = DQN(env="CartPole-v1", learning_starts=64, batch_size=32, total_steps=256, eval_episodes=0)
