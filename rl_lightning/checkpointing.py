@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import zipfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", wei
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        if "weights only" in str(err).lower() and zipfile.is_zipfile(path):
             raise CheckpointError(f"checkpoint {str(path)!r} holds Python objects that torch.load(weights_only=True) "
                                   "refuses to unpickle (a checkpoint from other code, or hyperparameters that are not "
                                   f"plain data): {str(err).splitlines()[0]}") from None
