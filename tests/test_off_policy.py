@@ -273,3 +273,26 @@ def test_ddpg_ou_noise_state_survives_a_checkpoint(tmp_path):
     loaded = DDPG.load_from_checkpoint(tmp_path / "ddpg.ckpt")
     loaded.setup("fit")
     assert torch.equal(loaded.ou_process().state, model.noise.state)
+
+
+def test_dqn_orthogonal_init_option():
+    from toy_envs import GoalImageEnv
+
+    env = GoalImageEnv()
+    default = DQN(env=GoalImageEnv, hidden_sizes=[16], cnn_features=32, seed=0)
+    default._attach_spaces(env.observation_space, env.action_space)
+    ortho = DQN(env=GoalImageEnv, hidden_sizes=[16], cnn_features=32, seed=0, ortho_init=True)
+    ortho._attach_spaces(env.observation_space, env.action_space)
+    layers = [m for m in ortho.q_net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    assert len(layers) == 6  # three convs and a linear layer (image), one hidden layer (goal), the Q head
+    for layer in layers:
+        w = layer.weight.flatten(1)
+        rows, cols = w.shape
+        gram = w @ w.T if rows <= cols else w.T @ w
+        gain = 1.0 if layer is ortho.q_net[1] else 2.0 ** 0.5
+        torch.testing.assert_close(gram, gain ** 2 * torch.eye(min(rows, cols)), atol=1e-4, rtol=0)
+        assert not layer.bias.any()
+    assert default.q_net[1].bias.any()  # PyTorch's default init is left alone without the option
+    # The target network starts as a copy of the initialised online network.
+    for a, b in zip(ortho.q_net.parameters(), ortho.q_target.parameters()):
+        assert torch.equal(a, b)

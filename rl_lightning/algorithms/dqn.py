@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -13,6 +15,7 @@ from torch import nn
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
+from rl_lightning.networks.mlp import orthogonal_init
 from rl_lightning.networks.target import make_target, soft_update
 
 
@@ -53,6 +56,8 @@ class DQN(OffPolicyModule):
         tau: target update rate: 1 copies the online network (hard update), < 1 is Polyak averaging.
         double_q: choose the next action with the online network (Double DQN).
         loss: ``"huber"`` (smooth L1) or ``"mse"`` between Q(s, a) and its target.
+        ortho_init: orthogonal initialisation (gain sqrt(2) for the encoder's layers, zero biases, gain 1 for the
+            Q head) instead of PyTorch's default; keeps more ReLU units alive on sparse images.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class DQN(OffPolicyModule):
         tau: float = 1.0,
         double_q: bool = False,
         loss: Literal["huber", "mse"] = "huber",
+        ortho_init: bool = False,
         max_grad_norm: float | None = 10.0,
         **kwargs: Any,
     ) -> None:
@@ -92,6 +98,9 @@ class DQN(OffPolicyModule):
         encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
                                image_layout=hp.image_layout)
         self.q_net = nn.Sequential(encoder, nn.Linear(encoder.out_dim, int(action_space.n)))
+        if hp.ortho_init:
+            orthogonal_init(encoder, math.sqrt(2))
+            orthogonal_init(self.q_net[1], 1.0)
         self.q_target = make_target(self.q_net)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
