@@ -50,7 +50,7 @@ def test_quickstart_trains_plots_a_rising_curve_evaluates_and_reloads(tmp_path):
     third = len(returns) // 3
     assert returns[:3].mean() < 60 and returns[-third:].mean() > 150  # rising: CartPole starts near 20
     text = outputs_text(nb)
-    assert "mean return" in text and "one episode with the reloaded policy:" in text
+    assert "over 10 episodes" in text and "one episode with the reloaded policy:" in text
     assert (tmp_path / "ppo_cartpole.ckpt").is_file()
 
 
@@ -68,7 +68,7 @@ def test_comparison_notebook_plots_the_three_algorithms(tmp_path):
     assert_png(tmp_path / "compare_cartpole.png")
     for algo in ("ppo", "a2c", "dqn"):
         steps, _ = read_scalars(tmp_path / "logs" / f"compare_{algo}" / "version_0", "eval/return_mean")
-        assert steps[-1] == 5_000
+        assert len(steps) >= 5 and 5_000 <= steps[-1] < 5_000 + 256  # PPO rounds epochs up to whole rollouts
 
 
 @pytest.mark.parametrize("name", ["quickstart", "unity_dodge", "compare_cartpole"])
