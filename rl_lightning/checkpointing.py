@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import zipfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
