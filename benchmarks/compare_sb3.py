@@ -1,0 +1,180 @@
+"""rl_lightning vs Stable-Baselines3 vs a plain PyTorch loop, side by side, same hyperparameters (rl-baselines3-zoo).
+
+    pip install -e ".[benchmark]"
+    python benchmarks/compare_sb3.py                          # 4 tasks x 3 seeds x 3 implementations
+    python benchmarks/compare_sb3.py --tasks ppo_cartpole --seeds 0 1 2 3 4
+    python benchmarks/compare_sb3.py --scale 0.05 --seeds 0   # a quick smoke run (5% of each budget)
+
+Each run is its own subprocess (one torch thread, OMP/MKL threads 1), started in an alternating order
+(rl_lightning, SB3, plain; then SB3, plain, rl_lightning; ...) so slow drifts of the machine hit all three
+alike. Wall time counts building the model and training, not imports nor the final evaluation, which
+plays the same deterministic episodes for all three (20 episodes; 10 for Pendulum; seeds 10000+).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TASKS = {
+    # name: (algorithm, env, budget, eval episodes)
+    "ppo_cartpole": ("PPO", "CartPole-v1", 100_000, 20),
+    "a2c_cartpole": ("A2C", "CartPole-v1", 100_000, 20),
+    "dqn_cartpole": ("DQN", "CartPole-v1", 50_000, 20),
+    "ddpg_pendulum": ("DDPG", "Pendulum-v1", 20_000, 10),
+}
+IMPLS = ("rl_lightning", "sb3", "plain")
+
+
+# ---------------------------------------------------------------------- one run (in a worker process)
+def train_rl_lightning(task: str, steps: int, seed: int):
+    import lightning as L
+    import yaml
+
+    import rl_lightning
+
+    config = {"ppo_cartpole": "ppo_cartpole.yaml", "a2c_cartpole": "a2c_cartpole.yaml",
+              "dqn_cartpole": "dqn_cartpole.yaml", "ddpg_pendulum": "ddpg_pendulum.yaml"}[task]
+    model_cfg = yaml.safe_load((ROOT / "configs" / config).read_text())["model"]
+    args = dict(model_cfg["init_args"], total_steps=steps, seed=seed, eval_episodes=0,
+                steps_per_epoch=max(steps // 10, 1))
+    if task == "dqn_cartpole":
+        args["exploration_fraction"] = 0.16  # the zoo's 16% of its 50k budget
+    model = getattr(rl_lightning, model_cfg["class_path"].rsplit(".", 1)[1])(**args)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(model)
+    return lambda obs: model.act(obs, deterministic=True)
+
+
+def train_sb3(task: str, steps: int, seed: int):
+    from stable_baselines3 import A2C, DDPG, DQN, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.noise import NormalActionNoise
+    import numpy as np
+
+    def linear(start):
+        return lambda progress_remaining: progress_remaining * start
+
+    if task == "ppo_cartpole":
+        model = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), n_steps=32, batch_size=256,
+                    gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0, learning_rate=linear(1e-3),
+                    clip_range=linear(0.2), seed=seed, device="cpu")
+    elif task == "a2c_cartpole":
+        model = A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), ent_coef=0.0, seed=seed,
+                    device="cpu")
+    elif task == "dqn_cartpole":
+        model = DQN("MlpPolicy", "CartPole-v1", learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
+                    learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
+                    exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
+                    seed=seed, device="cpu")
+    else:
+        model = DDPG("MlpPolicy", "Pendulum-v1", gamma=0.98, buffer_size=200_000, learning_starts=10_000,
+                     action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)), gradient_steps=1, train_freq=1,
+                     learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]), seed=seed, device="cpu")
+    model.learn(total_timesteps=steps)
+    return lambda obs: model.predict(obs, deterministic=True)[0]
+
+
+def train_plain(task: str, steps: int, seed: int):
+    sys.path.insert(0, str(Path(__file__).parent))
+    import plain_loops
+
+    if task == "ppo_cartpole":
+        return plain_loops.on_policy("CartPole-v1", steps, seed, num_envs=8, n_steps=32, gamma=0.98, gae_lambda=0.8,
+                                     lr=1e-3, ppo=True, n_epochs=20, batch_size=256, clip=0.2, linear_schedule=True)
+    if task == "a2c_cartpole":
+        return plain_loops.on_policy("CartPole-v1", steps, seed, num_envs=8, n_steps=5, gamma=0.99, gae_lambda=1.0,
+                                     lr=7e-4, ppo=False, normalize_advantage=False, rmsprop=True)
+    if task == "dqn_cartpole":
+        return plain_loops.dqn("CartPole-v1", steps, seed, lr=2.3e-3, batch_size=64, buffer_size=100_000,
+                               learning_starts=1000, gamma=0.99, target_update=10, train_freq=256, gradient_steps=128,
+                               exploration_fraction=0.16, final_eps=0.04, hidden=[256, 256])
+    return plain_loops.ddpg("Pendulum-v1", steps, seed, lr=1e-3, batch_size=256, buffer_size=200_000,
+                            learning_starts=10_000, gamma=0.98, tau=0.005, noise_std=0.1, hidden=[400, 300])
+
+
+def worker(impl: str, task: str, steps: int, seed: int) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from rl_lightning import evaluate
+
+    train = {"rl_lightning": train_rl_lightning, "sb3": train_sb3, "plain": train_plain}[impl]
+    start = time.perf_counter()
+    policy = train(task, steps, seed)
+    wall = time.perf_counter() - start
+    _, env_id, _, episodes = TASKS[task]
+    with torch.no_grad():
+        result = evaluate(policy, env_id, n_episodes=episodes, seed=10_000 + seed)
+    return {"impl": impl, "task": task, "seed": seed, "steps": steps, "wall_s": wall, "steps_per_s": steps / wall,
+            "eval_return": result.return_mean}
+
+
+# ---------------------------------------------------------------------- the side-by-side run
+def run_one(impl: str, task: str, steps: int, seed: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, __file__, "--worker", impl, task, str(steps), str(seed)],
+                          capture_output=True, text=True, env=env, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{impl} {task} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def table(results: list[dict], tasks: list[str]) -> str:
+    rows = ["| task | implementation | wall s median (min-max) | env steps/s | eval return (per seed) | "
+            "wall vs SB3 | wall vs plain |", "|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        med = {impl: statistics.median(r["wall_s"] for r in results if r["task"] == task and r["impl"] == impl)
+               for impl in IMPLS if any(r["task"] == task and r["impl"] == impl for r in results)}
+        for impl in med:
+            rs = sorted((r for r in results if r["task"] == task and r["impl"] == impl), key=lambda r: r["seed"])
+            walls = [r["wall_s"] for r in rs]
+            sps = statistics.median(r["steps_per_s"] for r in rs)
+            returns = ", ".join(f"{r['eval_return']:.0f}" for r in rs)
+            vs_sb3 = f"{med[impl] / med['sb3']:.2f}x" if "sb3" in med else "-"
+            vs_plain = f"{med[impl] / med['plain']:.2f}x" if "plain" in med else "-"
+            rows.append(f"| {task} | {impl} | {med[impl]:.1f} ({min(walls):.1f}-{max(walls):.1f}) | {sps:,.0f} | "
+                        f"{returns} | {vs_sb3} | {vs_plain} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        impl, task, steps, seed = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        print(json.dumps(worker(impl, task, steps, seed)), flush=True)
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of each task's budget (smoke runs)")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = parser.parse_args()
+    results = []
+    for task in args.tasks:
+        steps = max(int(TASKS[task][2] * args.scale), 1)
+        for k, seed in enumerate(args.seeds):
+            order = args.impls[k % len(args.impls):] + args.impls[:k % len(args.impls)]
+            for impl in order:
+                r = run_one(impl, task, steps, seed)
+                print(f"{task:14s} {impl:12s} seed {seed}: {r['wall_s']:7.1f} s  {r['steps_per_s']:8,.0f} steps/s  "
+                      f"eval {r['eval_return']:8.1f}", flush=True)
+                results.append(r)
+    print()
+    print(table(results, args.tasks))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
