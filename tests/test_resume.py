@@ -6,6 +6,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from toy_envs import MaskedEnv, ShiftingMaskEnv
+
 from rl_lightning import A2C, DDPG, DQN, PPO
 
 # Small budgets; each crosses epoch boundaries (evaluation, checkpoint) on both sides of the stop.
@@ -16,6 +18,12 @@ ALGORITHMS = {
     "DQN": (DQN, dict(env="CartPole-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
                       train_freq=4, gradient_steps=2, target_update_interval=24, hidden_sizes=[16],
                       exploration_fraction=0.5, steps_per_epoch=64)),
+    # Envs that give action masks: the current observations' masks must come back with the envs.
+    "DQN-masked": (DQN, dict(env=MaskedEnv, num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
+                             train_freq=4, gradient_steps=2, target_update_interval=24, hidden_sizes=[16],
+                             exploration_fraction=0.5, steps_per_epoch=64)),
+    "PPO-masked": (PPO, dict(env=ShiftingMaskEnv, num_envs=2, n_steps=16, batch_size=16, n_epochs=2,
+                             hidden_sizes=[16], steps_per_epoch=64)),
     "DDPG": (DDPG, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
                         train_freq=4, gradient_steps=1, hidden_sizes=[16], action_noise="ou",
                         steps_per_epoch=64, random_warmup=False)),
@@ -72,11 +80,11 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert torch.equal(a, b)
     # The stream of random numbers continues identically, and so do the envs' episodes.
     assert torch.equal(resumed_rng[0], whole_rng[0]) and (resumed_rng[1] == whole_rng[1]).all()
-    if name in ("DQN", "DDPG"):
+    if name.startswith(("DQN", "DDPG")):
         assert (resumed.buffer.size, resumed.buffer.pos) == (whole.buffer.size, whole.buffer.pos)
         for key, store in whole.buffer.storage.items():
             assert torch.equal(store, resumed.buffer.storage[key]), key
-    if name == "DQN":
+    if name.startswith("DQN"):
         assert resumed.target_updates == whole.target_updates > 0
     if name == "DDPG":
         assert torch.equal(resumed.noise.state, whole.noise.state)

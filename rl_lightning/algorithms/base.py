@@ -20,7 +20,6 @@ from torchmetrics import MeanMetric
 
 from rl_lightning.checkpointing import (AtomicCheckpointIO, env_state, load_checkpoint_file, restore_env_state,
                                         rng_state, set_rng_state)
-
 from rl_lightning.data.stream import EvaluationRequests, ExperienceStream
 from rl_lightning.envs.factory import EnvSource, import_path_of, make_vector_env, resolve_env
 from rl_lightning.envs.spaces import space_from_dict, space_to_dict
@@ -140,6 +139,7 @@ class RLModule(L.LightningModule):
         self._last_log: tuple[float, int] | None = None
         self.last_evaluation: EvaluationResult | None = None
         self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
+        self._action_mask: Any = None  # action masks of the envs' current observations, when the envs give them
 
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
@@ -405,18 +405,18 @@ class RLModule(L.LightningModule):
             "obs": self._obs,
             "finished_returns": list(self._finished_returns),
             "finished_lengths": list(self._finished_lengths),
+            "action_mask": self._action_mask,
         }
 
     def load_run_state(self, state: dict[str, Any]) -> None:
         """Restore ``run_state()`` into a module whose envs are built (called when a resumed fit starts)."""
+        # Envs without saved state (Unity, async, Box2D) keep the new episodes setup started, with their
+        # observations and masks. Stored transitions need no change: one-step targets bootstrap from the stored
+        # next observation whether or not its episode goes on, and rollouts end at each batch.
         if state["envs"] is not None:
             restore_env_state(self.envs, state["envs"])
             self._obs = state["obs"]
-        else:
-            # The envs restarted with new episodes (setup reset them): nothing stored continues the old ones.
-            # Stored transitions need no change: one-step targets bootstrap from the stored next observation
-            # whether or not its episode goes on, and rollouts end at each batch.
-            pass
+            self._action_mask = state["action_mask"]
         self._finished_returns = list(state["finished_returns"])
         self._finished_lengths = list(state["finished_lengths"])
         set_rng_state(state["rng"])

@@ -166,14 +166,6 @@ class OffPolicyModule(RLModule):
         return {"buffer/fill": self.buffer.size / self.buffer.capacity}
 
     # ------------------------------------------------------------------ checkpoints
-    def run_state(self) -> dict[str, Any]:
-        return {**super().run_state(), "action_mask": self._action_mask}
-
-    def load_run_state(self, state: dict[str, Any]) -> None:
-        super().load_run_state(state)
-        if state["envs"] is not None:  # restarted envs keep the masks of their new first observations
-            self._action_mask = state["action_mask"]
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.hparams.buffer_in_checkpoint and self.buffer is not None:

@@ -237,15 +237,6 @@ class OnPolicyModule(RLModule):
             action = torch.maximum(torch.minimum(action, high), low)
         return action
 
-    # ------------------------------------------------------------------ checkpoints
-    def run_state(self) -> dict[str, Any]:
-        return {**super().run_state(), "action_mask": self._action_mask}
-
-    def load_run_state(self, state: dict[str, Any]) -> None:
-        super().load_run_state(state)
-        if state["envs"] is not None:  # restarted envs keep the masks of their new first observations
-            self._action_mask = state["action_mask"]
-
     # ------------------------------------------------------------------ losses and updates
     def value_loss_fn(self, values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
         if self.hparams.value_loss == "smooth_l1":
