@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.networks.encoders import channels_last
 
 MLAGENTS_API_VERSION = 3
 MLAGENTS_OPSET = 9
@@ -85,6 +86,10 @@ class _Policy(nn.Module):
         super().__init__()
         self.model, self.fmt = model, fmt
         self.obs_spaces = _obs_spaces(model.observation_space)
+        layout = model.hparams.get("image_layout", "auto")
+        # Images the encoder reads as HWC: ML-Agents feeds NCHW, so the graph permutes them back.
+        self.hwc = {key: len(space.shape) == 3 and channels_last(space.shape, layout)
+                    for key, space in self.obs_spaces.items()}
         self.branches = _branches(model.action_space)
         self.continuous = isinstance(model.action_space, gym.spaces.Box)
         if not self.continuous and self.branches is None:
@@ -103,7 +108,7 @@ class _Policy(nn.Module):
         for x, (key, space) in zip(inputs, self.obs_spaces.items()):
             if self.fmt == "mlagents":
                 if len(space.shape) == 3:  # NCHW in [0, 1] -> the layout and scale the encoder was trained on
-                    if space.shape[-1] < space.shape[0]:
+                    if self.hwc[key]:
                         x = x.permute(0, 2, 3, 1)
                     if space.dtype == np.uint8:
                         x = x * 255.0
@@ -133,7 +138,7 @@ class _Policy(nn.Module):
             if self.fmt == "mlagents":
                 names.append(f"obs_{i}")
                 if len(space.shape) == 3:
-                    if space.shape[-1] < space.shape[0]:
+                    if self.hwc[key]:
                         sample = sample.permute(0, 3, 1, 2)
                     sample = sample.float() / (255.0 if space.dtype == np.uint8 else 1.0)
                 tensors.append(sample.float())
