@@ -64,7 +64,6 @@ class RLLightningCLI(LightningCLI):
             **kwargs,
         )
 
-
     def before_instantiate_classes(self) -> None:
         if self.subcommand != "fit":
             return
