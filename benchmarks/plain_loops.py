@@ -1,7 +1,10 @@
 """The floor: each benchmarked algorithm as a plain PyTorch training loop, same hyperparameters, no framework.
 
 Each function trains for ``total_steps`` env steps and returns a policy ``obs batch -> action batch``
-(deterministic). They exist only to measure how much time rl_lightning adds over the bare algorithm.
+(deterministic). They exist only to measure how much time rl_lightning adds over the bare algorithm, so
+they use the same kernels as rl_lightning where that is a plain PyTorch choice (fused Adam, multi-tensor
+RMSprop and gradient clipping, no critic weight gradients in DDPG's actor step): the difference between
+the two is then the framework, not the arithmetic.
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ def on_policy(env_id: str, total_steps: int, seed: int, *, num_envs: int, n_step
     nn.init.orthogonal_(actor[-1].weight, 0.01)
     nn.init.orthogonal_(critic[-1].weight, 1.0)
     params = [*actor.parameters(), *critic.parameters()]
-    opt = (torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5) if rmsprop
-           else torch.optim.Adam(params, lr=lr, eps=1e-5))
+    opt = (torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5, foreach=True) if rmsprop
+           else torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True))
     obs = torch.as_tensor(envs.reset(seed=seed)[0], dtype=torch.float32)
     steps = 0
     buf_obs = torch.zeros(n_steps, num_envs, obs_dim)
@@ -117,7 +120,7 @@ def on_policy(env_id: str, total_steps: int, seed: int, *, num_envs: int, n_step
                 vl = F.mse_loss(critic(b_obs[idx]).squeeze(-1), b_ret[idx])
                 opt.zero_grad()
                 (pl + vf_coef * vl).backward()
-                nn.utils.clip_grad_norm_(params, max_grad_norm)
+                nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
                 opt.step()
     envs.close()
     return lambda o: actor(torch.as_tensor(o, dtype=torch.float32)).argmax(-1).numpy()
@@ -133,7 +136,7 @@ def dqn(env_id: str, total_steps: int, seed: int, *, lr: float, batch_size: int,
     obs_dim, n_act = envs.single_observation_space.shape[0], envs.single_action_space.n
     q = mlp([obs_dim, *hidden, n_act], nn.ReLU)
     q_target = copy.deepcopy(q)
-    opt = torch.optim.Adam(q.parameters(), lr=lr)
+    opt = torch.optim.Adam(q.parameters(), lr=lr, fused=True)
     S = torch.zeros(buffer_size, obs_dim)
     S2 = torch.zeros(buffer_size, obs_dim)
     A = torch.zeros(buffer_size, dtype=torch.long)
@@ -166,7 +169,7 @@ def dqn(env_id: str, total_steps: int, seed: int, *, lr: float, batch_size: int,
                 loss = F.smooth_l1_loss(qa, target)
                 opt.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(q.parameters(), max_grad_norm)
+                nn.utils.clip_grad_norm_(q.parameters(), max_grad_norm, foreach=True)
                 opt.step()
         if updates_due:
             q_target.load_state_dict(q.state_dict())
@@ -186,7 +189,8 @@ def ddpg(env_id: str, total_steps: int, seed: int, *, lr: float, batch_size: int
     actor = nn.Sequential(mlp([obs_dim, *hidden, act_dim], nn.ReLU), nn.Tanh())
     critic = mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU)
     actor_t, critic_t = copy.deepcopy(actor), copy.deepcopy(critic)
-    a_opt, c_opt = torch.optim.Adam(actor.parameters(), lr=lr), torch.optim.Adam(critic.parameters(), lr=lr)
+    a_opt = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
+    c_opt = torch.optim.Adam(critic.parameters(), lr=lr, fused=True)
     S = torch.zeros(buffer_size, obs_dim)
     S2 = torch.zeros(buffer_size, obs_dim)
     A = torch.zeros(buffer_size, act_dim)
@@ -220,10 +224,12 @@ def ddpg(env_id: str, total_steps: int, seed: int, *, lr: float, batch_size: int
             c_opt.zero_grad()
             c_loss.backward()
             c_opt.step()
+            critic.requires_grad_(False)
             a_loss = -critic(torch.cat([S[idx], actor(S[idx])], -1)).mean()
             a_opt.zero_grad()
             a_loss.backward()
             a_opt.step()
+            critic.requires_grad_(True)
             with torch.no_grad():
                 for net, tgt in ((actor, actor_t), (critic, critic_t)):
                     for p, tp in zip(net.parameters(), tgt.parameters()):

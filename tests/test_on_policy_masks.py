@@ -129,8 +129,9 @@ def test_ppo_trains_on_dict_observations_and_acts_on_one_or_a_batch(tmp_path):
     quiet_trainer(tmp_path).fit(model)
     assert model.env_steps == 256 and model.episodes > 0
     obs_store = model.rollout.obs
-    assert obs_store["image"].dtype == torch.uint8 and obs_store["image"].shape == (16, 2, 36, 40, 3)
-    assert obs_store["goal"].dtype == torch.float32 and obs_store["goal"].shape == (16, 2, 2)
+    # Env-side data is kept on the host in NumPy until the rollout is complete.
+    assert obs_store["image"].dtype == np.uint8 and obs_store["image"].shape == (16, 2, 36, 40, 3)
+    assert obs_store["goal"].dtype == np.float32 and obs_store["goal"].shape == (16, 2, 2)
     assert model.rollout.action_masks is None
     for name, body in (("image", "actor_body.encoders.image"), ("goal", "actor_body.encoders.goal")):
         trained = dict(model.policy.named_parameters())

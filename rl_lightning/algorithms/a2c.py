@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from rl_lightning.algorithms.on_policy import OnPolicyModule
 
 
@@ -40,8 +42,12 @@ class A2C(OnPolicyModule):
         # Policy gradient theorem with a learned baseline (Mnih et al. 2016, Algorithm S3).
         policy_loss = -(log_probs * advantages).mean()
         value_loss = self.value_loss_fn(values, rollout["returns"])
-        entropy = dist.entropy().mean()
+        # Without an entropy bonus the entropy stays out of the graph (a diagnostic only).
+        entropy = dist.entropy().mean() if hp.ent_coef != 0 else None
         self.update(policy_loss, value_loss, entropy)
+        if entropy is None:
+            with torch.no_grad():
+                entropy = dist.entropy().mean()
         self.log_training({
             "model/actor_loss": policy_loss.detach(),
             "model/critic_loss": value_loss.detach(),

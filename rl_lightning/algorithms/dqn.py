@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl_lightning.algorithms.off_policy import OffPolicyModule
+from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.mlp import orthogonal_init
@@ -103,7 +104,7 @@ class DQN(OffPolicyModule):
         self.q_target = make_target(self.q_net)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.q_net.parameters(), lr=self.hparams.learning_rate)
+        return make_optimizer(torch.optim.Adam, self.q_net.parameters(), lr=self.hparams.learning_rate)
 
     # ------------------------------------------------------------------ acting
     @property

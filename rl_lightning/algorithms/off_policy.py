@@ -155,12 +155,7 @@ class OffPolicyModule(RLModule):
         return [minibatch(batch, slice(i * b, (i + 1) * b)) for i in range(self.hparams.gradient_steps)]
 
     def gradient_step(self, optimizer: Any, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.hparams.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm,
-                                gradient_clip_algorithm="norm")
-        optimizer.step()
+        self.gradient_update(loss, [optimizer], self.hparams.max_grad_norm)
 
     def buffer_metrics(self) -> dict[str, float]:
         return {"buffer/fill": self.buffer.size / self.buffer.capacity}

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from gymnasium.vector.utils import concatenate, create_empty_array
 
 from rl_lightning.algorithms.base import RLModule
+from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.data.replay import Obs, storage_dtype
 from rl_lightning.data.rollout import RolloutBuffer
 from rl_lightning.errors import ConfigurationError
@@ -112,12 +113,12 @@ class OnPolicyModule(RLModule):
             extra["eps"] = hp.optimizer_eps
         if hp.optimizer == "rmsprop":
             extra["alpha"] = hp.rmsprop_alpha
-        make = OPTIMIZERS[hp.optimizer]
+        cls = OPTIMIZERS[hp.optimizer]
         if hp.shared_trunk:
-            return [make(self.policy.parameters(), lr=hp.learning_rate, **extra)]
+            return [make_optimizer(cls, self.policy.parameters(), lr=hp.learning_rate, **extra)]
         critic_lr = hp.critic_learning_rate or hp.learning_rate
-        return [make(self.policy.actor_parameters(), lr=hp.learning_rate, **extra),
-                make(self.policy.critic_parameters(), lr=critic_lr, **extra)]
+        return [make_optimizer(cls, self.policy.actor_parameters(), lr=hp.learning_rate, **extra),
+                make_optimizer(cls, self.policy.critic_parameters(), lr=critic_lr, **extra)]
 
     # ------------------------------------------------------------------ schedules
     def progress_remaining(self) -> float:
@@ -194,24 +195,23 @@ class OnPolicyModule(RLModule):
                                          self.policy_action_dtype(), self.device, obs_dtype=obs_dtype,
                                          action_mask_size=None if mask is None else mask.shape[-1])
         buf = self.rollout
-        obs = self.obs_to_tensor(self._obs)
+        obs_np = self._obs
+        obs = self.obs_to_tensor(obs_np)
         for t in range(hp.n_steps):
             action, log_prob, value = policy.act(obs, action_mask=mask)
             next_obs, reward, terminated, truncated, info = envs.step(to_env_action(action, self.action_space))
-            reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
-            if hp.reward_scale != 1.0:
-                reward_t = reward_t * hp.reward_scale
             ends = terminated | truncated
-            buf.add(t, obs, action, log_prob, value, reward_t,
-                    torch.as_tensor(terminated, device=self.device), torch.as_tensor(ends, device=self.device), mask)
-            bootstrap = truncated & ~terminated
-            if bootstrap.any():
-                # A time limit is not a terminal state: value the final observation (kept by the autoreset).
-                idx = np.flatnonzero(bootstrap)
-                buf.final_values[t, torch.as_tensor(idx, device=self.device)] = policy.value(
-                    self.stack_final_obs(info, idx))
+            buf.add(t, obs_np, action, log_prob, value, reward * hp.reward_scale if hp.reward_scale != 1.0 else reward,
+                    terminated, ends, mask)
             if ends.any():
+                bootstrap = truncated & ~terminated
+                if bootstrap.any():
+                    # A time limit is not a terminal state: value the final observation (kept by the autoreset).
+                    idx = np.flatnonzero(bootstrap)
+                    buf.final_values[t, torch.as_tensor(idx, device=self.device)] = policy.value(
+                        self.stack_final_obs(info, idx))
                 self.record_episodes(info)
+            obs_np = next_obs
             obs = self.obs_to_tensor(next_obs)
             if mask is not None:
                 # The next observations' masks; after a same-step autoreset, already the new episode's.
@@ -243,22 +243,18 @@ class OnPolicyModule(RLModule):
             return F.smooth_l1_loss(values, returns)
         return F.mse_loss(values, returns)
 
-    def update(self, policy_loss: torch.Tensor, value_loss: torch.Tensor, entropy: torch.Tensor) -> None:
+    def update(self, policy_loss: torch.Tensor, value_loss: torch.Tensor, entropy: torch.Tensor | None) -> None:
         """One gradient step: actor loss = policy - ent_coef * entropy, critic loss = vf_coef * value.
 
         With separate networks both losses are back-propagated at once (their
         parameters are disjoint) and each optimizer clips and steps its own.
+        ``entropy`` may be ``None`` when there is no entropy bonus.
         """
         hp = self.hparams
-        loss = policy_loss - hp.ent_coef * entropy + hp.vf_coef * value_loss
-        opts = self.optimizers_list()
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        for opt in opts:
-            if hp.max_grad_norm is not None:
-                self.clip_gradients(opt, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-            opt.step()
+        loss = policy_loss + hp.vf_coef * value_loss
+        if entropy is not None and hp.ent_coef != 0:
+            loss = loss - hp.ent_coef * entropy
+        self.gradient_update(loss, self.optimizers_list(), hp.max_grad_norm)
 
     @staticmethod
     def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:

@@ -74,10 +74,15 @@ class PPO(OnPolicyModule):
         frac = self.apply_lr_schedule()
         clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
         n = rollout["advantages"].shape[0]
+        keys = [k for k in ("obs", "actions", "log_probs", "advantages", "returns", "action_mask") if k in rollout]
+        # Diagnostics come from the last epoch's minibatches (and the KL, for target_kl, from each epoch's last
+        # one): computing them for every minibatch would add a fifth to the cost of a small network's update.
         stats: dict[str, list[torch.Tensor]] = {"pg": [], "v": [], "ent": [], "kl": [], "clip": []}
-        for _ in range(hp.n_epochs):
-            for idx in torch.randperm(n, device=self.device).split(hp.batch_size):
-                mb = minibatch(rollout, idx)
+        for epoch in range(hp.n_epochs):
+            last_epoch = epoch == hp.n_epochs - 1
+            minibatches = torch.randperm(n, device=self.device).split(hp.batch_size)
+            for i, idx in enumerate(minibatches):
+                mb = {k: minibatch(rollout[k], idx) if isinstance(rollout[k], dict) else rollout[k][idx] for k in keys}
                 dist, values = self.policy(mb["obs"], mb.get("action_mask"))
                 log_probs = dist.log_prob(mb["actions"])
                 advantages = mb["advantages"]
@@ -85,19 +90,27 @@ class PPO(OnPolicyModule):
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 policy_loss, ratio = clipped_surrogate_loss(log_probs, mb["log_probs"], advantages, clip_range)
                 value_loss = self.value_loss_fn(values, mb["returns"])
-                entropy = dist.entropy().mean()
+                # Without an entropy bonus the entropy stays out of the graph (a diagnostic only).
+                entropy = dist.entropy().mean() if hp.ent_coef != 0 else None
                 self.update(policy_loss, value_loss, entropy)
-                with torch.no_grad():
-                    log_ratio = log_probs - mb["log_probs"]
-                    # Unbiased low-variance KL estimator (Schulman, "Approximating KL divergence", k3).
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                    stats["kl"].append(approx_kl)
-                    stats["clip"].append(((ratio - 1).abs() > clip_range).float().mean())
-                stats["pg"].append(policy_loss.detach())
-                stats["v"].append(value_loss.detach())
-                stats["ent"].append(entropy.detach())
+                if last_epoch or (hp.target_kl is not None and i == len(minibatches) - 1):
+                    with torch.no_grad():
+                        # Unbiased low-variance KL estimator (Schulman, "Approximating KL divergence", k3).
+                        stats["kl"].append(((ratio - 1) - (log_probs - mb["log_probs"])).mean())
+                if last_epoch:
+                    with torch.no_grad():
+                        stats["clip"].append(((ratio - 1).abs() > clip_range).float().mean())
+                        stats["ent"].append(dist.entropy().mean() if entropy is None else entropy.detach())
+                    stats["pg"].append(policy_loss.detach())
+                    stats["v"].append(value_loss.detach())
             if hp.target_kl is not None and stats["kl"][-1] > hp.target_kl:
                 break
+        if not stats["pg"]:  # stopped early by target_kl: the diagnostics of the last minibatch
+            with torch.no_grad():
+                stats["clip"].append(((ratio - 1).abs() > clip_range).float().mean())
+                stats["ent"].append(dist.entropy().mean())
+            stats["pg"].append(policy_loss.detach())
+            stats["v"].append(value_loss.detach())
         mean = {k: torch.stack(v).mean() for k, v in stats.items()}
         self.log_training({
             "model/actor_loss": mean["pg"],

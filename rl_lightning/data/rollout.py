@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from rl_lightning.data.replay import Obs
@@ -49,11 +50,22 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
     return advantages, advantages + values
 
 
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
 class RolloutBuffer:
-    """Preallocated ``(n_steps, num_envs, ...)`` tensors for one on-policy rollout, on one device.
+    """Preallocated ``(n_steps, num_envs, ...)`` storage for one on-policy rollout.
 
     The collector writes step ``t`` with :meth:`add`; :meth:`finish` computes
-    advantages and returns the rollout flattened to ``n_steps * num_envs`` samples.
+    advantages and returns the rollout flattened to ``n_steps * num_envs`` samples,
+    as tensors on ``device``.
+
+    What the envs produce (observations, rewards, terminations, episode ends) is
+    kept in NumPy arrays on the host, written without a tensor operation per step
+    (a NumPy row write costs a fraction of a microsecond, a tensor one several) and
+    moved to ``device`` once per rollout; what the policy produces (actions,
+    log-probabilities, values, action masks) stays in tensors on ``device``.
 
     Dict observations are stored key by key (``obs_shape`` and ``obs_dtype`` then
     map keys to shapes and dtypes), so an image can stay uint8 next to a float
@@ -66,67 +78,78 @@ class RolloutBuffer:
                  obs_dtype: torch.dtype | Mapping[str, torch.dtype] = torch.float32,
                  action_mask_size: int | None = None) -> None:
         self.n_steps, self.num_envs = n_steps, num_envs
+        self.device = torch.device(device)
         shape = (n_steps, num_envs)
         f32 = dict(dtype=torch.float32, device=device)
-        self.obs: Obs
+        self.obs: np.ndarray | dict[str, np.ndarray]
         if isinstance(obs_shape, Mapping):
             dtypes = obs_dtype if isinstance(obs_dtype, Mapping) else dict.fromkeys(obs_shape, obs_dtype)
-            self.obs = {k: torch.zeros(shape + tuple(s), dtype=dtypes[k], device=device) for k, s in obs_shape.items()}
+            self.obs = {k: np.zeros(shape + tuple(s), dtype=_numpy_dtype(dtypes[k])) for k, s in obs_shape.items()}
         else:
-            self.obs = torch.zeros(shape + tuple(obs_shape), dtype=obs_dtype, device=device)
+            self.obs = np.zeros(shape + tuple(obs_shape), dtype=_numpy_dtype(obs_dtype))
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.terminations = np.zeros(shape, dtype=bool)
+        self.episode_ends = np.zeros(shape, dtype=bool)
         self.actions = torch.zeros(shape + tuple(action_shape), dtype=action_dtype, device=device)
         self.log_probs = torch.zeros(shape, **f32)
-        self.rewards = torch.zeros(shape, **f32)
         self.values = torch.zeros(shape, **f32)
         # V(final observation) where an episode was truncated at step t, else unused.
         self.final_values = torch.zeros(shape, **f32)
-        self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
-        self.episode_ends = torch.zeros(shape, dtype=torch.bool, device=device)
         self.action_masks = (None if action_mask_size is None
                              else torch.zeros(shape + (action_mask_size,), dtype=torch.bool, device=device))
 
-    def add(self, t: int, obs: Obs, actions: torch.Tensor, log_probs: torch.Tensor, values: torch.Tensor,
-            rewards: torch.Tensor, terminations: torch.Tensor, episode_ends: torch.Tensor,
-            action_masks: torch.Tensor | None = None) -> None:
+    def add(self, t: int, obs: Any, actions: torch.Tensor, log_probs: torch.Tensor, values: torch.Tensor,
+            rewards: Any, terminations: Any, episode_ends: Any, action_masks: torch.Tensor | None = None) -> None:
+        """Store step ``t``: ``obs``, ``rewards``, ``terminations``, ``episode_ends`` as the envs give them
+        (NumPy arrays, a dict of them for Dict observations), the policy's outputs as tensors."""
         if isinstance(self.obs, dict):
             for k, store in self.obs.items():
                 store[t] = obs[k]
         else:
             self.obs[t] = obs
-        self.actions[t] = actions
-        self.log_probs[t] = log_probs
-        self.values[t] = values
         self.rewards[t] = rewards
         self.terminations[t] = terminations
         self.episode_ends[t] = episode_ends
+        self.actions[t] = actions
+        self.log_probs[t] = log_probs
+        self.values[t] = values
         if self.action_masks is not None:
             self.action_masks[t] = action_masks
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        # A copy: the host arrays are overwritten by the next rollout.
+        return torch.from_numpy(array.copy()).to(self.device)
 
     def finish(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> dict[str, Any]:
         """Advantages and returns for the stored steps; ``last_values`` is ``V`` of the observation after the last step.
 
-        Returns a dict of flat ``(n_steps * num_envs, ...)`` tensors: ``obs`` (a dict of them for
-        Dict observations), ``actions``, ``log_probs``, ``values``, ``advantages``, ``returns``,
+        Returns a dict of flat ``(n_steps * num_envs, ...)`` tensors on the buffer's device: ``obs`` (a dict of
+        them for Dict observations), ``actions``, ``log_probs``, ``values``, ``advantages``, ``returns``,
         and ``action_mask`` when masks are stored.
         """
+        rewards = self._to_device(self.rewards)
+        terminations = self._to_device(self.terminations)
+        episode_ends = self._to_device(self.episode_ends)
         next_values = torch.cat([self.values[1:], last_values.unsqueeze(0)])
-        next_values = torch.where(self.episode_ends, self.final_values, next_values)
-        advantages, returns = compute_gae(self.rewards, self.values, next_values, self.terminations,
-                                          self.episode_ends, gamma, gae_lambda)
+        next_values = torch.where(episode_ends, self.final_values, next_values)
+        advantages, returns = compute_gae(rewards, self.values, next_values, terminations, episode_ends, gamma,
+                                          gae_lambda)
         self.final_values.zero_()
         n = self.n_steps * self.num_envs
 
         def flat(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(n, *x.shape[2:])
 
+        obs = ({k: flat(self._to_device(v)) for k, v in self.obs.items()} if isinstance(self.obs, dict)
+               else flat(self._to_device(self.obs)))
         batch = {
-            "obs": {k: flat(v) for k, v in self.obs.items()} if isinstance(self.obs, dict) else flat(self.obs),
-            "actions": flat(self.actions),
-            "log_probs": self.log_probs.reshape(n),
-            "values": self.values.reshape(n),
+            "obs": obs,
+            "actions": flat(self.actions.clone()),
+            "log_probs": self.log_probs.reshape(n).clone(),
+            "values": self.values.reshape(n).clone(),
             "advantages": advantages.reshape(n),
             "returns": returns.reshape(n),
         }
         if self.action_masks is not None:
-            batch["action_mask"] = flat(self.action_masks)
+            batch["action_mask"] = flat(self.action_masks.clone())
         return batch

@@ -1,0 +1,97 @@
+"""Gradient steps for small networks: one fused optimizer kernel, and no per-step framework detours.
+
+A PPO update on CartPole (two 64-unit MLPs, 256 samples) costs well under a millisecond of arithmetic,
+so what surrounds it matters: the default CPU Adam loops over parameters in Python, and Lightning's
+optimizer wrapper, precision plugin and hook dispatch added ~250-450 us per update in our measurements,
+as much as the update itself. ``GradientStepper`` takes the direct route whenever that is equivalent,
+and Lightning's own path otherwise.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+# Hooks Lightning calls around every backward and optimizer step; the direct route skips them.
+UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def make_optimizer(cls: type[torch.optim.Optimizer], params: Iterable[torch.nn.Parameter],
+                   **kwargs: Any) -> torch.optim.Optimizer:
+    """``cls(params, **kwargs)`` in its fastest form: fused (one kernel for all parameters) where the class and
+    the parameters' device support it, else multi-tensor (``foreach``). The arithmetic is the same."""
+    params = list(params)
+    accepted = inspect.signature(cls).parameters
+    if "fused" in accepted and "fused" not in kwargs and "foreach" not in kwargs:
+        try:
+            return cls(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # older torch (CPU fused needs 2.4) or a device without fused kernels
+            pass
+    if "foreach" in accepted and "foreach" not in kwargs:
+        kwargs["foreach"] = True
+    return cls(params, **kwargs)
+
+
+def _raw(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)  # LightningOptimizer wraps the torch optimizer
+
+
+class GradientStepper:
+    """``step(loss, optimizers, max_grad_norm)``: zero the grads, back-propagate, clip, step each optimizer.
+
+    The direct route (plain ``backward``, ``clip_grad_norm_(foreach=True)``, the torch optimizer's ``step``)
+    is taken when Lightning's route would do nothing more: 32-bit precision (no gradient scaler), and no
+    module or callback overriding ``backward`` or the per-update hooks. The strategy's ``pre_backward`` /
+    ``post_backward`` still run (DDP prepares its gradient reduction there), and ``trainer.global_step``
+    still counts optimizer steps (``max_steps`` and step-based checkpointing keep working).
+    Otherwise every call goes through ``manual_backward``, ``clip_gradients`` and the Lightning optimizer.
+    """
+
+    def __init__(self, module: L.LightningModule) -> None:
+        self.module = module
+        trainer = module.trainer
+        self.strategy = trainer.strategy
+        callbacks_hook = any(is_overridden(h, cb, L.Callback) for cb in trainer.callbacks for h in UPDATE_HOOKS)
+        module_hook = any(is_overridden(h, module, L.LightningModule) for h in (*UPDATE_HOOKS, "backward"))
+        self.direct = type(self.strategy.precision_plugin) is Precision and not callbacks_hook and not module_hook
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        self._progress = getattr(getattr(loop, "manual_optimization", None), "optim_step_progress", None)
+        self._params: dict[int, list[torch.Tensor]] = {}
+
+    def _params_of(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        params = self._params.get(id(optimizer))
+        if params is None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            self._params[id(optimizer)] = params
+        return params
+
+    def step(self, loss: torch.Tensor, optimizers: Sequence[Any], max_grad_norm: float | None) -> None:
+        module = self.module
+        if not self.direct:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            module.manual_backward(loss)
+            for opt in optimizers:
+                if max_grad_norm is not None:
+                    module.clip_gradients(opt, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+            return
+        raw = [_raw(opt) for opt in optimizers]
+        for opt in raw:
+            opt.zero_grad(set_to_none=True)
+        self.strategy.pre_backward(loss)
+        loss.backward()
+        self.strategy.post_backward(loss)
+        for opt in raw:
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self._params_of(opt), max_grad_norm, foreach=True)
+            opt.step()
+            if self._progress is not None:
+                self._progress.increment_ready()
+                self._progress.increment_completed()
