@@ -154,6 +154,14 @@ class ActorCritic(nn.Module):
     def act(self, obs: Obs, deterministic: bool = False,
             action_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or take the mode of) an action; return it with its log-probability and the state value."""
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            # The rollouts' hot path: one log-softmax gives the sampling probabilities and the log-probability,
+            # half the tensor operations of a Categorical's normalisation, sampling and log_prob (same values).
+            h_actor = self.trunk(obs) if self.shared_trunk else self.actor_body(obs)
+            h_critic = h_actor if self.shared_trunk else self.critic_body(obs)
+            log_p = torch.log_softmax(masked_logits(self.policy_head(h_actor), action_mask), dim=-1)
+            action = log_p.argmax(-1) if deterministic else torch.multinomial(log_p.exp(), 1).squeeze(-1)
+            return action, log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1), self.value_head(h_critic).squeeze(-1)
         dist, value = self(obs, action_mask)
         action = dist.mode if deterministic else dist.sample()
         return action, dist.log_prob(action), value
