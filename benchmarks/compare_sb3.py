@@ -4,6 +4,7 @@
     python benchmarks/compare_sb3.py                          # 4 tasks x 3 seeds x 3 implementations
     python benchmarks/compare_sb3.py --tasks ppo_cartpole --seeds 0 1 2 3 4
     python benchmarks/compare_sb3.py --scale 0.05 --seeds 0   # a quick smoke run (5% of each budget)
+    python benchmarks/compare_sb3.py --unity                  # also the Unity path's table (unity_speed.py)
 
 Each run is its own subprocess (one torch thread, OMP/MKL threads 1), started in an alternating order
 (rl_lightning, SB3, plain; then SB3, plain, rl_lightning; ...) so slow drifts of the machine hit all three
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each task's budget (smoke runs)")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--unity", action="store_true",
+                        help="then print the Unity path's table: each stand-in game's steps/s through the protocol "
+                             "vs played directly (benchmarks/unity_speed.py)")
     args = parser.parse_args()
     results = []
     for task in args.tasks:
@@ -174,6 +178,10 @@ def main() -> None:
     print(table(results, args.tasks))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    if args.unity:
+        print()
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        subprocess.run([sys.executable, str(Path(__file__).parent / "unity_speed.py")], env=env, check=True)
 
 
 if __name__ == "__main__":
