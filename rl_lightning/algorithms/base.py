@@ -228,8 +228,9 @@ class RLModule(L.LightningModule):
     def _gather_num_envs(self) -> list[int]:
         # Once per fit, so that counting the global env steps of each batch needs no collective. Unity ranks can
         # have different agent counts; every rank still collects one batch per training step.
-        mine = torch.tensor([self.num_envs], device=self.trainer.strategy.root_device)
-        return [int(n) for n in self.trainer.strategy.all_gather(mine).flatten()]
+        gathered: list[Any] = [None] * self._world_size()
+        torch.distributed.all_gather_object(gathered, self.num_envs)
+        return gathered
 
     def reduce_across_ranks(self, tensor: torch.Tensor, op: Literal["sum", "mean"] = "sum") -> torch.Tensor:
         """``tensor`` summed (or averaged) over the DDP ranks; itself, with no collective, in a single process.
