@@ -21,7 +21,7 @@ import pytest
 import torch
 from test_cli import ROOT, scalars
 
-from rl_lightning.cli import main
+from rl_lightning.cli import RLLightningCLI
 
 pytestmark = pytest.mark.ddp
 
@@ -138,6 +138,8 @@ def test_resume_under_ddp_restores_every_ranks_state_and_buffer(tmp_path):
     assert [b["size"] for b in buffers] == [256, 256]  # each rank's own half of the steps
     assert not torch.equal(buffers[0]["storage"]["obs"], buffers[1]["storage"]["obs"])
     first = probes(tmp_path)
+    stopped = tmp_path / "stopped.ckpt"
+    stopped.write_bytes((run / "last.ckpt").read_bytes())
 
     out = fit_ddp(tmp_path, config, *overrides, "--ckpt_path=last")
     assert f"Resuming from {run / 'last.ckpt'}" in out
@@ -156,12 +158,15 @@ def test_resume_under_ddp_restores_every_ranks_state_and_buffer(tmp_path):
     assert_same_parameters(ranks)
     assert sorted(s for s, _ in scalars(tmp_path / "run")["eval/return_mean"]) == [512, 1024]
 
-    # The same checkpoint in a single process: rank 0's state and buffer, and a warning about the other.
+    # The stopped run resumed by a single process: rank 0's state and buffer, and warnings about rank 1's.
     with pytest.warns(UserWarning, match="written by 2 process"):
-        main(["fit", "--config", str(CONFIGS / config), *overrides, f"--ckpt_path={run / 'last.ckpt'}",
-              f"--trainer.default_root_dir={tmp_path / 'single'}", "--trainer.logger=false",
-              "--trainer.enable_progress_bar=false", "--model.init_args.eval_episodes=0",
-              "--model.init_args.total_steps=1024"])
+        cli = RLLightningCLI(args=["fit", "--config", str(CONFIGS / config), *overrides, f"--ckpt_path={stopped}",
+                                   f"--trainer.default_root_dir={tmp_path / 'single'}", "--trainer.logger=false",
+                                   "--trainer.enable_progress_bar=false", "--model.init_args.eval_episodes=2"])
+    assert cli.model.env_steps == 1024
+    # Rank 0's 256 transitions, then all 512 steps of the single process's 2 envs.
+    assert cli.model.buffer.size == 256 + 512
+    assert torch.equal(cli.model.buffer.storage["obs"][:256], buffers[0]["storage"]["obs"])
 
 
 LEARNING = {
