@@ -47,6 +47,10 @@ class RankProbe(L.Callback):
         buffer = getattr(pl_module, "buffer", None)
         if buffer is not None:
             self.resumed["buffer"] = buffer.state_dict()
+        units = getattr(pl_module.envs.unwrapped, "units", None)  # Unity: the ports its player processes listen on
+        if units is not None:
+            self.resumed["unity_ports"] = [int(u.process.args[u.process.args.index("--mlagents-port") + 1])
+                                           for u in units]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.batches += 1

@@ -169,6 +169,34 @@ def test_resume_under_ddp_restores_every_ranks_state_and_buffer(tmp_path):
     assert torch.equal(cli.model.buffer.storage["obs"][:256], buffers[0]["storage"]["obs"])
 
 
+def free_port_pair(apart: int) -> int:
+    """A port ``p`` with ``p + apart`` free as well."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + apart))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free pair of ports {apart} apart")
+
+
+def test_unity_ranks_run_their_own_players_on_their_own_ports(tmp_path):
+    train_port, eval_port = free_port_pair(100), free_port_pair(100)  # rank 1 adds 100 to each worker_id
+    fit_ddp(tmp_path, "ppo_unity_cartpole.yaml",
+            f"--model.init_args.env_kwargs.base_port={train_port}", "--model.init_args.env_kwargs.worker_id=0",
+            "--model.init_args.env_kwargs.additional_args=[--env, CartPole-v1, --agents, '4']",
+            f"--model.init_args.eval_env_kwargs.base_port={eval_port}", "--model.init_args.eval_env_kwargs.worker_id=0",
+            "--model.init_args.n_steps=16", "--model.init_args.batch_size=32", "--model.init_args.n_epochs=2",
+            "--model.init_args.total_steps=512", "--model.init_args.steps_per_epoch=256")
+    ranks = probes(tmp_path)
+    assert [r["resumed"]["unity_ports"] for r in ranks] == [[train_port], [train_port + 100]]
+    assert [r["num_envs"] for r in ranks] == [4, 4]
+    assert [r["env_steps"] for r in ranks] == [512, 512] and [r["batches"] for r in ranks] == [4, 4]
+    assert_same_parameters(ranks)
+
+
 LEARNING = {
     # The zoo's config on 2 ranks of 4 envs: together the same 8 envs and 256-transition minibatches.
     "PPO": ("ppo_cartpole.yaml", ["--model.init_args.num_envs=4", "--model.init_args.batch_size=128",
