@@ -130,8 +130,11 @@ def resolve_last_checkpoint(config: Namespace) -> None:
 
 def main(args: ArgsType = None) -> None:
     """Entry point of the ``rl-lightning`` console script."""
-    # Small networks run fastest on one thread; respect an explicit OMP_NUM_THREADS.
+    # Small networks run fastest on one thread; respect an explicit OMP_NUM_THREADS. Set as a variable too:
+    # Lightning's DDP otherwise gives each process cpu_count / processes threads (and its children inherit it),
+    # which on a busy machine made a DDP run 50 times slower than with one thread.
     if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["export"]:

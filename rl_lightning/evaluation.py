@@ -38,6 +38,15 @@ class EvaluationResult:
     def length_mean(self) -> float:
         return float(self.lengths.mean())
 
+    @classmethod
+    def combine(cls, results: list[EvaluationResult]) -> EvaluationResult:
+        """The episodes of several evaluations as one (e.g. those of the DDP ranks, each on its own envs)."""
+        successes = None
+        if all(r.successes is not None for r in results):
+            successes = np.concatenate([r.successes for r in results])
+        return cls(np.concatenate([r.returns for r in results]), np.concatenate([r.lengths for r in results]),
+                   successes)
+
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         metrics = {f"{prefix}/return_mean": self.return_mean, f"{prefix}/return_std": self.return_std,
                    f"{prefix}/length_mean": self.length_mean}

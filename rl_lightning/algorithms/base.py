@@ -15,8 +15,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
-from torchmetrics import MeanMetric
 
 from rl_lightning.checkpointing import (AtomicCheckpointIO, env_state, load_checkpoint_file, restore_env_state,
                                         rng_state, set_rng_state)
@@ -76,21 +76,29 @@ class RLModule(L.LightningModule):
     ``steps_per_epoch`` env steps (rounded up to whole batches); validation
     (evaluation episodes) and checkpoint callbacks run at its end.
 
+    Under DDP (``strategy="ddp"``) each process (rank) steps its own envs, seeded
+    apart, and the step counts are global: ``env_steps``, ``episodes``,
+    ``total_steps`` and ``steps_per_epoch`` count the transitions of all ranks,
+    so every rank runs the same batches and schedules. Episode statistics and
+    evaluation results are reduced over the ranks before they are logged.
+
     Args:
         env: Gymnasium env id (``"CartPole-v1"``), import path of an env class or factory
             (``"my_pkg.envs:MyEnv"``), the class/factory itself, or ``"unity"`` (``env_kwargs`` are then
             ``UnityVectorEnv``'s: ``file_name``, ``worker_id``, ``engine_settings``, ``parameters`` ...).
-        num_envs: number of environment copies stepped together.
+        num_envs: number of environment copies stepped together (under DDP: by each rank).
         vectorization: ``"sync"`` steps the copies in this process, ``"async"`` in subprocesses.
         env_kwargs: keyword arguments for ``gym.make`` or the env class. Under DDP, rank ``r`` > 0 adds ``r * 100``
             to a Unity env's ``worker_id`` (also in ``eval_env_kwargs``), so each rank's processes get their own ports.
         wrappers: Gymnasium wrappers applied to each copy, innermost first: import paths, or
             ``{"class_path": ..., "init_args": {...}}``.
-        seed: seeds the networks' initialisation, action sampling and the envs (copy ``i`` gets ``seed + i``).
-        total_steps: training budget in environment steps, summed over all env copies.
-        steps_per_epoch: environment steps per epoch; evaluation and epoch-end checkpoints happen this often.
-        eval_episodes: episodes played by each evaluation (``validate``, ``test``, and after each epoch of ``fit``);
-            0 disables evaluation during ``fit``.
+        seed: seeds the networks' initialisation, action sampling and the envs (copy ``i`` gets ``seed + i``;
+            under DDP rank ``r``'s copies continue the numbering at ``seed + r * num_envs``).
+        total_steps: training budget in environment steps, summed over all env copies (and DDP ranks).
+        steps_per_epoch: environment steps per epoch (all ranks); evaluation and epoch-end checkpoints happen this
+            often.
+        eval_episodes: episodes played by each evaluation (``validate``, ``test``, and after each epoch of ``fit``),
+            by each DDP rank; 0 disables evaluation during ``fit``.
         eval_num_envs: env copies the evaluation episodes are spread over.
         eval_deterministic: evaluate the policy's most likely action instead of sampling.
         eval_env_kwargs: keyword arguments for the evaluation env, overriding ``env_kwargs``.
@@ -136,8 +144,7 @@ class RLModule(L.LightningModule):
         self.action_space: gym.Space | None = None
         self.env_steps = 0
         self.episodes = 0
-        self.episode_return = MeanMetric()
-        self.episode_length = MeanMetric()
+        self._num_envs_by_rank: list[int] | None = None  # under DDP: each rank's training sub-envs, from setup
         self._finished_returns: list[np.ndarray] = []
         self._finished_lengths: list[np.ndarray] = []
         self._obs: np.ndarray | None = None  # the envs' current observations
@@ -213,12 +220,35 @@ class RLModule(L.LightningModule):
                 obs, self._initial_info = self.envs.reset(seed=self._rank_seed())
                 self._attach_spaces(self.envs.single_observation_space, self.envs.single_action_space)
                 self._obs = obs
+            if self._world_size() > 1:
+                self._num_envs_by_rank = self._gather_num_envs()
+                # After the networks: the same initial weights on every rank, different action and minibatch draws.
+                torch.manual_seed(self._rank_seed())
         needs_eval = stage in ("validate", "test") or (stage == "fit" and self.hparams.eval_episodes > 0)
         if needs_eval and self.eval_envs is None:
             if self.hparams.eval_episodes < 1:
                 raise ConfigurationError(f"eval_episodes={self.hparams.eval_episodes}: {stage} needs at least 1")
             self.eval_envs = self.make_envs(evaluation=True)
             self._attach_spaces(self.eval_envs.single_observation_space, self.eval_envs.single_action_space)
+
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def _gather_num_envs(self) -> list[int]:
+        # Once per fit, so that counting the global env steps of each batch needs no collective. Unity ranks can
+        # have different agent counts; every rank still collects one batch per training step.
+        gathered: list[Any] = [None] * self._world_size()
+        torch.distributed.all_gather_object(gathered, self.num_envs)
+        return gathered
+
+    def reduce_across_ranks(self, tensor: torch.Tensor, op: Literal["sum", "mean"] = "sum") -> torch.Tensor:
+        """``tensor`` summed (or averaged) over the DDP ranks; itself, with no collective, in a single process.
+
+        Every rank must call it at the same point, as with any collective.
+        """
+        if self._world_size() == 1:
+            return tensor
+        return self.trainer.strategy.reduce(tensor.clone(), reduce_op=op)  # Lightning reduces in place
 
     def teardown(self, stage: str) -> None:
         if stage == "fit":
@@ -246,6 +276,16 @@ class RLModule(L.LightningModule):
         """Sub-envs stepped together: the built envs' count (Unity: its agents), else the ``num_envs`` setting."""
         return self.envs.num_envs if self.envs is not None else self.hparams.num_envs
 
+    @property
+    def num_envs_all_ranks(self) -> int:
+        """Sub-envs of all DDP ranks together: each env step of the ranks adds this many to ``env_steps``."""
+        return sum(self._num_envs_by_rank) if self._num_envs_by_rank else self.num_envs
+
+    @property
+    def env_steps_per_batch(self) -> int:
+        """Env steps one training batch adds to ``env_steps``: ``steps_per_batch`` of every DDP rank."""
+        return self.steps_per_batch // self.num_envs * self.num_envs_all_ranks
+
     def obs_to_tensor(self, obs: Any) -> Any:
         """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest float32."""
         if isinstance(obs, dict):
@@ -256,9 +296,12 @@ class RLModule(L.LightningModule):
 
     # ------------------------------------------------------------------ budget and epochs
     def batches_this_epoch(self) -> int:
-        """Batches in the coming epoch: ``steps_per_epoch`` worth, fewer when the budget runs out first."""
-        per_epoch = math.ceil(self.hparams.steps_per_epoch / self.steps_per_batch)
-        remaining = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / self.steps_per_batch)
+        """Batches in the coming epoch: ``steps_per_epoch`` worth, fewer when the budget runs out first.
+
+        The same on every DDP rank (the counts are global): a rank with a batch more would wait for the others forever.
+        """
+        per_epoch = math.ceil(self.hparams.steps_per_epoch / self.env_steps_per_batch)
+        remaining = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / self.env_steps_per_batch)
         return min(per_epoch, remaining)
 
     def train_dataloader(self) -> DataLoader:
@@ -269,7 +312,7 @@ class RLModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # Here, not in on_fit_start: a resumed run's loop counters (current_epoch) are restored by now.
-        per_epoch = self.batches_this_epoch() * self.steps_per_batch
+        per_epoch = self.batches_this_epoch() * self.env_steps_per_batch
         needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / per_epoch) if per_epoch else 0
         max_epochs = self.trainer.max_epochs
         if max_epochs is None or max_epochs < 0:
@@ -301,10 +344,12 @@ class RLModule(L.LightningModule):
 
     # ------------------------------------------------------------------ episode statistics and logging
     def record_episodes(self, info: dict[str, Any]) -> None:
-        """Keep the returns and lengths of episodes that ended in this env step (from ``RecordEpisodeStatistics``)."""
+        """Keep the returns and lengths of episodes that ended in this env step (from ``RecordEpisodeStatistics``).
+
+        They are counted in ``episodes`` and logged by the next ``log_training``, with those of the other ranks.
+        """
         mask = info.get("_episode")
         if mask is not None and mask.any():
-            self.episodes += int(mask.sum())
             self._finished_returns.append(info["episode"]["r"][mask])
             self._finished_lengths.append(info["episode"]["l"][mask])
 
@@ -323,8 +368,11 @@ class RLModule(L.LightningModule):
     def log_training(self, metrics: dict[str, torch.Tensor | float]) -> None:
         """Log the algorithm's diagnostics with episode statistics and throughput, against env steps.
 
-        Called after every training batch; the diagnostics are summed (detached, no host copy) and written as
-        their mean over the batches since the last point, every ``log_interval`` env steps.
+        Called by every rank after every training batch; the diagnostics (``metrics``, this rank's: rank 0's reach
+        the logger) are summed (detached, no host copy) and written as their mean over the batches since the last
+        point, every ``log_interval`` env steps. The episode statistics are those of the episodes all ranks
+        finished since the last point. Under DDP every rank writes its points on the same batches (the rule
+        depends only on the global step counts), as the reduction of the episode statistics needs.
         """
         pending = self._pending
         for key, value in metrics.items():
@@ -336,16 +384,12 @@ class RLModule(L.LightningModule):
             return
         means = {key: value / self._pending_batches for key, value in pending.items()}
         self._pending, self._pending_batches = {}, 0
-        if self._finished_returns:
-            self.episode_return.update(torch.as_tensor(np.concatenate(self._finished_returns), dtype=torch.float32))
-            self.episode_length.update(torch.as_tensor(np.concatenate(self._finished_lengths), dtype=torch.float32))
-            self._finished_returns.clear()
-            self._finished_lengths.clear()
-            self.log("run/score", self.episode_return.compute(), prog_bar=True, batch_size=1)
-            self.log("run/episode_length", self.episode_length.compute(), batch_size=1)
+        count, return_sum, length_sum = self._episode_totals()
+        if count > 0:
+            self.episodes += count
+            self.log("run/score", return_sum / count, prog_bar=True, batch_size=1)
+            self.log("run/episode_length", length_sum / count, batch_size=1)
             self.log("run/episodes", float(self.episodes), batch_size=1)
-            self.episode_return.reset()
-            self.episode_length.reset()
         now = time.perf_counter()
         if self._last_log is not None and now > self._last_log[0]:
             sps = (self.env_steps - self._last_log[1]) / (now - self._last_log[0])
@@ -355,6 +399,20 @@ class RLModule(L.LightningModule):
         self.log("env_steps", float(self.env_steps), prog_bar=True, logger=False, batch_size=1)
         # Lightning uses a logged "step" as the logger's x-axis: environment steps, not optimizer steps.
         self.log("step", float(self.env_steps), batch_size=1)
+
+    def _episode_totals(self) -> tuple[int, float, float]:
+        """Count, return sum and length sum of the episodes finished since the last call, over all ranks."""
+        # Our own sums instead of torchmetrics' MeanMetric: under DDP it syncs inside compute(), a collective each rank
+        # would have to call, also a rank without finished episodes, and one per state. This is one all_reduce of
+        # three numbers per logged point, and none in a single process.
+        returns = np.concatenate(self._finished_returns) if self._finished_returns else np.zeros(0)
+        lengths = np.concatenate(self._finished_lengths) if self._finished_lengths else np.zeros(0)
+        self._finished_returns.clear()
+        self._finished_lengths.clear()
+        totals = np.array([len(returns), returns.sum(dtype=np.float64), lengths.sum(dtype=np.float64)])
+        if self._world_size() > 1:
+            totals = self.reduce_across_ranks(torch.as_tensor(totals, device=self.device)).cpu().numpy()
+        return int(totals[0]), float(totals[1]), float(totals[2])
 
     # ------------------------------------------------------------------ acting and evaluation
     @torch.no_grad()
@@ -402,9 +460,16 @@ class RLModule(L.LightningModule):
         if self.trainer.sanity_checking or self.eval_envs is None:  # eval_episodes=0 turns evaluation off in fit
             return
         result = self.evaluate()
+        if self._world_size() > 1:
+            # Each rank played its own episodes: the metrics are those of all of them, the same on every rank
+            # (ModelCheckpoint monitors them on each). Once per evaluation, so a gather of the episodes is cheap.
+            results: list[Any] = [None] * self._world_size()
+            torch.distributed.all_gather_object(results, result)
+            result = EvaluationResult.combine(results)
         self.last_evaluation = result
-        self.log_dict(result.metrics("eval"), batch_size=1, prog_bar=True)
-        self.log("step", float(self.env_steps), batch_size=1)
+        # sync_dist: the values are equal on every rank already; it only tells Lightning so (else it warns).
+        self.log_dict(result.metrics("eval"), batch_size=1, prog_bar=True, sync_dist=True)
+        self.log("step", float(self.env_steps), batch_size=1, sync_dist=True)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(EvaluationRequests(), batch_size=None, generator=_private_generator())
@@ -508,8 +573,9 @@ class RLModule(L.LightningModule):
         run_states = state.get("run_state")
         if run_states and self._fitting():
             rank = self.global_rank
+            if len(run_states) != self._world_size():
+                rank_zero_warn(f"the checkpoint was written by {len(run_states)} process(es), this run has "
+                               f"{self._world_size()}: ranks beyond {len(run_states) - 1} start their envs and "
+                               "generators afresh", stacklevel=1)
             if rank < len(run_states):
                 self._resume_state = pickle.loads(run_states[rank])  # noqa: S301 - the run's own checkpoint
-            else:
-                warnings.warn(f"the checkpoint holds the run state of {len(run_states)} processes, not of rank {rank}: "
-                              "this rank's envs and generators start afresh", stacklevel=1)

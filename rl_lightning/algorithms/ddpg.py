@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from rl_lightning.algorithms.off_policy import OffPolicyModule
@@ -140,6 +141,17 @@ class DDPG(OffPolicyModule):
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32),
                              persistent=False)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if stage == "fit" and isinstance(strategy, DDPStrategy):
+            # The critic's backward gives the actor no gradients, and DDP by default waits for every parameter's
+            # gradient before it averages them ("Expected to have finished reduction ..." at the next backward).
+            # DDP's unused-parameter detection marks the actor's ready instead; the updates stay as they are.
+            # Lightning keeps the kwargs it passes to DistributedDataParallel in this dict and wraps the model after
+            # setup; an explicit DDPStrategy(find_unused_parameters=...) is left as given.
+            strategy._ddp_kwargs.setdefault("find_unused_parameters", True)
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [make_optimizer(torch.optim.Adam, self.actor.parameters(), lr=self.hparams.actor_learning_rate),
                 make_optimizer(torch.optim.Adam, self.critic.parameters(), lr=self.hparams.critic_learning_rate)]
@@ -222,6 +234,16 @@ class DDPG(OffPolicyModule):
                             "model/critic_loss": torch.stack(stats["critic"]).mean(),
                             "model/q_mean": torch.stack(stats["q"]).mean()})
         self.log_training(metrics)
+
+    def run_state(self) -> dict[str, Any]:
+        # Each DDP rank's own noise processes (the checkpoint's top-level entry is rank 0's).
+        return {**super().run_state(), "ou_noise_state": None if self.noise is None else self.noise.state.clone()}
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        super().load_run_state(state)
+        self._saved_noise_state = state.get("ou_noise_state", self._saved_noise_state)
+        if self.noise is not None and self._saved_noise_state is not None:
+            self.noise.state.copy_(self._saved_noise_state)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

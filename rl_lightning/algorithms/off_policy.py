@@ -8,6 +8,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.data.replay import ReplayBuffer
@@ -25,8 +26,11 @@ class OffPolicyModule(RLModule):
     env steps, which are played with uniformly random actions, or with the
     policy and its exploration when ``random_warmup`` is off).
 
+    Under DDP each rank fills its own replay buffer from its own envs and samples
+    its minibatches from it; checkpoints hold every rank's buffer.
+
     Args:
-        buffer_size: transitions the replay buffer holds (all env copies together).
+        buffer_size: transitions the replay buffer holds (all env copies of a rank together; each DDP rank has one).
         batch_size: transitions per gradient step.
         learning_starts: env steps before the first update.
         random_warmup: play uniformly random actions until ``learning_starts``; ``False`` plays the (untrained)
@@ -143,7 +147,7 @@ class OffPolicyModule(RLModule):
                 self.record_episodes(info)
                 self.on_episodes_end(ended)
             obs = next_obs
-            self.env_steps += self.num_envs
+            self.env_steps += self.num_envs_all_ranks  # all ranks' steps: they collect in lockstep
         self._obs = obs
         if self.env_steps < hp.learning_starts:
             return {}  # still warming up: no updates (Lightning skips a None batch without calling training_step)
@@ -164,11 +168,37 @@ class OffPolicyModule(RLModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.hparams.buffer_in_checkpoint and self.buffer is not None:
-            checkpoint["rl_lightning"]["replay_buffer"] = self.buffer.state_dict()
+            buffers = self._gather_buffer_states()
+            if buffers is not None:  # rank 0, the one that writes the file
+                checkpoint["rl_lightning"]["replay_buffer"] = buffers[0]
+                if len(buffers) > 1:
+                    checkpoint["rl_lightning"]["replay_buffers_of_other_ranks"] = buffers[1:]
+
+    def _gather_buffer_states(self) -> list[dict[str, Any]] | None:
+        """Every rank's buffer state, in rank order, on rank 0 (the others get None).
+
+        A gather, not an all-gather: only the rank that writes the checkpoint holds all buffers in memory.
+        Lightning calls ``on_save_checkpoint`` on every rank, so every rank takes part.
+        """
+        mine = self.buffer.state_dict()  # on the CPU: no device of another rank ends up in the pickle
+        if self._world_size() == 1 or not self._fitting():
+            return [mine]
+        gathered: list[Any] | None = [None] * self._world_size() if self.global_rank == 0 else None
+        torch.distributed.gather_object(mine, gathered, dst=0)
+        return gathered
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        saved = checkpoint["rl_lightning"].get("replay_buffer")
+        state = checkpoint["rl_lightning"]
+        saved = state.get("replay_buffer")
+        if saved is not None and self._fitting():
+            # Each rank resumes with its own buffer.
+            buffers = [saved, *state.get("replay_buffers_of_other_ranks", [])]
+            if len(buffers) != self._world_size():
+                rank_zero_warn(f"the checkpoint holds the replay buffers of {len(buffers)} process(es), this run has "
+                               f"{self._world_size()}: rank r resumes with a copy of saved rank r % {len(buffers)}'s",
+                               stacklevel=1)
+            saved = buffers[self.global_rank % len(buffers)]
         if saved is not None and self.buffer is not None:
             self.buffer.load_state_dict(saved)
         else:

@@ -218,7 +218,7 @@ class OnPolicyModule(RLModule):
                 mask = self.read_action_mask(info)
         self._obs = next_obs
         self._action_mask = mask
-        self.env_steps += self.steps_per_batch
+        self.env_steps += self.env_steps_per_batch  # all ranks' steps: they collect in lockstep
         return buf.finish(policy.value(obs), hp.gamma, hp.gae_lambda)
 
     def policy_action_shape(self) -> tuple[int, ...]:

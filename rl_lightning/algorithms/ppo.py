@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -68,6 +69,21 @@ class PPO(OnPolicyModule):
         super().setup(stage)
         if stage == "fit":  # again with the training envs' real count (Unity: its agents)
             self._check_batch_size()
+            self._check_minibatches_across_ranks()
+
+    def _check_minibatches_across_ranks(self) -> None:
+        # Under DDP each minibatch's backward is a collective: every rank must make the same number of updates.
+        # Unity ranks can have different agent counts, hence different rollout sizes.
+        if self._num_envs_by_rank is None:
+            return
+        n_steps, batch_size = self.hparams.n_steps, self.hparams.batch_size
+        per_rank = [math.ceil(n_steps * n / batch_size) for n in self._num_envs_by_rank]
+        if len(set(per_rank)) > 1:
+            raise ConfigurationError(
+                f"under DDP every rank must make the same number of minibatch updates, but the ranks' envs have "
+                f"{self._num_envs_by_rank} agents, giving {per_rank} minibatches of batch_size={batch_size} per "
+                "rollout; give every rank's Unity env the same number of agents, or choose batch_size so that "
+                "they agree")
 
     def training_step(self, rollout: dict[str, Any]) -> None:
         hp = self.hparams
@@ -103,7 +119,8 @@ class PPO(OnPolicyModule):
                         stats["ent"].append(dist.entropy().mean() if entropy is None else entropy.detach())
                     stats["pg"].append(policy_loss.detach())
                     stats["v"].append(value_loss.detach())
-            if hp.target_kl is not None and stats["kl"][-1] > hp.target_kl:
+            # Under DDP the ranks stop together, on the KL averaged over them (their updates are collectives).
+            if hp.target_kl is not None and self.reduce_across_ranks(stats["kl"][-1], "mean") > hp.target_kl:
                 break
         if not stats["pg"]:  # stopped early by target_kl: the diagnostics of the last minibatch
             with torch.no_grad():

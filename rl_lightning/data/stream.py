@@ -21,6 +21,10 @@ class ExperienceStream(IterableDataset):
     the previous update has been applied, which keeps on-policy data on-policy.
     Use it with ``DataLoader(stream, batch_size=None, num_workers=0)`` so the
     generator runs in the trainer process, next to the policy.
+
+    Under DDP every rank iterates its own stream over its own envs (Lightning
+    puts no ``DistributedSampler`` on an IterableDataset), and the streams are
+    equally long because the module counts env steps over all ranks.
     """
 
     def __init__(self, module: RLModule) -> None:
