@@ -338,7 +338,7 @@ class RLModule(L.LightningModule):
     def gradient_update(self, loss: torch.Tensor, optimizers: list[Any], max_grad_norm: float | None) -> None:
         """One gradient step: zero the grads of ``optimizers``, back-propagate ``loss``, clip each optimizer's
         gradient norm to ``max_grad_norm`` (``None``: no clipping) and step them (see ``GradientStepper``)."""
-        if self._stepper is None or self._stepper.module is not self:
+        if self._stepper is None:  # made in on_train_start; a training_step called outside fit needs one too
             self._stepper = GradientStepper(self)
         self._stepper.step(loss, optimizers, max_grad_norm)
 

@@ -90,15 +90,25 @@ class PPO(OnPolicyModule):
         frac = self.apply_lr_schedule()
         clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
         n = rollout["advantages"].shape[0]
-        keys = [k for k in ("obs", "actions", "log_probs", "advantages", "returns", "action_mask") if k in rollout]
+        # Only what the loss reads is indexed per minibatch (not the stored values).
+        train = {k: rollout[k] for k in ("obs", "actions", "log_probs", "advantages", "returns", "action_mask")
+                 if k in rollout}
         # Diagnostics come from the last epoch's minibatches (and the KL, for target_kl, from each epoch's last
         # one): computing them for every minibatch would add a fifth to the cost of a small network's update.
         stats: dict[str, list[torch.Tensor]] = {"pg": [], "v": [], "ent": [], "kl": [], "clip": []}
+
+        def record_diagnostics() -> None:
+            with torch.no_grad():
+                stats["clip"].append(((ratio - 1).abs() > clip_range).float().mean())
+                stats["ent"].append(dist.entropy().mean() if entropy is None else entropy.detach())
+            stats["pg"].append(policy_loss.detach())
+            stats["v"].append(value_loss.detach())
+
         for epoch in range(hp.n_epochs):
             last_epoch = epoch == hp.n_epochs - 1
             minibatches = torch.randperm(n, device=self.device).split(hp.batch_size)
             for i, idx in enumerate(minibatches):
-                mb = {k: minibatch(rollout[k], idx) if isinstance(rollout[k], dict) else rollout[k][idx] for k in keys}
+                mb = minibatch(train, idx)
                 dist, values = self.policy(mb["obs"], mb.get("action_mask"))
                 log_probs = dist.log_prob(mb["actions"])
                 advantages = mb["advantages"]
@@ -114,20 +124,12 @@ class PPO(OnPolicyModule):
                         # Unbiased low-variance KL estimator (Schulman, "Approximating KL divergence", k3).
                         stats["kl"].append(((ratio - 1) - (log_probs - mb["log_probs"])).mean())
                 if last_epoch:
-                    with torch.no_grad():
-                        stats["clip"].append(((ratio - 1).abs() > clip_range).float().mean())
-                        stats["ent"].append(dist.entropy().mean() if entropy is None else entropy.detach())
-                    stats["pg"].append(policy_loss.detach())
-                    stats["v"].append(value_loss.detach())
+                    record_diagnostics()
             # Under DDP the ranks stop together, on the KL averaged over them (their updates are collectives).
             if hp.target_kl is not None and self.reduce_across_ranks(stats["kl"][-1], "mean") > hp.target_kl:
                 break
         if not stats["pg"]:  # stopped early by target_kl: the diagnostics of the last minibatch
-            with torch.no_grad():
-                stats["clip"].append(((ratio - 1).abs() > clip_range).float().mean())
-                stats["ent"].append(dist.entropy().mean())
-            stats["pg"].append(policy_loss.detach())
-            stats["v"].append(value_loss.detach())
+            record_diagnostics()
         mean = {k: torch.stack(v).mean() for k, v in stats.items()}
         self.log_training({
             "model/actor_loss": mean["pg"],

@@ -8,8 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rl_lightning.data.replay import Obs
-
 
 def minibatch(batch: dict[str, Any], rows: torch.Tensor | slice) -> dict[str, Any]:
     """Rows of every tensor in a (possibly nested: Dict observations) batch dict."""

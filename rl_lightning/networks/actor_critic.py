@@ -157,7 +157,7 @@ class ActorCritic(nn.Module):
         if isinstance(self.action_space, gym.spaces.Discrete):
             # The rollouts' hot path: one log-softmax gives the sampling probabilities and the log-probability,
             # half the tensor operations of a Categorical's normalisation, sampling and log_prob (same values).
-            h_actor = self.trunk(obs) if self.shared_trunk else self.actor_body(obs)
+            h_actor = self.actor_body(obs)  # the trunk itself with shared_trunk
             h_critic = h_actor if self.shared_trunk else self.critic_body(obs)
             log_p = torch.log_softmax(masked_logits(self.policy_head(h_actor), action_mask), dim=-1)
             action = log_p.argmax(-1) if deterministic else torch.multinomial(log_p.exp(), 1).squeeze(-1)
