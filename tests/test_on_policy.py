@@ -107,3 +107,55 @@ def test_too_few_trainer_epochs_for_the_budget_are_reported(tmp_path):
     with pytest.warns(UserWarning, match=r"trainer.max_epochs=2 stops training before total_steps=256"):
         trainer.fit(model)
     assert model.env_steps == 128
+
+
+@pytest.mark.parametrize("shared_trunk", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@torch.no_grad()
+def test_act_log_probs_and_values_match_the_distribution_the_update_scores(shared_trunk, masked):
+    # act() samples Discrete actions through its own log-softmax; PPO's first-epoch ratio is 1 only if its
+    # log-probabilities and values are those of forward()'s distribution.
+    import gymnasium as gym
+
+    from rl_lightning.networks.actor_critic import ActorCritic
+
+    torch.manual_seed(0)
+    policy = ActorCritic(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(5), [16], "tanh", shared_trunk)
+    with torch.no_grad():
+        policy.policy_head.weight.mul_(100)  # far from uniform, so a wrong log-prob shows
+    obs = torch.randn(64, 4)
+    mask = torch.rand(64, 5) > 0.4 if masked else None
+    if mask is not None:
+        mask[:, 0] = True
+    action, log_prob, value = policy.act(obs, action_mask=mask)
+    dist, expected_value = policy(obs, mask)
+    assert torch.allclose(log_prob, dist.log_prob(action), atol=1e-5)
+    assert torch.equal(value, expected_value)
+    if mask is not None:
+        assert mask.gather(-1, action.unsqueeze(-1)).all()
+    greedy, _, _ = policy.act(obs, deterministic=True, action_mask=mask)
+    assert torch.equal(greedy, dist.mode)
+
+
+class _HookOverride(L.Callback):
+    """Overrides a per-update hook, which sends every gradient step through Lightning's own path."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        pass
+
+
+def test_direct_gradient_steps_equal_lightnings_path(tmp_path):
+    # The direct route (plain backward, foreach clipping, the torch optimizer's step) must train exactly as
+    # manual_backward + clip_gradients + LightningOptimizer.step do, and count the same global steps.
+    results = []
+    for callbacks in ([], [_HookOverride()]):
+        model = PPO(env=CounterEnv, num_envs=2, n_steps=16, batch_size=8, n_epochs=2, total_steps=128,
+                    steps_per_epoch=64, eval_episodes=0, seed=3, max_grad_norm=0.1)
+        trainer = quiet_trainer(tmp_path, logger=False, enable_checkpointing=False, callbacks=callbacks)
+        trainer.fit(model)
+        results.append((model._stepper.direct, trainer.global_step, model.state_dict()))
+    (direct_a, steps_a, params_a), (direct_b, steps_b, params_b) = results
+    assert direct_a and not direct_b
+    assert steps_a == steps_b == 128 // 32 * 2 * 4 * 2  # batches x epochs x minibatches x optimizers
+    for name in params_a:
+        assert torch.allclose(params_a[name], params_b[name], atol=1e-5), name
