@@ -31,7 +31,7 @@ class A2C(OnPolicyModule):
         super().__init__(n_steps=n_steps, learning_rate=learning_rate, gae_lambda=gae_lambda,
                          normalize_advantage=normalize_advantage, **kwargs)
 
-    def training_step(self, rollout: dict[str, Any]) -> None:
+    def train_on_rollout(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
         frac = self.apply_lr_schedule()
         dist, values = self.policy(rollout["obs"], rollout.get("action_mask"))
@@ -48,10 +48,10 @@ class A2C(OnPolicyModule):
         if entropy is None:
             with torch.no_grad():
                 entropy = dist.entropy().mean()
-        self.log_training({
+        return {
             "model/actor_loss": policy_loss.detach(),
             "model/critic_loss": value_loss.detach(),
             "model/entropy": entropy.detach(),
             "model/explained_variance": self.explained_variance(rollout["values"], rollout["returns"]),
             "model/learning_rate": hp.learning_rate * frac,
-        })
+        }

@@ -304,6 +304,10 @@ class RLModule(L.LightningModule):
         remaining = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / self.env_steps_per_batch)
         return min(per_epoch, remaining)
 
+    def env_steps_per_epoch(self) -> int:
+        """Env steps of a full epoch (all ranks): ``steps_per_epoch`` rounded up to whole batches."""
+        return math.ceil(self.hparams.steps_per_epoch / self.env_steps_per_batch) * self.env_steps_per_batch
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(ExperienceStream(self), batch_size=None, num_workers=0, generator=_private_generator())
 
@@ -312,8 +316,7 @@ class RLModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # Here, not in on_fit_start: a resumed run's loop counters (current_epoch) are restored by now.
-        per_epoch = self.batches_this_epoch() * self.env_steps_per_batch
-        needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / per_epoch) if per_epoch else 0
+        needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / self.env_steps_per_epoch())
         max_epochs = self.trainer.max_epochs
         if max_epochs is None or max_epochs < 0:
             # Unbounded: the budget ends training; telling the loop how many epochs that is

@@ -59,10 +59,10 @@ class PPO(OnPolicyModule):
 
     def _check_batch_size(self) -> None:
         batch_size = self.hparams.batch_size
-        if batch_size < 1 or batch_size > self.steps_per_batch:
+        if batch_size < 1 or batch_size > self.rollout_size:
             raise ConfigurationError(
                 f"batch_size={batch_size} must be between 1 and the rollout size n_steps * num_envs = "
-                f"{self.hparams.n_steps} * {self.num_envs} = {self.steps_per_batch}; "
+                f"{self.hparams.n_steps} * {self.num_envs} = {self.rollout_size}; "
                 "lower batch_size or raise n_steps/num_envs")
 
     def setup(self, stage: str) -> None:
@@ -85,7 +85,7 @@ class PPO(OnPolicyModule):
                 "rollout; give every rank's Unity env the same number of agents, or choose batch_size so that "
                 "they agree")
 
-    def training_step(self, rollout: dict[str, Any]) -> None:
+    def train_on_rollout(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
         frac = self.apply_lr_schedule()
         clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
@@ -131,7 +131,7 @@ class PPO(OnPolicyModule):
         if not stats["pg"]:  # stopped early by target_kl: the diagnostics of the last minibatch
             record_diagnostics()
         mean = {k: torch.stack(v).mean() for k, v in stats.items()}
-        self.log_training({
+        return {
             "model/actor_loss": mean["pg"],
             "model/critic_loss": mean["v"],
             "model/entropy": mean["ent"],
@@ -140,4 +140,4 @@ class PPO(OnPolicyModule):
             "model/explained_variance": self.explained_variance(rollout["values"], rollout["returns"]),
             "model/learning_rate": hp.learning_rate * frac,
             "model/clip_range": clip_range,
-        })
+        }
