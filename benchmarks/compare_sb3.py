@@ -8,8 +8,10 @@
 
 Each run is its own subprocess (one torch thread, OMP/MKL threads 1), started in an alternating order
 (rl_lightning, SB3, plain; then SB3, plain, rl_lightning; ...) so slow drifts of the machine hit all three
-alike. Wall time counts building the model and training, not imports nor the final evaluation, which
-plays the same deterministic episodes for all three (20 episodes; 10 for Pendulum; seeds 10000+).
+alike. Wall time counts building the model and training, not the final evaluation, which plays the same
+deterministic episodes for all three (20 episodes; 10 for Pendulum; seeds 10000+), nor importing the
+library: that is a fixed cost per process, shown in its own column (Lightning's import takes ~1.9 s,
+SB3's ~0.3 s, on top of torch's ~1 s that all three pay).
 """
 
 from __future__ import annotations
@@ -103,13 +105,30 @@ def train_plain(task: str, steps: int, seed: int):
                             learning_starts=10_000, gamma=0.98, tau=0.005, noise_std=0.1, hidden=[400, 300])
 
 
+def import_library(impl: str) -> None:
+    """Import what ``impl``'s training function imports, so that its clock starts with the modules loaded."""
+    if impl == "rl_lightning":
+        import lightning  # noqa: F401
+
+        import rl_lightning.algorithms  # noqa: F401
+    elif impl == "sb3":
+        import stable_baselines3  # noqa: F401
+        from stable_baselines3 import A2C, DDPG, DQN, PPO  # noqa: F401
+    else:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import plain_loops  # noqa: F401
+
+
 def worker(impl: str, task: str, steps: int, seed: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from rl_lightning import evaluate
+    from rl_lightning.evaluation import evaluate
 
     train = {"rl_lightning": train_rl_lightning, "sb3": train_sb3, "plain": train_plain}[impl]
+    start = time.perf_counter()
+    import_library(impl)
+    import_s = time.perf_counter() - start
     start = time.perf_counter()
     policy = train(task, steps, seed)
     wall = time.perf_counter() - start
@@ -117,7 +136,7 @@ def worker(impl: str, task: str, steps: int, seed: int) -> dict:
     with torch.no_grad():
         result = evaluate(policy, env_id, n_episodes=episodes, seed=10_000 + seed)
     return {"impl": impl, "task": task, "seed": seed, "steps": steps, "wall_s": wall, "steps_per_s": steps / wall,
-            "eval_return": result.return_mean}
+            "import_s": import_s, "eval_return": result.return_mean}
 
 
 # ---------------------------------------------------------------------- the side-by-side run
@@ -133,7 +152,7 @@ def run_one(impl: str, task: str, steps: int, seed: int) -> dict:
 
 def table(results: list[dict], tasks: list[str]) -> str:
     rows = ["| task | implementation | wall s median (min-max) | env steps/s | eval return (per seed) | "
-            "wall vs SB3 | wall vs plain |", "|---|---|---|---|---|---|---|"]
+            "wall vs SB3 | wall vs plain | import s |", "|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         med = {impl: statistics.median(r["wall_s"] for r in results if r["task"] == task and r["impl"] == impl)
                for impl in IMPLS if any(r["task"] == task and r["impl"] == impl for r in results)}
@@ -144,8 +163,9 @@ def table(results: list[dict], tasks: list[str]) -> str:
             returns = ", ".join(f"{r['eval_return']:.0f}" for r in rs)
             vs_sb3 = f"{med[impl] / med['sb3']:.2f}x" if "sb3" in med else "-"
             vs_plain = f"{med[impl] / med['plain']:.2f}x" if "plain" in med else "-"
+            import_s = statistics.median(r.get("import_s", float("nan")) for r in rs)
             rows.append(f"| {task} | {impl} | {med[impl]:.1f} ({min(walls):.1f}-{max(walls):.1f}) | {sps:,.0f} | "
-                        f"{returns} | {vs_sb3} | {vs_plain} |")
+                        f"{returns} | {vs_sb3} | {vs_plain} | {import_s:.2f} |")
     return "\n".join(rows)
 
 
