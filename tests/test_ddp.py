@@ -194,7 +194,8 @@ def test_unity_ranks_run_their_own_players_on_their_own_ports(tmp_path):
     ranks = probes(tmp_path)
     assert [r["resumed"]["unity_ports"] for r in ranks] == [[train_port], [train_port + 100]]
     assert [r["num_envs"] for r in ranks] == [4, 4]
-    assert [r["env_steps"] for r in ranks] == [512, 512] and [r["batches"] for r in ranks] == [4, 4]
+    # Rollouts of 16 x 4 steps per rank, 2 per batch (the automatic choice, capped at an epoch's 256 / 128).
+    assert [r["env_steps"] for r in ranks] == [512, 512] and [r["batches"] for r in ranks] == [2, 2]
     assert_same_parameters(ranks)
 
 

@@ -184,7 +184,7 @@ class DDPG(OffPolicyModule):
         return hp.noise_sigma * torch.randn(self.num_envs, self.action_low.shape[0])
 
     def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor]:
-        action = self.actor(obs)
+        action = self.actor(self.obs_to_tensor(obs))
         noise = self.exploration_noise()
         if noise is not None:
             action = (action + noise.to(self.device)).clamp(-1.0, 1.0)

@@ -15,6 +15,7 @@ from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
+from rl_lightning.networks.host import HostMLP
 from rl_lightning.networks.mlp import orthogonal_init
 from rl_lightning.networks.target import make_target, soft_update
 
@@ -91,6 +92,7 @@ class DQN(OffPolicyModule):
         self.q_net: nn.Module | None = None
         self.q_target: nn.Module | None = None
         self.target_updates = 0  # target updates done; one is due every target_update_interval env steps
+        self._host_q: HostMLP | None = None  # the Q-network's NumPy mirror during collection (see collect)
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         self.check_box_or_discrete(action_space, "DQN", gym.spaces.Discrete)
@@ -121,7 +123,10 @@ class DQN(OffPolicyModule):
 
     def epsilon_greedy(self, obs: Any, epsilon: float, mask: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
         mask_t = None if mask is None else torch.as_tensor(mask, dtype=torch.bool, device=self.device)
-        actions = self.greedy(obs, mask_t)
+        return self.randomize(self.greedy(obs, mask_t), epsilon, mask_t)
+
+    def randomize(self, actions: torch.Tensor, epsilon: float, mask_t: torch.Tensor | None) -> torch.Tensor:
+        """Replace each of ``actions`` with probability ``epsilon`` by a uniformly drawn allowed action."""
         n, n_actions = actions.shape[0], int(self.action_space.n)
         explore = torch.rand(n, device=self.device) < epsilon
         if explore.any():
@@ -138,9 +143,26 @@ class DQN(OffPolicyModule):
                                 for m in self._action_mask])
         return actions, actions
 
-    def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor]:
-        actions = self.epsilon_greedy(obs, self.epsilon, self._action_mask)
-        return actions.cpu().numpy(), actions
+    def collect(self) -> dict[str, Any]:
+        # On the CPU an MLP Q-network acts through a NumPy mirror (rl_lightning.networks.host): a fraction of the
+        # dispatch cost of its tensor operations on one row per env. Made for each batch: the weights' storage
+        # is read directly, so it always sees the latest update.
+        self._host_q = HostMLP.of(self.q_net) if self.device.type == "cpu" else None
+        return super().collect()
+
+    def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor | np.ndarray]:
+        host = self._host_q
+        if host is None:
+            actions = self.epsilon_greedy(self.obs_to_tensor(obs), self.epsilon, self._action_mask)
+            return actions.cpu().numpy(), actions
+        q = host(np.asarray(obs, dtype=np.float32))
+        mask = self._action_mask
+        if mask is not None:
+            q = np.where(mask, q, -np.inf)
+        # The same random draws as epsilon_greedy: a run acts alike with or without the mirror.
+        actions = self.randomize(torch.from_numpy(q.argmax(axis=-1)), self.epsilon,
+                                 None if mask is None else torch.from_numpy(mask)).numpy()
+        return actions, actions
 
     def predict_actions(self, obs: Any, deterministic: bool = True,
                         action_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -96,7 +96,8 @@ class OffPolicyModule(RLModule):
 
     @abstractmethod
     def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
-        """Exploratory ``(env_actions, stored_actions)``; stored actions may stay tensors on the module's device."""
+        """Exploratory ``(env_actions, stored_actions)`` for the envs' observations ``obs`` (as the envs give them:
+        NumPy, a dict of arrays for Dict spaces); stored actions may stay tensors on the module's device."""
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         """Called with the mask of env copies whose episode ended this step (e.g. to reset noise)."""
@@ -125,7 +126,7 @@ class OffPolicyModule(RLModule):
             if hp.random_warmup and self.env_steps < hp.learning_starts:
                 env_actions, stored = self.random_actions()
             else:
-                env_actions, stored = self.explore(self.obs_to_tensor(obs))
+                env_actions, stored = self.explore(obs)
             next_obs, reward, terminated, truncated, info = envs.step(env_actions)
             ended = terminated | truncated
             next_mask = None

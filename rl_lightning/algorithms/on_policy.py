@@ -227,9 +227,15 @@ class OnPolicyModule(RLModule):
                                          action_mask_size=None if mask is None else mask.shape[-1])
         buf = self.rollout
         obs_np = self._obs
-        obs = self.obs_to_tensor(obs_np)
+        # On the CPU, MLP policies over Discrete actions act through a NumPy mirror: a fraction of the cost of
+        # PyTorch's per-operation dispatch on a few rows (see rl_lightning.networks.host).
+        host = policy.host() if self.device.type == "cpu" else None
+        obs = None if host is not None else self.obs_to_tensor(obs_np)
         for t in range(hp.n_steps):
-            action, log_prob, value = policy.act(obs, action_mask=mask)
+            if host is not None:
+                action, log_prob, value = host.act(obs_np, None if mask is None else mask.numpy())
+            else:
+                action, log_prob, value = policy.act(obs, action_mask=mask)
             next_obs, reward, terminated, truncated, info = envs.step(to_env_action(action, self.action_space))
             ends = terminated | truncated
             buf.add(t, obs_np, action, log_prob, value, reward * hp.reward_scale if hp.reward_scale != 1.0 else reward,
@@ -243,14 +249,16 @@ class OnPolicyModule(RLModule):
                         self.stack_final_obs(info, idx))
                 self.record_episodes(info)
             obs_np = next_obs
-            obs = self.obs_to_tensor(next_obs)
+            if host is None:
+                obs = self.obs_to_tensor(next_obs)
             if mask is not None:
                 # The next observations' masks; after a same-step autoreset, already the new episode's.
                 mask = self.read_action_mask(info)
         self._obs = next_obs
         self._action_mask = mask
         self.env_steps += hp.n_steps * self.num_envs_all_ranks  # all ranks' steps: they collect in lockstep
-        return buf.finish(policy.value(obs), hp.gamma, hp.gae_lambda)
+        last_obs = self.obs_to_tensor(next_obs) if obs is None else obs
+        return buf.finish(policy.value(last_obs), hp.gamma, hp.gae_lambda)
 
     def policy_action_shape(self) -> tuple[int, ...]:
         space = self.action_space

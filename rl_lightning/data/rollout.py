@@ -63,7 +63,8 @@ class RolloutBuffer:
     kept in NumPy arrays on the host, written without a tensor operation per step
     (a NumPy row write costs a fraction of a microsecond, a tensor one several) and
     moved to ``device`` once per rollout; what the policy produces (actions,
-    log-probabilities, values, action masks) stays in tensors on ``device``.
+    log-probabilities, values, action masks) stays in tensors on ``device``, and
+    may be given as NumPy arrays when that is the CPU (a policy acting with NumPy).
 
     Dict observations are stored key by key (``obs_shape`` and ``obs_dtype`` then
     map keys to shapes and dtypes), so an image can stay uint8 next to a float
@@ -95,11 +96,16 @@ class RolloutBuffer:
         self.final_values = torch.zeros(shape, **f32)
         self.action_masks = (None if action_mask_size is None
                              else torch.zeros(shape + (action_mask_size,), dtype=torch.bool, device=device))
+        # NumPy views of the policy-side tensors (CPU only), written by add() when given NumPy arrays.
+        self._host = ({"actions": self.actions.numpy(), "log_probs": self.log_probs.numpy(),
+                       "values": self.values.numpy()} if self.device.type == "cpu" else None)
 
-    def add(self, t: int, obs: Any, actions: torch.Tensor, log_probs: torch.Tensor, values: torch.Tensor,
-            rewards: Any, terminations: Any, episode_ends: Any, action_masks: torch.Tensor | None = None) -> None:
+    def add(self, t: int, obs: Any, actions: torch.Tensor | np.ndarray, log_probs: torch.Tensor | np.ndarray,
+            values: torch.Tensor | np.ndarray, rewards: Any, terminations: Any, episode_ends: Any,
+            action_masks: torch.Tensor | None = None) -> None:
         """Store step ``t``: ``obs``, ``rewards``, ``terminations``, ``episode_ends`` as the envs give them
-        (NumPy arrays, a dict of them for Dict observations), the policy's outputs as tensors."""
+        (NumPy arrays, a dict of them for Dict observations), the policy's outputs as tensors, or as NumPy
+        arrays on a CPU buffer."""
         if isinstance(self.obs, dict):
             for k, store in self.obs.items():
                 store[t] = obs[k]
@@ -108,9 +114,14 @@ class RolloutBuffer:
         self.rewards[t] = rewards
         self.terminations[t] = terminations
         self.episode_ends[t] = episode_ends
-        self.actions[t] = actions
-        self.log_probs[t] = log_probs
-        self.values[t] = values
+        if isinstance(actions, np.ndarray) and self._host is not None:
+            self._host["actions"][t] = actions
+            self._host["log_probs"][t] = log_probs
+            self._host["values"][t] = values
+        else:
+            self.actions[t] = torch.as_tensor(actions, device=self.device)
+            self.log_probs[t] = torch.as_tensor(log_probs, device=self.device)
+            self.values[t] = torch.as_tensor(values, device=self.device)
         if self.action_masks is not None:
             self.action_masks[t] = action_masks
 

@@ -14,6 +14,7 @@ from torch.distributions import Categorical, Distribution, Normal
 from rl_lightning.data.replay import Obs
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
+from rl_lightning.networks.host import HostActorCritic, HostMLP
 from rl_lightning.networks.mlp import orthogonal_init
 
 
@@ -166,15 +167,26 @@ class ActorCritic(nn.Module):
         action = dist.mode if deterministic else dist.sample()
         return action, dist.log_prob(action), value
 
+    def host(self) -> HostActorCritic | None:
+        """A NumPy mirror for acting on the CPU (``HostActorCritic.act``, what ``act`` gives), or ``None`` unless the
+        action space is Discrete and the bodies are MLPs (tanh or ReLU) on vector observations, on the CPU."""
+        if not isinstance(self.action_space, gym.spaces.Discrete):
+            return None
+        parts = [HostMLP.of(self.actor_body), None if self.shared_trunk else HostMLP.of(self.critic_body),
+                 HostMLP.of(self.policy_head), HostMLP.of(self.value_head)]
+        if any(part is None for i, part in enumerate(parts) if not (i == 1 and self.shared_trunk)):
+            return None
+        return HostActorCritic(*parts)
+
     def predict(self, obs: Obs, deterministic: bool = True, action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Actions only: the actor body alone runs."""
         dist = self.distribution(self.actor_body(obs), action_mask)
         return dist.mode if deterministic else dist.sample()
 
 
-def to_env_action(action: torch.Tensor, action_space: gym.Space) -> np.ndarray:
+def to_env_action(action: torch.Tensor | np.ndarray, action_space: gym.Space) -> np.ndarray:
     """Policy actions as the NumPy array a vector env takes; Gaussian actions are clipped to the bounds."""
-    a = action.cpu().numpy()
+    a = action.cpu().numpy() if isinstance(action, torch.Tensor) else action
     if isinstance(action_space, gym.spaces.Box):
         return np.clip(a, action_space.low, action_space.high)
     return a
