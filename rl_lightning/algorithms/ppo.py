@@ -106,13 +106,14 @@ class PPO(OnPolicyModule):
 
         for epoch in range(hp.n_epochs):
             last_epoch = epoch == hp.n_epochs - 1
-            minibatches = torch.randperm(n, device=self.device).split(hp.batch_size)
+            # One minibatch of the whole rollout needs no shuffle: its mean loss is the same in any order.
+            minibatches = [None] if hp.batch_size >= n else torch.randperm(n, device=self.device).split(hp.batch_size)
             for i, idx in enumerate(minibatches):
-                mb = minibatch(train, idx)
+                mb = train if idx is None else minibatch(train, idx)
                 dist, values = self.policy(mb["obs"], mb.get("action_mask"))
                 log_probs = dist.log_prob(mb["actions"])
                 advantages = mb["advantages"]
-                if hp.normalize_advantage and len(idx) > 1:
+                if hp.normalize_advantage and advantages.shape[0] > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 policy_loss, ratio = clipped_surrogate_loss(log_probs, mb["log_probs"], advantages, clip_range)
                 value_loss = self.value_loss_fn(values, mb["returns"])

@@ -9,7 +9,8 @@ that may replace the parameters' storage (moving the module), as the collectors 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
