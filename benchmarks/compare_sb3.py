@@ -192,7 +192,7 @@ def main() -> None:
             for impl in order:
                 r = run_one(impl, task, steps, seed)
                 print(f"{task:14s} {impl:12s} seed {seed}: {r['wall_s']:7.1f} s  {r['steps_per_s']:8,.0f} steps/s  "
-                      f"eval {r['eval_return']:8.1f}", flush=True)
+                      f"eval {r['eval_return']:8.1f}  import {r['import_s']:.2f} s", flush=True)
                 results.append(r)
     print()
     print(table(results, args.tasks))
