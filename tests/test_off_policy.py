@@ -296,3 +296,45 @@ def test_dqn_orthogonal_init_option():
     # The target network starts as a copy of the initialised online network.
     for a, b in zip(ortho.q_net.parameters(), ortho.q_target.parameters()):
         assert torch.equal(a, b)
+
+
+class _Rounds(L.Callback):
+    def __init__(self):
+        self.batches, self.epoch_ends = 0, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches += 1
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epoch_ends.append(pl_module.env_steps)
+
+
+@pytest.mark.parametrize("algo", [DQN, DDPG])
+def test_several_rounds_per_batch_train_exactly_like_one_per_batch(algo, tmp_path):
+    # 2 envs x train_freq 3 = 6 env steps a round: epochs of ceil(40 / 6) = 7 rounds (42 steps), a budget of
+    # 100 steps = 17 rounds (102); updates from 24 env steps on.
+    env = "CartPole-v1" if algo is DQN else "Pendulum-v1"
+    kwargs = dict(env=env, num_envs=2, hidden_sizes=[16], total_steps=100, steps_per_epoch=40, eval_episodes=0,
+                  seed=2, train_freq=3, gradient_steps=2, batch_size=8, learning_starts=24, buffer_size=500)
+    runs = {}
+    for per_batch in (1, 3, None):
+        model = algo(rounds_per_batch=per_batch, **kwargs)
+        counter = _Rounds()
+        trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path, callbacks=[counter])
+        trainer.fit(model)
+        runs[per_batch] = model, counter, trainer.global_step
+    assert runs[None][0].collects_per_batch == 7  # 256 / 6 wanted, at most an epoch's 7 rounds
+    for per_batch, batches in ((1, 17), (3, 3 + 3 + 1), (None, 3)):
+        model, counter, _ = runs[per_batch]
+        assert model.env_steps == 102
+        assert counter.epoch_ends == [42, 84, 102]
+        assert counter.batches == batches
+    reference, _, steps = runs[1]
+    for per_batch in (3, None):
+        model, _, global_step = runs[per_batch]
+        assert global_step == steps
+        for (name, a), b in zip(reference.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(a, b), name
+    with pytest.raises(ConfigurationError, match="rounds_per_batch=0 must be a positive integer"):
+        algo(rounds_per_batch=0, **kwargs)

@@ -31,7 +31,7 @@ class A2C(OnPolicyModule):
         super().__init__(n_steps=n_steps, learning_rate=learning_rate, gae_lambda=gae_lambda,
                          normalize_advantage=normalize_advantage, **kwargs)
 
-    def train_on_rollout(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
+    def train_on_batch(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
         frac = self.apply_lr_schedule()
         dist, values = self.policy(rollout["obs"], rollout.get("action_mask"))

@@ -66,9 +66,14 @@ class _RunSupport(L.Callback):
 class RLModule(L.LightningModule):
     """A LightningModule that trains a policy on environments it builds and steps itself.
 
-    Subclasses implement ``build_networks``, ``steps_per_batch``, ``collect``
-    (step the envs, return one training batch), ``training_step``,
-    ``configure_optimizers`` and ``predict_actions``.
+    Subclasses implement ``build_networks``, ``collect_size``, ``collect``
+    (step the envs, return what one round of updates trains on),
+    ``train_on_batch`` (those updates), ``configure_optimizers`` and
+    ``predict_actions``. A training batch is ``collects_per_batch`` rounds of
+    collect-then-update: the dataloader collects the first round's data,
+    ``training_step`` updates on it, then collects and updates on the others, so
+    the updates are exactly those of one round per batch while Lightning's
+    per-batch work (hooks, loop bookkeeping, logging) is shared by several rounds.
 
     Training is measured in environment steps: ``env_steps`` counts every
     transition collected (all sub-envs), training ends once it reaches
@@ -156,6 +161,7 @@ class RLModule(L.LightningModule):
         self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
         self._action_mask: Any = None  # action masks of the envs' current observations, when the envs give them
         self._stepper: GradientStepper | None = None
+        self._epoch_end_steps: int | None = None  # env_steps at which this epoch's rounds end (set as it starts)
 
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
@@ -164,8 +170,33 @@ class RLModule(L.LightningModule):
 
     @property
     @abstractmethod
+    def collect_size(self) -> int:
+        """Environment steps (of this process, all its sub-envs) one ``collect()`` makes."""
+
+    @property
+    def collects_per_batch(self) -> int:
+        """Collect-then-update rounds per training batch (subclasses choose, see ``auto_collects_per_batch``)."""
+        return 1
+
+    AUTO_BATCH_STEPS = 256
+
+    def auto_collects_per_batch(self, setting: int | None) -> int:
+        """``setting``, or when ``None``: enough rounds for about ``AUTO_BATCH_STEPS`` env steps per batch (1 when
+        one round has that many), never more than an epoch's worth."""
+        if setting is not None:
+            return setting
+        wanted = math.ceil(self.AUTO_BATCH_STEPS / self.collect_size)
+        per_epoch = math.ceil(self.hparams.steps_per_epoch / self.env_steps_per_collect)
+        return max(1, min(wanted, per_epoch))
+
+    @property
     def steps_per_batch(self) -> int:
-        """Environment steps collected for each training batch."""
+        """Environment steps (of this process) one training batch collects: ``collects_per_batch`` rounds."""
+        return self.collect_size * self.collects_per_batch
+
+    @abstractmethod
+    def train_on_batch(self, batch: Any) -> dict[str, Any]:
+        """The updates of one round on ``collect()``'s output; returns the diagnostics to log."""
 
     @abstractmethod
     def collect(self) -> Any:
@@ -282,6 +313,11 @@ class RLModule(L.LightningModule):
         return sum(self._num_envs_by_rank) if self._num_envs_by_rank else self.num_envs
 
     @property
+    def env_steps_per_collect(self) -> int:
+        """Env steps one ``collect()`` adds to ``env_steps``: ``collect_size`` of every DDP rank."""
+        return self.collect_size // self.num_envs * self.num_envs_all_ranks
+
+    @property
     def env_steps_per_batch(self) -> int:
         """Env steps one training batch adds to ``env_steps``: ``steps_per_batch`` of every DDP rank."""
         return self.steps_per_batch // self.num_envs * self.num_envs_all_ranks
@@ -305,8 +341,10 @@ class RLModule(L.LightningModule):
         return min(per_epoch, remaining)
 
     def env_steps_per_epoch(self) -> int:
-        """Env steps of a full epoch (all ranks): ``steps_per_epoch`` rounded up to whole batches."""
-        return math.ceil(self.hparams.steps_per_epoch / self.env_steps_per_batch) * self.env_steps_per_batch
+        """Env steps of a full epoch (all ranks): ``steps_per_epoch`` rounded up to whole rounds (``collect()``
+        calls), not batches: an epoch's last batch may hold fewer rounds."""
+        per_collect = self.env_steps_per_collect
+        return math.ceil(self.hparams.steps_per_epoch / per_collect) * per_collect
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(ExperienceStream(self), batch_size=None, num_workers=0, generator=_private_generator())
@@ -333,6 +371,28 @@ class RLModule(L.LightningModule):
         if self._resume_state is not None:
             self.load_run_state(self._resume_state)
             self._resume_state = None
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_end_steps = self.env_steps + self.env_steps_per_epoch()
+
+    def training_step(self, batch: Any) -> None:
+        """Update on the dataloader's round, then collect and update on up to ``collects_per_batch - 1`` more
+        (not past the epoch's end or the budget); log the mean of their diagnostics once."""
+        sums: dict[str, Any] = {}
+        counts: dict[str, int] = {}
+
+        def add(metrics: dict[str, Any]) -> None:
+            for key, value in metrics.items():
+                sums[key] = sums[key] + value if key in sums else value
+                counts[key] = counts.get(key, 0) + 1
+
+        add(self.train_on_batch(batch))
+        rounds = 1
+        end = min(self.hparams.total_steps, self._epoch_end_steps or self.hparams.total_steps)
+        while rounds < self.collects_per_batch and self.env_steps < end:
+            add(self.train_on_batch(self.collect()))
+            rounds += 1
+        self.log_training({key: value / counts[key] if counts[key] > 1 else value for key, value in sums.items()})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.env_steps >= self.hparams.total_steps:

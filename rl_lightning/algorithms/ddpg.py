@@ -202,7 +202,7 @@ class DDPG(OffPolicyModule):
         return self.scale_action(action)
 
     # ------------------------------------------------------------------ learning
-    def training_step(self, batch: dict[str, Any]) -> None:
+    def train_on_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         hp = self.hparams
         metrics: dict[str, Any] = self.buffer_metrics()
         if batch:
@@ -233,7 +233,7 @@ class DDPG(OffPolicyModule):
             metrics.update({"model/actor_loss": torch.stack(stats["actor"]).mean(),
                             "model/critic_loss": torch.stack(stats["critic"]).mean(),
                             "model/q_mean": torch.stack(stats["q"]).mean()})
-        self.log_training(metrics)
+        return metrics
 
     def run_state(self) -> dict[str, Any]:
         # Each DDP rank's own noise processes (the checkpoint's top-level entry is rank 0's).

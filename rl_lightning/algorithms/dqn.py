@@ -179,7 +179,7 @@ class DQN(OffPolicyModule):
             soft_update(self.q_target, self.q_net, 1.0 - (1.0 - self.hparams.tau) ** due)
             self.target_updates += due
 
-    def training_step(self, batch: dict[str, Any]) -> None:
+    def train_on_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         hp = self.hparams
         self.update_target()
         metrics: dict[str, Any] = {"model/epsilon": self.epsilon, **self.buffer_metrics()}
@@ -198,7 +198,7 @@ class DQN(OffPolicyModule):
                 q_means.append(q.detach().mean())
             metrics["model/loss"] = torch.stack(losses).mean()
             metrics["model/q_mean"] = torch.stack(q_means).mean()
-        self.log_training(metrics)
+        return metrics
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -20,11 +20,13 @@ from rl_lightning.errors import ConfigurationError
 class OffPolicyModule(RLModule):
     """Learns from a replay buffer.
 
-    Each training batch is ``train_freq`` steps of every env copy stored in the
-    buffer, followed by ``gradient_steps`` updates on minibatches of
-    ``batch_size`` sampled uniformly from it (none before ``learning_starts``
-    env steps, which are played with uniformly random actions, or with the
-    policy and its exploration when ``random_warmup`` is off).
+    Each round is ``train_freq`` steps of every env copy stored in the buffer,
+    followed by ``gradient_steps`` updates on minibatches of ``batch_size``
+    sampled uniformly from it (none before ``learning_starts`` env steps, which
+    are played with uniformly random actions, or with the policy and its
+    exploration when ``random_warmup`` is off). A training batch holds
+    ``rounds_per_batch`` rounds (see ``RLModule``): with ``train_freq=1``
+    Lightning's per-batch work would otherwise come with every env step.
 
     Under DDP each rank fills its own replay buffer from its own envs and samples
     its minibatches from it; checkpoints hold every rank's buffer.
@@ -46,6 +48,9 @@ class OffPolicyModule(RLModule):
         max_grad_norm: clip each optimizer's gradient norm to this; ``None`` disables clipping.
         reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
         buffer_in_checkpoint: save the replay buffer in checkpoints (switch off for very large buffers).
+        rounds_per_batch: rounds (``train_freq`` env steps, then ``gradient_steps`` updates) per training batch.
+            ``None`` chooses enough for about 256 env steps per batch, 1 when a round has that many, never more than
+            an epoch's worth. The updates, epochs and budget are those of one round per batch.
     """
 
     def __init__(
@@ -64,9 +69,13 @@ class OffPolicyModule(RLModule):
         max_grad_norm: float | None = None,
         reward_scale: float = 1.0,
         buffer_in_checkpoint: bool = True,
+        rounds_per_batch: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if rounds_per_batch is not None and (not isinstance(rounds_per_batch, int) or rounds_per_batch < 1):
+            raise ConfigurationError(f"rounds_per_batch={rounds_per_batch!r} must be a positive integer, or null to "
+                                     "choose it from train_freq")
         for name in ("buffer_size", "batch_size", "train_freq", "gradient_steps"):
             if getattr(self.hparams, name) < 1:
                 raise ConfigurationError(f"{name}={getattr(self.hparams, name)} must be >= 1")
@@ -86,8 +95,12 @@ class OffPolicyModule(RLModule):
         self._action_mask: np.ndarray | None = None  # masks of the envs' current observations, if they give them
 
     @property
-    def steps_per_batch(self) -> int:
+    def collect_size(self) -> int:
         return self.hparams.train_freq * self.num_envs
+
+    @property
+    def collects_per_batch(self) -> int:
+        return self.auto_collects_per_batch(self.hparams.rounds_per_batch)
 
     # ------------------------------------------------------------------ acting, per algorithm
     @abstractmethod

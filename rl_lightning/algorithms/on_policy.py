@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -26,11 +25,9 @@ class OnPolicyModule(RLModule):
 
     Each rollout of ``n_steps * num_envs`` transitions is collected with the
     current policy right before the update that uses it. A training batch holds
-    ``rollouts_per_batch`` such rollout-then-update rounds: the dataloader
-    collects the first, ``training_step`` the others after each update, so the
-    updates are exactly those of one rollout per batch while Lightning's
-    per-batch work (hooks, loop bookkeeping, logging) is shared by several
-    small rollouts. Subclasses implement ``train_on_rollout``.
+    ``rollouts_per_batch`` such rollout-then-update rounds (see ``RLModule``):
+    the updates are exactly those of one rollout per batch while Lightning's
+    per-batch work is shared by several small rollouts.
 
     Observations may be a Box (vectors or images) or a Dict of them. Envs that
     give ``info["action_mask"]`` (True/1 = allowed; for ``MultiDiscrete`` the
@@ -61,11 +58,9 @@ class OnPolicyModule(RLModule):
         normalize_advantage: standardise advantages (per minibatch).
         reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
         rollouts_per_batch: rollouts (each followed by its update) per training batch. ``None`` chooses enough for
-            about ``AUTO_BATCH_STEPS`` (256) env steps per batch, 1 when a rollout has that many, never more than an
-            epoch's worth. Epochs and the budget end where one rollout per batch would end them.
+            about 256 env steps per batch, 1 when a rollout has that many, never more than an epoch's worth.
+            Epochs and the budget end where one rollout per batch would end them.
     """
-
-    AUTO_BATCH_STEPS = 256
 
     def __init__(
         self,
@@ -110,8 +105,6 @@ class OnPolicyModule(RLModule):
         self.rollout: RolloutBuffer | None = None
         # Masks of the envs' current observations (bool, True = allowed), or None for envs without masks.
         self._action_mask: torch.Tensor | None = None
-        # env_steps at which this epoch's rollouts end (set when each epoch starts; None outside fit).
-        self._epoch_end_steps: int | None = None
 
     @property
     def rollout_size(self) -> int:
@@ -119,17 +112,17 @@ class OnPolicyModule(RLModule):
         return self.hparams.n_steps * self.num_envs
 
     @property
-    def rollouts_per_batch(self) -> int:
-        """The ``rollouts_per_batch`` setting, or the automatic choice (see the class docstring)."""
-        if self.hparams.rollouts_per_batch is not None:
-            return self.hparams.rollouts_per_batch
-        wanted = math.ceil(self.AUTO_BATCH_STEPS / self.rollout_size)
-        per_epoch = math.ceil(self.hparams.steps_per_epoch / (self.hparams.n_steps * self.num_envs_all_ranks))
-        return max(1, min(wanted, per_epoch))
+    def collect_size(self) -> int:
+        return self.rollout_size
 
     @property
-    def steps_per_batch(self) -> int:
-        return self.rollout_size * self.rollouts_per_batch
+    def rollouts_per_batch(self) -> int:
+        """The ``rollouts_per_batch`` setting, or the automatic choice."""
+        return self.auto_collects_per_batch(self.hparams.rollouts_per_batch)
+
+    @property
+    def collects_per_batch(self) -> int:
+        return self.rollouts_per_batch
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         check_action_space(action_space, type(self).__name__)
@@ -275,31 +268,6 @@ class OnPolicyModule(RLModule):
             high = torch.as_tensor(self.action_space.high, device=action.device)
             action = torch.maximum(torch.minimum(action, high), low)
         return action
-
-    # ------------------------------------------------------------------ training batches
-    def env_steps_per_epoch(self) -> int:
-        """``steps_per_epoch`` rounded up to whole rollouts (not batches): an epoch's last batch may hold fewer."""
-        per_rollout = self.hparams.n_steps * self.num_envs_all_ranks
-        return math.ceil(self.hparams.steps_per_epoch / per_rollout) * per_rollout
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_end_steps = self.env_steps + self.env_steps_per_epoch()
-
-    def training_step(self, rollout: dict[str, Any]) -> None:
-        """Update on the dataloader's rollout, then collect and update on up to ``rollouts_per_batch - 1`` more;
-        log the mean of their diagnostics once."""
-        totals = self.train_on_rollout(rollout)
-        done = 1
-        end = min(self.hparams.total_steps, self._epoch_end_steps or self.hparams.total_steps)
-        while done < self.rollouts_per_batch and self.env_steps < end:
-            for key, value in self.train_on_rollout(self.collect()).items():
-                totals[key] = totals[key] + value
-            done += 1
-        self.log_training({key: value / done for key, value in totals.items()} if done > 1 else totals)
-
-    def train_on_rollout(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
-        """The algorithm's update(s) on one rollout (``collect``'s output); returns its diagnostics."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ losses and updates
     def value_loss_fn(self, values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ class PPO(OnPolicyModule):
                 "rollout; give every rank's Unity env the same number of agents, or choose batch_size so that "
                 "they agree")
 
-    def train_on_rollout(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
+    def train_on_batch(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
         frac = self.apply_lr_schedule()
         clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
