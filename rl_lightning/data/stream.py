@@ -15,7 +15,9 @@ class ExperienceStream(IterableDataset):
     """One epoch of training batches, each collected from the environments on demand.
 
     Iterating calls ``module.collect()`` once per batch: it steps the envs with
-    the live policy and returns the batch for the next ``training_step``. The
+    the live policy and returns the data of the batch's first round for the next
+    ``training_step``, which collects the batch's further rounds itself, each
+    after the previous round's updates (see ``RLModule.collects_per_batch``). The
     length is exact (the epoch's batches, fewer in the last epoch of the
     budget), so Lightning does not pre-fetch: a batch is collected only after
     the previous update has been applied, which keeps on-policy data on-policy.
