@@ -108,8 +108,9 @@ class RLModule(L.LightningModule):
         eval_deterministic: evaluate the policy's most likely action instead of sampling.
         eval_env_kwargs: keyword arguments for the evaluation env, overriding ``env_kwargs``.
         log_interval: environment steps between logged training points (``run/*``, ``model/*``, ``time/*``);
-            each point averages the batches since the previous one. Points are also written at every epoch's end,
-            and only on batches Lightning writes logs on (``trainer.log_every_n_steps``; the CLI's default is 1).
+            each point averages each diagnostic over the rounds (collect-then-update) since the previous one.
+            Points are also written at every epoch's end, and only on batches Lightning writes logs on
+            (``trainer.log_every_n_steps``; the CLI's default is 1).
             Logging every batch costs ~0.1 ms per metric in Lightning, as much as a small update.
     """
 
@@ -155,8 +156,9 @@ class RLModule(L.LightningModule):
         self._obs: np.ndarray | None = None  # the envs' current observations
         self._initial_info: dict[str, Any] = {}
         self._last_log: tuple[float, int] | None = None
-        self._pending: dict[str, Any] = {}  # sums of the diagnostics of the batches since the last logged point
-        self._pending_batches = 0
+        # Sums of the diagnostics of the rounds since the last logged point, and how many rounds gave each.
+        self._pending: dict[str, Any] = {}
+        self._pending_counts: dict[str, int] = {}
         self.last_evaluation: EvaluationResult | None = None
         self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
         self._action_mask: Any = None  # action masks of the envs' current observations, when the envs give them
@@ -377,22 +379,14 @@ class RLModule(L.LightningModule):
 
     def training_step(self, batch: Any) -> None:
         """Update on the dataloader's round, then collect and update on up to ``collects_per_batch - 1`` more
-        (not past the epoch's end or the budget); log the mean of their diagnostics once."""
-        sums: dict[str, Any] = {}
-        counts: dict[str, int] = {}
-
-        def add(metrics: dict[str, Any]) -> None:
-            for key, value in metrics.items():
-                sums[key] = sums[key] + value if key in sums else value
-                counts[key] = counts.get(key, 0) + 1
-
-        add(self.train_on_batch(batch))
+        (not past the epoch's end or the budget); then write a training point if one is due (``log_training``)."""
+        self.log_training(self.train_on_batch(batch), end_of_batch=False)
         rounds = 1
         end = min(self.hparams.total_steps, self._epoch_end_steps or self.hparams.total_steps)
         while rounds < self.collects_per_batch and self.env_steps < end:
-            add(self.train_on_batch(self.collect()))
+            self.log_training(self.train_on_batch(self.collect()), end_of_batch=False)
             rounds += 1
-        self.log_training({key: value / counts[key] if counts[key] > 1 else value for key, value in sums.items()})
+        self.log_training({})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.env_steps >= self.hparams.total_steps:
@@ -428,25 +422,26 @@ class RLModule(L.LightningModule):
         connector = getattr(trainer, "_logger_connector", None)
         return bool(getattr(connector, "should_update_logs", True))
 
-    def log_training(self, metrics: dict[str, torch.Tensor | float]) -> None:
+    def log_training(self, metrics: dict[str, torch.Tensor | float], end_of_batch: bool = True) -> None:
         """Log the algorithm's diagnostics with episode statistics and throughput, against env steps.
 
-        Called by every rank after every training batch; the diagnostics (``metrics``, this rank's: rank 0's reach
-        the logger) are summed (detached, no host copy) and written as their mean over the batches since the last
-        point, every ``log_interval`` env steps. The episode statistics are those of the episodes all ranks
-        finished since the last point. Under DDP every rank writes its points on the same batches (the rule
-        depends only on the global step counts), as the reduction of the episode statistics needs.
+        ``training_step`` calls it with each round's diagnostics (``metrics``, this rank's: rank 0's reach the
+        logger), which are summed (detached, no host copy), and at the end of every batch, when a point may be
+        written: each diagnostic's mean over the rounds that gave it since the last point, every ``log_interval``
+        env steps. The episode statistics are those of the episodes all ranks finished since the last point.
+        Under DDP every rank writes its points on the same batches (the rule depends only on the global step
+        counts), as the reduction of the episode statistics needs.
         """
-        pending = self._pending
+        pending, counts = self._pending, self._pending_counts
         for key, value in metrics.items():
             if isinstance(value, torch.Tensor):
                 value = value.detach()
             pending[key] = pending[key] + value if key in pending else value
-        self._pending_batches += 1
-        if self._trainer is not None and not self._log_due():
+            counts[key] = counts.get(key, 0) + 1
+        if not end_of_batch or (self._trainer is not None and not self._log_due()):
             return
-        means = {key: value / self._pending_batches for key, value in pending.items()}
-        self._pending, self._pending_batches = {}, 0
+        means = {key: value / counts[key] for key, value in pending.items()}
+        self._pending, self._pending_counts = {}, {}
         count, return_sum, length_sum = self._episode_totals()
         if count > 0:
             self.episodes += count

@@ -145,7 +145,7 @@ class DQN(OffPolicyModule):
 
     def collect(self) -> dict[str, Any]:
         # On the CPU an MLP Q-network acts through a NumPy mirror (rl_lightning.networks.host): a fraction of the
-        # dispatch cost of its tensor operations on one row per env. Made for each batch: the weights' storage
+        # dispatch cost of its tensor operations on one row per env. Made for each round: the weights' storage
         # is read directly, so it always sees the latest update.
         self._host_q = HostMLP.of(self.q_net) if self.device.type == "cpu" else None
         return super().collect()
