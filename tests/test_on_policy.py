@@ -49,45 +49,6 @@ def test_training_stops_at_total_steps_with_epochs_of_steps_per_epoch(tmp_path):
     assert model.envs is None and model.eval_envs is None  # closed at teardown
 
 
-class BatchCounter(L.Callback):
-    def __init__(self):
-        self.batches, self.epoch_ends = 0, []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.batches += 1
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.epoch_ends.append(pl_module.env_steps)
-
-
-@pytest.mark.parametrize("algo", [A2C, PPO])
-def test_several_rollouts_per_batch_train_exactly_like_one_per_batch(algo, tmp_path):
-    # 2 envs x 5 steps = 10 env steps per rollout: epochs of ceil(95 / 10) = 10 rollouts, a budget of 23.
-    kwargs = dict(env="CartPole-v1", num_envs=2, n_steps=5, hidden_sizes=[16], total_steps=230, steps_per_epoch=95,
-                  eval_episodes=0, seed=3, lr_schedule="linear")
-    if algo is PPO:
-        kwargs.update(batch_size=4, n_epochs=2)
-    runs = {}
-    for per_batch in (1, 4, None):
-        model = algo(rollouts_per_batch=per_batch, **kwargs)
-        counter = BatchCounter()
-        trainer = quiet_trainer(tmp_path / str(per_batch), callbacks=[counter], logger=False)
-        trainer.fit(model)
-        runs[per_batch] = model, counter, trainer.global_step
-    assert runs[None][0].rollouts_per_batch == 10  # about 256 steps wanted, but at most an epoch's 10 rollouts
-    for per_batch, batches in ((1, 23), (4, 3 + 3 + 1), (None, 3)):
-        model, counter, _ = runs[per_batch]
-        assert model.env_steps == 230
-        assert counter.epoch_ends == [100, 200, 230]  # the epochs' last batches hold 2 of 4 and 3 of 4 rollouts
-        assert counter.batches == batches
-    reference, _, steps = runs[1]
-    for per_batch in (4, None):
-        model, _, global_step = runs[per_batch]
-        assert global_step == steps  # the same optimizer steps ...
-        for (name, a), b in zip(reference.state_dict().items(), model.state_dict().values()):
-            assert torch.equal(a, b), name  # ... on the same rollouts: identical weights
-
-
 def test_bad_input_is_rejected_before_training():
     with pytest.raises(ConfigurationError, match="did you mean 'CartPole-v1'"):
         PPO(env="CartPol-v1")
