@@ -249,7 +249,7 @@ class OnPolicyModule(RLModule):
                 mask = self.read_action_mask(info)
         self._obs = next_obs
         self._action_mask = mask
-        self.env_steps += hp.n_steps * self.num_envs_all_ranks  # all ranks' steps: they collect in lockstep
+        self.env_steps += self.env_steps_per_collect  # all ranks' steps: they collect in lockstep
         last_obs = self.obs_to_tensor(next_obs) if obs is None else obs
         return buf.finish(policy.value(last_obs), hp.gamma, hp.gae_lambda)
 

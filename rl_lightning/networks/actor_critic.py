@@ -172,11 +172,11 @@ class ActorCritic(nn.Module):
         action space is Discrete and the bodies are MLPs (tanh or ReLU) on vector observations, on the CPU."""
         if not isinstance(self.action_space, gym.spaces.Discrete):
             return None
-        parts = [HostMLP.of(self.actor_body), None if self.shared_trunk else HostMLP.of(self.critic_body),
-                 HostMLP.of(self.policy_head), HostMLP.of(self.value_head)]
-        if any(part is None for i, part in enumerate(parts) if not (i == 1 and self.shared_trunk)):
+        actor, policy_head, value_head = (HostMLP.of(m) for m in (self.actor_body, self.policy_head, self.value_head))
+        critic = None if self.shared_trunk else HostMLP.of(self.critic_body)  # None: the trunk serves both
+        if None in (actor, policy_head, value_head) or (critic is None and not self.shared_trunk):
             return None
-        return HostActorCritic(*parts)
+        return HostActorCritic(actor, critic, policy_head, value_head)
 
     def predict(self, obs: Obs, deterministic: bool = True, action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Actions only: the actor body alone runs."""
