@@ -71,7 +71,8 @@ def test_specs_map_discrete_and_continuous_actions(unity):
 
 
 @pytest.mark.parametrize("ending", ["terminate_at", "truncate_at"])
-def test_an_ending_agent_is_in_terminal_and_decision_steps_at_once(unity, ending):
+def test_an_ending_agent_is_in_terminal_steps_under_its_old_id_and_in_decision_steps_under_a_new_one(unity, ending):
+    # Unity's agent id is an episode id, drawn from one counter at every episode start (Agent.cs, EpisodeIdCounter).
     env = unity("--env", "toy_envs:CounterEnv", "--env-kwargs", f'{{"{ending}": 3}}', "--agents", "2")
     env.reset()
     spec = env.behavior_specs["Agent"]
@@ -79,7 +80,7 @@ def test_an_ending_agent_is_in_terminal_and_decision_steps_at_once(unity, ending
         env.set_actions("Agent", spec.action_spec.empty_action(2))
         env.step()
     decisions, terminals = env.get_steps("Agent")
-    assert sorted(terminals.agent_id) == [0, 1] and sorted(decisions.agent_id) == [0, 1]
+    assert sorted(terminals.agent_id) == [0, 1] and sorted(decisions.agent_id) == [2, 3]
     assert terminals.obs[0][:, 0].tolist() == [3.0, 3.0]   # the final observation
     assert decisions.obs[0][:, 0].tolist() == [0.0, 0.0]   # the next episode's first one
     assert terminals.reward.tolist() == [1.0, 1.0]

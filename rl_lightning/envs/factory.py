@@ -183,6 +183,7 @@ def make_vector_env(
         if seed is not None and "seed" in inspect.signature(factory).parameters:
             kwargs.setdefault("seed", seed)
         venv = factory(**kwargs)
+        own_statistics = getattr(venv, "records_episode_statistics", False)  # Unity: per agent, not per slot
         try:
             for spec in wrappers:  # observation/action wrappers, applied to each sub-env's data
                 venv = wrap_sub_envs(venv, lambda e, spec=spec: _apply_wrapper(e, spec))
@@ -192,7 +193,7 @@ def make_vector_env(
         if seed is not None:  # random exploration draws from the action spaces
             venv.action_space.seed(seed)
             venv.single_action_space.seed(seed)
-        return gym.wrappers.vector.RecordEpisodeStatistics(venv) if record_statistics else venv
+        return gym.wrappers.vector.RecordEpisodeStatistics(venv) if record_statistics and not own_statistics else venv
 
     def make_one() -> gym.Env:
         e = factory(**kwargs)

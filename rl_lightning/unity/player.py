@@ -9,7 +9,20 @@ above 1 the agents decide as under Unity's ``DecisionRequester``: agent ``i``
 asks for a decision only on academy steps where ``(step + i) % period == 0``,
 repeats its last action in between, and reports the rewards it earned
 meanwhile with its next decision; an episode end is reported at once, and the
-new episode's first step asks for a decision. Launch it through
+new episode's first step asks for a decision.
+
+Agents are numbered as Unity numbers them: the proto's agent ``id`` is the
+agent's *episode* id (com.unity.ml-agents ``Runtime/Agent.cs``: ``m_EpisodeId``
+from ``EpisodeIdCounter.GetEpisodeId()``, a global counter, at initialisation
+and at every episode start), so an agent that ends an episode is reported
+under its old id as done and under a new id deciding, in one message.
+``--fixed-agent-ids`` gives each agent one id for the whole run instead (not
+what Unity does). ``--despawn-prob`` / ``--spawn-prob`` destroy and spawn agents
+during a run (a destroyed agent sends one last done step, as Unity's
+``Agent.OnDisable`` does, and a spawned one appears under a new id);
+``--shuffle-agents`` lists the agents of each message in a random order
+(Unity does not promise one); ``--step-time`` spends that many seconds of
+"game" time per step, as a build's physics and rendering would. Launch it through
 ``UnityEnvironment(file_name=<path of rl-lightning-unity-player>, additional_args=[...])``
 or by hand with ``--mlagents-port``.
 
@@ -29,6 +42,7 @@ import io
 import json
 import struct
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -173,9 +187,12 @@ class Player:
     """Plays ``num_agents`` copies of an env as the agents of one behavior, deciding every ``decision_period`` steps."""
 
     def __init__(self, make_env: Callable[[], gym.Env], num_agents: int = 1, behavior_name: str = "Agent",
-                 seed: int = 0, decision_period: int = 1) -> None:
+                 seed: int = 0, decision_period: int = 1, fixed_agent_ids: bool = False, despawn_prob: float = 0.0,
+                 spawn_prob: float = 0.0, shuffle_agents: bool = False, step_time: float = 0.0) -> None:
         if decision_period < 1:
             raise ValueError(f"decision_period={decision_period} must be >= 1")
+        if not (0.0 <= despawn_prob <= 1.0 and 0.0 <= spawn_prob <= 1.0):
+            raise ValueError(f"despawn_prob={despawn_prob} and spawn_prob={spawn_prob} must lie in [0, 1]")
         self.envs = [make_env() for _ in range(num_agents)]
         self.behavior_name = behavior_name
         self.seed = seed
@@ -192,9 +209,20 @@ class Player:
         self.episodes = [0] * num_agents
         self.current: list[tuple[Any, dict[str, Any]]] = []
         self.sent_brain = False
+        self.fixed_agent_ids = fixed_agent_ids
+        self.ids = list(range(num_agents))  # each agent's current (episode) id
+        self.next_id = 0  # Unity's EpisodeIdCounter: one counter for every agent of the process
+        self.alive = [True] * num_agents
+        self.despawn_prob, self.spawn_prob = despawn_prob, spawn_prob
+        self.shuffle_agents = shuffle_agents
+        self.step_time = step_time
+        self.rng = np.random.default_rng(seed)
 
     # -- episodes
     def _reset_agent(self, i: int) -> tuple[Any, dict[str, Any]]:
+        if not self.fixed_agent_ids:
+            self.ids[i] = self.next_id
+            self.next_id += 1
         params = self.parameters.sample()
         for key, value in params.items():
             self.pending_stats.append(stats_message(f"param/{key}", value))
@@ -204,21 +232,30 @@ class Player:
         return self.envs[i].reset(seed=seed, options=options)
 
     def _info(self, out: Any, i: int, obs: Any, info: dict[str, Any], reward: float = 0.0, done: bool = False,
-              interrupted: bool = False) -> None:
-        """Append agent ``i``'s AgentInfoProto to the repeated field ``out``."""
-        proto = out.add(id=i, reward=float(reward), done=done, max_step_reached=interrupted)
+              interrupted: bool = False, agent_id: int | None = None) -> None:
+        """Append agent ``i``'s AgentInfoProto (under ``agent_id``, default its current id) to the repeated field ``out``."""
+        proto = out.add(id=self.ids[i] if agent_id is None else agent_id, reward=float(reward), done=done,
+                        max_step_reached=interrupted)
         _add_observations(proto.observations, obs, self.space)
         mask = info.get("action_mask")
         if mask is not None:
             proto.action_mask.extend([not bool(m) for m in np.asarray(mask).reshape(-1)])  # Unity: True = forbidden
 
     def _reset_all(self, out: Any) -> None:
-        self.current = [self._reset_agent(i) for i in range(len(self.envs))]
+        # An academy reset restarts every agent that exists; destroyed ones stay destroyed.
+        if not any(self.alive):
+            self.alive[0] = True
+        self.current = [self._reset_agent(i) if self.alive[i] else (None, {}) for i in range(len(self.envs))]
         self.accrued = [0.0] * len(self.envs)
-        self.deciding = list(range(len(self.envs)))
+        self.deciding = self._order([i for i in range(len(self.envs)) if self.alive[i]])
         self.academy_steps = 0  # Unity's Academy restarts its step count at a reset
-        for i, (obs, info) in enumerate(self.current):
-            self._info(out, i, obs, info)
+        for i in self.deciding:
+            self._info(out, i, *self.current[i])
+
+    def _order(self, agents: list[int]) -> list[int]:
+        if self.shuffle_agents:
+            self.rng.shuffle(agents)
+        return agents
 
     def _step_all(self, actions: Sequence[Any], out: Any) -> None:
         if len(actions) != len(self.deciding):
@@ -226,20 +263,44 @@ class Player:
         for i, proto in zip(self.deciding, actions):
             self.last_actions[i] = self._action(proto)
         self.academy_steps += 1
-        self.deciding = []
+        if self.step_time > 0:
+            time.sleep(self.step_time)
+        deciding, entries = [], []  # entries: (agent, obs, info, reward, done, interrupted), listed at the end
         for i, env in enumerate(self.envs):
+            if not self.alive[i]:
+                if self.rng.random() < self.spawn_prob:  # spawned: a new agent under a new id, deciding at once
+                    self.alive[i] = True
+                    self.current[i] = self._reset_agent(i)
+                    self.accrued[i] = 0.0
+                    deciding.append(i)
+                    entries.append((i, self.ids[i], *self.current[i], 0.0, False, False))
+                continue
             obs, reward, terminated, truncated, info = env.step(self.last_actions[i])
             self.current[i] = (obs, info)
             self.accrued[i] += float(reward)
+            if (not (terminated or truncated) and sum(self.alive) > 1
+                    and self.rng.random() < self.despawn_prob):
+                # Destroyed: Unity's OnDisable sends one last step, done and not interrupted, and the agent is gone.
+                entries.append((i, self.ids[i], obs, info, self.accrued[i], True, False))
+                self.alive[i] = False
+                continue
             if terminated or truncated:  # reported at once, whatever the decision period
-                self._info(out, i, obs, info, self.accrued[i], done=True, interrupted=truncated and not terminated)
+                entries.append((i, self.ids[i], obs, info, self.accrued[i], True, truncated and not terminated))
                 self.accrued[i] = 0.0
                 self.current[i] = self._reset_agent(i)  # its new episode's first step asks for a decision
             elif (self.academy_steps + i) % self.decision_period:
                 continue  # no decision requested: in neither list, and it repeats its action
-            self._info(out, i, *self.current[i], reward=self.accrued[i])
+            entries.append((i, self.ids[i], *self.current[i], self.accrued[i], False, False))
             self.accrued[i] = 0.0
-            self.deciding.append(i)
+            deciding.append(i)
+        if self.shuffle_agents:
+            order = self.rng.permutation(len(entries))
+            entries = [entries[j] for j in order]
+        for i, agent_id, obs, info, reward, done, interrupted in entries:
+            # A terminal step goes out under the id of the episode that ended, a decision under the current one.
+            self._info(out, i, obs, info, reward, done, interrupted, agent_id=agent_id)
+        # The actions of the next STEP come in the order the deciding agents were listed.
+        self.deciding = [i for i, _, _, _, _, done, _ in entries if not done]
 
     def _action(self, proto: Any) -> Any:
         if isinstance(self.action_space, gym.spaces.Discrete):
@@ -295,6 +356,7 @@ class Player:
             if reply.header.status != 200:
                 return 0
             self.seed = reply.unity_input.rl_initialization_input.seed
+            self.rng = np.random.default_rng(self.seed)  # spawning, destroying and shuffling follow Unity's seed
             reply = stub.Exchange(UnityMessageProto(header=HeaderProto(status=200)))
             while reply.header.status == 200:
                 rl_input = reply.unity_input.rl_input
@@ -335,6 +397,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--behavior-name", default="Agent")
     parser.add_argument("--decision-period", type=int, default=1,
                         help="steps between an agent's decisions (Unity's DecisionRequester); agents are staggered")
+    parser.add_argument("--fixed-agent-ids", action="store_true",
+                        help="keep one agent id for the whole run (Unity gives a new id at every episode)")
+    parser.add_argument("--despawn-prob", type=float, default=0.0,
+                        help="chance per step that an agent is destroyed (one stays alive)")
+    parser.add_argument("--spawn-prob", type=float, default=0.0,
+                        help="chance per step that a destroyed agent is spawned again (up to --agents)")
+    parser.add_argument("--shuffle-agents", action="store_true", help="list the agents of each message in random order")
+    parser.add_argument("--step-time", type=float, default=0.0,
+                        help="seconds each step takes, as a build's game loop would")
     parser.add_argument("-logFile", "-logfile", dest="log_file",
                         help="write output and errors here (set by UnityEnvironment's log_folder)")
     args, _unity_flags = parser.parse_known_args(argv)
@@ -351,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(env_kwargs, dict):
         parser.error(f"--env-kwargs must be a JSON object of keyword arguments, got {args.env_kwargs!r}")
     player = Player(_env_factory(args.env, env_kwargs), args.agents, args.behavior_name,
-                    decision_period=args.decision_period)
+                    decision_period=args.decision_period, fixed_agent_ids=args.fixed_agent_ids,
+                    despawn_prob=args.despawn_prob, spawn_prob=args.spawn_prob, shuffle_agents=args.shuffle_agents,
+                    step_time=args.step_time)
     return player.run(args.mlagents_port)
 
 

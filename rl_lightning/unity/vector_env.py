@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import os
@@ -326,6 +327,53 @@ def action_space_from_spec(spec: BehaviorSpec) -> gym.Space:
     return gym.spaces.MultiDiscrete(list(action.discrete_branches))
 
 
+class _Agents:
+    """Which Unity agent holds which sub-env (slot), re-mapped at every message.
+
+    Unity's agent ``id`` is an *episode* id (com.unity.ml-agents ``Runtime/Agent.cs``: ``m_EpisodeId`` comes from
+    ``EpisodeIdCounter.GetEpisodeId()`` when the agent is initialised and again at every ``_AgentReset``, and
+    ``AgentInfo.episodeId`` is what ``Runtime/Communicator/GrpcExtensions.cs`` sends as the proto's ``id``). So an
+    agent that ends an episode is in TerminalSteps under its old id and in DecisionSteps under a new one; a
+    disabled or destroyed agent sends one last done step (``OnDisable`` -> ``NotifyAgentDone(Disabled)``: done, not
+    max-step) and is gone; a spawned agent appears under an id never seen. Slots are keyed by
+    ``(process, id)``: a terminal frees its slot, an unknown id takes a free slot, preferring one its own
+    process freed in the same message (so an agent that ends and restarts keeps its sub-env).
+    """
+
+    def __init__(self, num_slots: int) -> None:
+        self.num_slots = num_slots
+        self.slot: dict[tuple[int, int], int] = {}
+        self.free: list[int] = list(range(num_slots))  # kept sorted: the lowest free slot is taken first
+
+    def release(self, key: tuple[int, int]) -> int | None:
+        i = self.slot.pop(key, None)
+        if i is not None:
+            bisect.insort(self.free, i)
+        return i
+
+    def place(self, key: tuple[int, int], preferred: list[int]) -> int | None:
+        """The slot of ``key``; a new agent takes the first free slot of ``preferred``, else the lowest free one
+        (``None`` when no slot is free)."""
+        i = self.slot.get(key)
+        if i is not None:
+            return i
+        for j in preferred:
+            if j in self.free:
+                break
+        else:
+            if not self.free:
+                return None
+            j = self.free[0]
+        self.free.remove(j)
+        self.slot[key] = j
+        return j
+
+    def occupied(self) -> np.ndarray:
+        held = np.zeros(self.num_slots, bool)
+        held[list(self.slot.values())] = True
+        return held
+
+
 class UnityVectorEnv(gym.vector.VectorEnv):
     """The agents of one behavior, across one or several Unity processes, as Gymnasium sub-envs.
 
@@ -335,20 +383,38 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     step) is ``truncated``, any other end ``terminated``. Action masks appear as
     ``info["action_mask"]`` (True = allowed).
 
-    ``info["decision"]`` (bool, one per sub-env) says which agents asked for a
-    decision in this step (with a Unity ``DecisionRequester`` whose period is
-    above 1, not all do). The others are in neither Unity's DecisionSteps nor
-    its TerminalSteps: their row keeps its last observation, gets reward 0 (Unity
-    adds what they earn until their next decision to that decision's reward, so
-    nothing is lost or counted twice), and the action the next ``step`` gives
-    them is not sent: Unity repeats their last one. An episode end is always
-    reported at once.
+    Agents come and go as in a real build (see ``_Agents``): the number of
+    sub-envs is fixed (the agents at the first reset, or ``max_agents``), each
+    agent holds one while it lives, an agent that restarts keeps its sub-env,
+    and a sub-env without an agent is *inactive*: ``info["active"]`` is False for
+    it, its row keeps its last observation, gets reward 0 and its action is not
+    sent. Actions go to agents by id, whatever order Unity lists them in.
+
+    ``info["decision"]`` (bool, one per sub-env) says which rows hold an
+    observation on which their agent asked for a decision: only their next
+    actions reach Unity. With a Unity ``DecisionRequester`` whose period is above
+    1, an agent between decisions is in neither DecisionSteps nor TerminalSteps:
+    its row keeps its last observation and gets reward 0 (Unity adds what it
+    earns until its next decision to that decision's reward). The algorithms
+    store one transition per decision: from the observation an agent decided on
+    to its next decision or episode end, with every reward in between; rows
+    that are not deciding are not stored. An episode end is always reported at once.
+
+    Episode statistics (``info["episode"]`` with ``r`` and ``l``, mask ``info["_episode"]``, as Gymnasium's
+    ``RecordEpisodeStatistics`` gives them) are kept here, per agent: the length counts the agent's decisions,
+    and an inactive sub-env adds nothing to the next agent's episode.
 
     Unity sends no per-agent info; builds that mark success with the reward of
     an episode's last step (``SetReward(1); EndEpisode()``) can have it reported
     the Gymnasium way with ``success_reward``: an agent whose episode terminates
     with a last reward >= ``success_reward`` gets ``info["final_info"]["is_success"]``
     True (False for any other end); evaluation then reports a success rate.
+
+    With several processes, every step is sent to all of them at once and their answers are awaited together
+    (as ``mlagents-learn`` steps its env workers in parallel), so N builds give about N times the steps per second
+    of one. Each process has its own side channels (mlagents sends a channel's queued messages with the next
+    exchange of the one ``UnityEnvironment`` it belongs to, then empties the queue: ``side_channel_manager.py``),
+    so engine settings and environment parameters reach every process.
 
     Args:
         file_name: path of a Unity build, ``"rl-lightning-unity-player"`` for the project's player, or ``None``
@@ -368,29 +434,38 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             (``time_scale``, ``quality_level``, ``target_frame_rate``, ``width``, ``height``).
         parameters: environment parameters: a number is a constant; ``{"sampler": "uniform", "min", "max"}``,
             ``{"sampler": "gaussian", "mean", "std"}`` or ``{"sampler": "multirange", "intervals": [[a, b], ...]}``,
-            each with an optional ``"seed"``, is drawn afresh by Unity at each episode reset.
+            each with an optional ``"seed"``, is drawn afresh by Unity at each episode reset. Process ``k`` gets
+            sampler seed ``seed + k``, so the processes draw different values.
         uint8_images: deliver image observations as uint8 in [0, 255] (``False``: float32 in [0, 1]).
         success_reward: a terminating last reward at or above this counts as success (``None``: not reported).
+        max_agents: the number of sub-envs, for builds that spawn agents during a run: at least the most agents
+            of the behavior alive at once, over all processes. ``None``: the agents present at the first reset.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    records_episode_statistics = True
+    """``make_vector_env`` adds no ``RecordEpisodeStatistics``: it would count inactive sub-envs' steps."""
 
     def __init__(self, file_name: str | None = PLAYER, behavior_name: str | None = None, num_processes: int = 1,
                  worker_id: int = 0, base_port: int | None = None, no_graphics: bool = True, timeout_wait: int = 60,
                  seed: int = 0, additional_args: Sequence[str] | None = None, log_folder: str | None = None,
                  engine_settings: dict[str, Any] | None = None,
                  parameters: dict[str, float | dict[str, Any]] | None = None, uint8_images: bool = True,
-                 success_reward: float | None = None) -> None:
+                 success_reward: float | None = None, max_agents: int | None = None) -> None:
         if num_processes < 1:
             raise ConfigurationError(f"num_processes={num_processes} must be >= 1")
+        if max_agents is not None and (not isinstance(max_agents, int) or max_agents < 1):
+            raise ConfigurationError(f"max_agents={max_agents!r} must be a positive integer, or null for the agents "
+                                     "present at the first reset")
         if file_name is None and (num_processes != 1 or worker_id != 0):
             raise ConfigurationError("file_name=None waits for the Unity Editor: it needs num_processes=1, worker_id=0")
         path = resolve_file_name(file_name)
-        self.engine_channel = EngineConfigurationChannel()
-        self.parameter_channel = EnvironmentParametersChannel()
-        self.stats_channel = StatsSideChannel()
+        # One set of channels per process: a channel object queues its messages for one UnityEnvironment only.
+        self.channels = [(EngineConfigurationChannel(), EnvironmentParametersChannel(), StatsSideChannel())
+                         for _ in range(num_processes)]
         self.configure(engine_settings, parameters)
         self.units: list[UnityProcess] = []
+        self._pool: ThreadPoolExecutor | None = None
         try:
             for k in range(num_processes):
                 port = (base_port if base_port is not None else (
@@ -402,26 +477,26 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                         index=k, num_processes=num_processes, file_name=path, worker_id=worker_id + k,
                         base_port=base_port, seed=seed + k, no_graphics=no_graphics, timeout_wait=timeout_wait,
                         additional_args=command_line_arguments(additional_args), log_folder=log_folder,
-                        side_channels=[self.engine_channel, self.parameter_channel, self.stats_channel]))
+                        side_channels=list(self.channels[k])))
                 except UnityWorkerInUseException:
                     raise ConfigurationError(
                         f"worker_id={worker_id + k}: its port is already in use by another Unity environment; "
                         f"give each concurrent run its own worker_id (e.g. worker_id={worker_id + num_processes})"
                     ) from None
-            for unit in self.units:
-                unit.exchange("reset")
+            if num_processes > 1:
+                self._pool = ThreadPoolExecutor(max_workers=num_processes, thread_name_prefix="unity-step")
+            self._exchange_all("reset")
             self.behavior_name = self._choose_behavior(behavior_name)
             self.spec_ = self.units[0].behavior_specs[self.behavior_name]
-            # Sub-env index -> (process, agent id), fixed at the first reset.
-            self.agents: list[tuple[int, int]] = []
-            for k, unit in enumerate(self.units):
-                decisions, _ = unit.get_steps(self.behavior_name)
-                self.agents += [(k, int(a)) for a in decisions.agent_id]
-            self._row = {agent: i for i, agent in enumerate(self.agents)}
+            present = sum(len(unit.get_steps(self.behavior_name)[0]) for unit in self.units)
+            if max_agents is not None and present > max_agents:
+                raise ConfigurationError(f"max_agents={max_agents}: the build started with {present} agents of "
+                                         f"behavior {self.behavior_name!r}; set max_agents to at least {present}")
         except BaseException:
             self.close()
             raise
-        self.num_envs = len(self.agents)
+        self.num_envs = max_agents or present
+        self.max_agents = max_agents
         self.success_reward = success_reward
         self.single_observation_space = observation_space_from_spec(self.spec_, uint8_images)
         # Unity sends observations in its own order; the Dict space sorts its keys. Match them by name.
@@ -432,30 +507,34 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self._obs = self._empty_obs()
         self._masks: np.ndarray | None = None
         self._decision = np.zeros(self.num_envs, bool)
-        self._deciding: list[list[int]] = [[] for _ in self.units]  # per process: rows that asked for a decision
+        self._deciding: list[list[int]] = [[] for _ in self.units]  # per process: rows in its last DecisionSteps order
+        self._episode_return = np.zeros(self.num_envs, np.float64)
+        self._episode_length = np.zeros(self.num_envs, np.int64)
+        self._episode_start = np.zeros(self.num_envs, np.float64)
         self._collect_first_observations()
 
     # ------------------------------------------------------------------ configuration
     def configure(self, engine_settings: dict[str, Any] | None = None,
                   parameters: dict[str, float | dict[str, Any]] | None = None) -> None:
-        """Queue engine settings and environment parameters; Unity applies them with the next step or reset."""
-        if engine_settings:
-            self.engine_channel.set_configuration_parameters(**engine_settings)
-        for key, value in (parameters or {}).items():
-            if isinstance(value, (int, float)):
-                self.parameter_channel.set_float_parameter(key, float(value))
-                continue
-            kind, seed = value.get("sampler"), int(value.get("seed", 0))
-            if kind == "uniform":
-                self.parameter_channel.set_uniform_sampler_parameters(key, value["min"], value["max"], seed)
-            elif kind == "gaussian":
-                self.parameter_channel.set_gaussian_sampler_parameters(key, value["mean"], value["std"], seed)
-            elif kind == "multirange":
-                self.parameter_channel.set_multirangeuniform_sampler_parameters(
-                    key, [tuple(r) for r in value["intervals"]], seed)
-            else:
-                raise ConfigurationError(f"parameters.{key}: sampler {kind!r} is not one of uniform, gaussian, "
-                                         "multirange")
+        """Queue engine settings and environment parameters for every process; Unity applies them with the next
+        step or reset."""
+        for k, (engine, params, _) in enumerate(self.channels):
+            if engine_settings:
+                engine.set_configuration_parameters(**engine_settings)
+            for key, value in (parameters or {}).items():
+                if isinstance(value, (int, float)):
+                    params.set_float_parameter(key, float(value))
+                    continue
+                kind, seed = value.get("sampler"), int(value.get("seed", 0)) + k
+                if kind == "uniform":
+                    params.set_uniform_sampler_parameters(key, value["min"], value["max"], seed)
+                elif kind == "gaussian":
+                    params.set_gaussian_sampler_parameters(key, value["mean"], value["std"], seed)
+                elif kind == "multirange":
+                    params.set_multirangeuniform_sampler_parameters(key, [tuple(r) for r in value["intervals"]], seed)
+                else:
+                    raise ConfigurationError(f"parameters.{key}: sampler {kind!r} is not one of uniform, gaussian, "
+                                             "multirange")
 
     def _choose_behavior(self, name: str | None) -> str:
         names = list(self.units[0].behavior_specs)
@@ -468,8 +547,12 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         return name
 
     def stats(self) -> dict[str, list[float]]:
-        """What the Unity side reported through the stats side channel since the last call."""
-        return {key: [value for value, _ in entries] for key, entries in self.stats_channel.get_and_reset_stats().items()}
+        """What the Unity processes reported through the stats side channel since the last call."""
+        out: dict[str, list[float]] = {}
+        for _, _, stats in self.channels:
+            for key, entries in stats.get_and_reset_stats().items():
+                out.setdefault(key, []).extend(value for value, _ in entries)
+        return out
 
     # ------------------------------------------------------------------ observations
     def _empty_obs(self) -> Any:
@@ -504,14 +587,35 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         return ~np.concatenate(decisions.action_mask, axis=1)  # Unity's True means forbidden
 
     def _collect_first_observations(self) -> None:
+        """Map the agents after a reset (every agent starts a new episode under a new id) and read their first
+        observations."""
+        self._agents = _Agents(self.num_envs)
         self._decision[:] = False
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        self._episode_start[:] = time.perf_counter()
         for k, unit in enumerate(self.units):
             decisions, _ = unit.get_steps(self.behavior_name)
-            rows = [self._row[(k, int(a))] for a in decisions.agent_id]
+            rows = self._place(k, decisions.agent_id, [])
             self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
             self._decision[rows] = True
             self._deciding[k] = rows
+
+    def _place(self, k: int, agent_ids: np.ndarray, preferred: list[int]) -> list[int]:
+        """The rows of process ``k``'s deciding agents; new agents take free rows (``preferred`` first)."""
+        rows = []
+        for agent in agent_ids:
+            i = self._agents.place((k, int(agent)), preferred)
+            if i is None:
+                alive = len(self._agents.slot) + 1
+                self.close()
+                raise ConfigurationError(
+                    f"behavior {self.behavior_name!r} now has more agents ({alive} or more) than this env's "
+                    f"{self.num_envs} sub-envs (the agents present at the first reset, or max_agents); set max_agents "
+                    f"to the most agents the build can have alive at once, over all its processes")
+            rows.append(i)
+        return rows
 
     def _update_masks(self, rows: list[int], decisions: Any) -> None:
         allowed = self._allowed(decisions)
@@ -521,7 +625,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._masks[rows] = allowed
 
     def _info(self) -> dict[str, Any]:
-        info = {"decision": self._decision.copy()}
+        info = {"decision": self._decision.copy(), "active": self._agents.occupied()}
         if self._masks is not None:
             info["action_mask"] = self._masks.copy()
         return info
@@ -532,12 +636,15 @@ class UnityVectorEnv(gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ the vector env API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Restart every agent. Unity seeds at launch, so ``seed`` has no effect after it."""
+        """Restart every agent. Unity seeds at launch, so ``seed`` has no effect after it.
+
+        ``options`` may hold ``engine_settings`` and ``parameters`` (as in the constructor), sent to every process
+        with the reset.
+        """
         if options:
             self.configure(options.get("engine_settings"), options.get("parameters"))
         self._check_open()
-        for k in range(len(self.units)):
-            self._exchange(k, "reset")
+        self._exchange_all("reset")
         self._masks = None
         self._collect_first_observations()
         return self._copy_obs(), self._info()
@@ -547,10 +654,27 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             return {k: v.copy() for k, v in self._obs.items()}
         return self._obs.copy()
 
-    def _exchange(self, k: int, command: str) -> None:
-        """Reset or step process ``k``; if it fails, end all processes before raising its ``UnityProcessError``."""
+    def _exchange_all(self, command: str) -> None:
+        """Reset or step every process, all at once; if one fails, end them all before raising its
+        ``UnityProcessError``.
+
+        The processes compute their steps in parallel while this thread waits (the waits release the GIL), as
+        ``mlagents-learn`` does with one worker process per environment (``subprocess_env_manager.py``).
+        """
         try:
-            self.units[k].exchange(command)
+            if self._pool is None:
+                for unit in self.units:
+                    unit.exchange(command)
+                return
+            futures = [self._pool.submit(unit.exchange, command) for unit in self.units]
+            errors = []
+            for future in futures:
+                try:
+                    future.result()
+                except BaseException as e:  # noqa: BLE001 (each process's failure is collected, the first raised)
+                    errors.append(e)
+            if errors:
+                raise errors[0]
         except UnityProcessError:
             self.close()
             raise
@@ -558,30 +682,38 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self._check_open()
         actions = np.asarray(actions)
+        for k, unit in enumerate(self.units):
+            if self._deciding[k]:  # one action per agent of the last DecisionSteps, in Unity's order
+                unit.set_actions(self.behavior_name, self._action_tuple(actions[self._deciding[k]]))
+        self._exchange_all("step")
         rewards = np.zeros(self.num_envs, np.float32)
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
         final_obs: dict[int, Any] = {}
+        self._episode_length[self._decision] += 1  # the rows whose action was just applied
         self._decision[:] = False
         for k, unit in enumerate(self.units):
-            if self._deciding[k]:  # the agents listed in the last DecisionSteps, in Unity's order
-                unit.set_actions(self.behavior_name, self._action_tuple(actions[self._deciding[k]]))
-            self._exchange(k, "step")
             decisions, terminals = unit.get_steps(self.behavior_name)
+            freed: list[int] = []
             for j, agent in enumerate(terminals.agent_id):
-                i = self._row[(k, int(agent))]
-                rewards[i] += terminals.reward[j]
+                i = self._agents.release((k, int(agent)))
+                if i is None:
+                    continue  # an agent that ended before it ever decided: it had no sub-env
+                rewards[i] = terminals.reward[j]
                 truncated[i] = bool(terminals.interrupted[j])
                 terminated[i] = not truncated[i]
                 final_obs[i] = self._obs_row(terminals.obs, j)
-            rows = [self._row[(k, int(a))] for a in decisions.agent_id]
+                freed.append(i)
+            known = [(k, int(a)) in self._agents.slot for a in decisions.agent_id]
+            rows = self._place(k, decisions.agent_id, freed)
             for j, i in enumerate(rows):
-                if i not in final_obs:  # an agent in both: the decision reward opens its next episode
+                if known[j]:  # a new agent's first decision reward opens its episode: not part of the last one's
                     rewards[i] += decisions.reward[j]
             self._write_obs(rows, decisions.obs)
             self._update_masks(rows, decisions)
             self._decision[rows] = True
             self._deciding[k] = rows
+        self._episode_return += rewards
         info = self._info()
         if final_obs:
             ended = np.zeros(self.num_envs, bool)
@@ -590,6 +722,14 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             for i, obs in final_obs.items():
                 finals[i] = obs
             info.update({"final_obs": finals, "_final_obs": ended})
+            now = time.perf_counter()
+            info["episode"] = {"r": np.where(ended, self._episode_return, 0.0),
+                               "l": np.where(ended, self._episode_length, 0),
+                               "t": np.where(ended, np.round(now - self._episode_start, 6), 0.0)}
+            info["_episode"] = ended
+            self._episode_return[ended] = 0.0
+            self._episode_length[ended] = 0
+            self._episode_start[ended] = now
             if self.success_reward is not None:
                 # An ended agent's reward this step is its last step's alone (the next episode's opening reward
                 # is not added to it).
@@ -611,3 +751,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             except Exception:  # noqa: BLE001 (a unit that failed to start is already closed)
                 pass
         self.units = []
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+            self._pool = None
