@@ -94,6 +94,16 @@ def evaluate_episodes(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vect
     while (counts < targets).any():
         mask = info.get("action_mask")
         obs, _, _, _, info = envs.step(policy(obs) if mask is None else policy(obs, mask))
+        active = info.get("active")
+        if active is not None and not active.all():
+            # A sub-env without an agent (Unity: the agent was destroyed) may never finish another episode: its
+            # remaining share goes to the sub-envs that have one.
+            short = ~active & (counts < targets)
+            holders = np.flatnonzero(active)
+            if short.any() and len(holders):
+                moved = int((targets[short] - counts[short]).sum())
+                targets[short] = counts[short]
+                np.add.at(targets, holders[np.arange(moved) % len(holders)], 1)
         if "_episode" in info:
             finished = info["_episode"] & (counts < targets)
             for i in np.flatnonzero(finished):

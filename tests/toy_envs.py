@@ -166,3 +166,25 @@ class FailingResetEnv(CounterEnv):
 
     def reset(self, *, seed=None, options=None):
         raise RuntimeError("FailingResetEnv cannot reset")
+
+
+class EchoEnv(gym.Env):
+    """Observation = (steps this episode, the last action applied); reward = the action's value.
+
+    Lets a test check which action reached which agent, and sum an episode's return from the actions sent.
+    """
+
+    def __init__(self, terminate_at: int = 7, n_actions: int = 5):
+        self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(n_actions)
+        self.terminate_at = terminate_at
+        self.t, self.last = 0, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.last = 0, 0
+        return np.array([0.0, 0.0], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t, self.last = self.t + 1, int(action)
+        return np.array([self.t, self.last], dtype=np.float32), float(action), self.t >= self.terminate_at, False, {}

@@ -162,6 +162,9 @@ class RLModule(L.LightningModule):
         self.last_evaluation: EvaluationResult | None = None
         self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
         self._action_mask: Any = None  # action masks of the envs' current observations, when the envs give them
+        # Envs whose sub-envs do not all act at every step (Unity: agents between decisions, sub-envs without an
+        # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
+        self._decision: np.ndarray | None = None
         self._stepper: GradientStepper | None = None
         self._epoch_end_steps: int | None = None  # env_steps at which this epoch's rounds end (set as it starts)
 
@@ -253,6 +256,7 @@ class RLModule(L.LightningModule):
                 obs, self._initial_info = self.envs.reset(seed=self._rank_seed())
                 self._attach_spaces(self.envs.single_observation_space, self.envs.single_action_space)
                 self._obs = obs
+                self._decision = self._initial_info.get("decision")
             if self._world_size() > 1:
                 self._num_envs_by_rank = self._gather_num_envs()
                 # After the networks: the same initial weights on every rank, different action and minibatch draws.

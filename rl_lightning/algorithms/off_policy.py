@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from rl_lightning.algorithms.base import RLModule
-from rl_lightning.data.replay import ReplayBuffer
+from rl_lightning.data.replay import DecisionTransitions, ReplayBuffer
 from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.factory import final_observations
 from rl_lightning.errors import ConfigurationError
@@ -93,6 +93,7 @@ class OffPolicyModule(RLModule):
         self.buffer: ReplayBuffer | None = None
         self._saved_buffer: dict[str, Any] | None = None
         self._action_mask: np.ndarray | None = None  # masks of the envs' current observations, if they give them
+        self._decisions = DecisionTransitions()
 
     @property
     def collect_size(self) -> int:
@@ -117,7 +118,10 @@ class OffPolicyModule(RLModule):
 
     # ------------------------------------------------------------------ buffer and collection
     def setup(self, stage: str) -> None:
+        envs = self.envs
         super().setup(stage)
+        if self.envs is not envs:  # new envs, new episodes: no transition of the old ones is left open
+            self._decisions = DecisionTransitions()
         if stage == "fit" and self.buffer is None:
             mask = self._initial_info.get("action_mask")
             self._action_mask = None if mask is None else np.asarray(mask, dtype=bool)
@@ -155,8 +159,14 @@ class OffPolicyModule(RLModule):
                         next_mask[i] = final_masks[i] if final_masks is not None else True
             # A finished episode's real next observation is its final one (the envs already reset).
             real_next = final_observations(next_obs, info) if ended.any() else next_obs
-            buf.add(obs, stored, reward * hp.reward_scale if hp.reward_scale != 1.0 else reward, real_next,
-                    terminated, next_mask)
+            reward = reward * hp.reward_scale if hp.reward_scale != 1.0 else reward
+            next_decision = info.get("decision")
+            if self._decision is None and next_decision is None:
+                buf.add(obs, stored, reward, real_next, terminated, next_mask)
+            else:
+                self._decisions.store(buf, self._decision, obs, stored, reward, real_next, terminated, next_mask,
+                                      next_decision | ended)
+                self._decision = next_decision
             if ended.any():
                 self.record_episodes(info)
                 self.on_episodes_end(ended)

@@ -231,14 +231,21 @@ class OnPolicyModule(RLModule):
                 action, log_prob, value = policy.act(obs, action_mask=mask)
             next_obs, reward, terminated, truncated, info = envs.step(to_env_action(action, self.action_space))
             ends = terminated | truncated
-            buf.add(t, obs_np, action, log_prob, value, reward * hp.reward_scale if hp.reward_scale != 1.0 else reward,
-                    terminated, ends, mask)
+            # With envs whose rows do not all decide (Unity), a step's outcome belongs to each row's last decision.
+            owner = buf.add(t, obs_np, action, log_prob, value,
+                            reward * hp.reward_scale if hp.reward_scale != 1.0 else reward, terminated, ends, mask,
+                            self._decision)
+            self._decision = info.get("decision")
             if ends.any():
                 bootstrap = truncated & ~terminated
+                if owner is not None:
+                    bootstrap &= owner >= 0
                 if bootstrap.any():
                     # A time limit is not a terminal state: value the final observation (kept by the autoreset).
                     idx = np.flatnonzero(bootstrap)
-                    buf.final_values[t, torch.as_tensor(idx, device=self.device)] = policy.value(
+                    steps = np.full(len(idx), t) if owner is None else owner[idx]
+                    buf.final_values[torch.as_tensor(steps, device=self.device),
+                                     torch.as_tensor(idx, device=self.device)] = policy.value(
                         self.stack_final_obs(info, idx))
                 self.record_episodes(info)
             obs_np = next_obs
@@ -251,7 +258,7 @@ class OnPolicyModule(RLModule):
         self._action_mask = mask
         self.env_steps += self.env_steps_per_collect  # all ranks' steps: they collect in lockstep
         last_obs = self.obs_to_tensor(next_obs) if obs is None else obs
-        return buf.finish(policy.value(last_obs), hp.gamma, hp.gae_lambda)
+        return buf.finish(policy.value(last_obs), hp.gamma, hp.gae_lambda, self._decision)
 
     def policy_action_shape(self) -> tuple[int, ...]:
         space = self.action_space

@@ -108,6 +108,12 @@ class PPO(OnPolicyModule):
             last_epoch = epoch == hp.n_epochs - 1
             # One minibatch of the whole rollout needs no shuffle: its mean loss is the same in any order.
             minibatches = [None] if hp.batch_size >= n else torch.randperm(n, device=self.device).split(hp.batch_size)
+            if n < self.rollout_size:
+                # Envs whose rows do not all decide (Unity) give fewer samples than the rollout's size; the number of
+                # minibatches stays that of a full rollout (under DDP every rank must make as many updates).
+                count = math.ceil(self.rollout_size / hp.batch_size)
+                order = torch.randperm(n, device=self.device)
+                minibatches = list(order.repeat(math.ceil(count / n))[:max(n, count)].tensor_split(count))
             for i, idx in enumerate(minibatches):
                 mb = train if idx is None else minibatch(train, idx)
                 dist, values = self.policy(mb["obs"], mb.get("action_mask"))

@@ -184,3 +184,75 @@ class ReplayBuffer:
             store[:keep] = stored[name][order[size - keep:]].to(self.device)
         self.size = keep
         self.pos = keep % self.capacity
+
+
+def _rows(data: Any, idx: np.ndarray) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _rows(v, idx) for k, v in data.items()}
+    return data[idx]
+
+
+def _as_numpy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _as_numpy(v) for k, v in data.items()}
+    return data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+
+
+class DecisionTransitions:
+    """One replay transition per decision, for envs whose sub-envs do not all decide at every step (Unity).
+
+    A transition begins on a row whose observation is a decision (``decision[i]``: the agent asked for an action,
+    which is applied), sums the rewards that follow, and is stored once it is complete: at the agent's next
+    decision (its observation is the transition's next one) or at its episode's end (the final observation). A
+    row that is not deciding adds no transition of its own: an agent between decisions repeats its last action in
+    Unity, which reports what it earns meanwhile with its next decision, and a sub-env without an agent has
+    nothing to store. This is how ML-Agents' trainers count experiences too: one per decision
+    (``mlagents/trainers/agent_processor.py``). When every row decides at every step, each transition is the step
+    itself, stored exactly as without this class.
+    """
+
+    def __init__(self) -> None:
+        self.obs: Any = None
+        self.actions: np.ndarray | None = None
+        self.rewards: np.ndarray | None = None
+        self.open: np.ndarray | None = None  # rows with a transition begun and not yet stored
+
+    def _allocate(self, obs: Any, actions: np.ndarray, n: int) -> None:
+        self.obs = _as_numpy(obs)
+        self.obs = {k: np.zeros_like(v) for k, v in self.obs.items()} if isinstance(self.obs, dict) \
+            else np.zeros_like(self.obs)
+        self.actions = np.zeros_like(actions)
+        self.rewards = np.zeros(n, np.float32)
+        self.open = np.zeros(n, bool)
+
+    def store(self, buffer: ReplayBuffer, decision: np.ndarray | None, obs: Any, actions: Any, rewards: np.ndarray,
+              next_obs: Any, terminated: np.ndarray, next_action_mask: np.ndarray | None,
+              completes: np.ndarray) -> None:
+        """Account for one env step and store the transitions it completes in ``buffer``.
+
+        ``decision``: rows whose ``obs`` is a decision (``None``: all); ``completes``: rows whose ``next_obs`` is a
+        decision or whose episode just ended (``next_obs`` then holds the final observation).
+        """
+        n = len(rewards)
+        decision = np.ones(n, bool) if decision is None else decision
+        if decision.all() and completes.all() and (self.open is None or not self.open.any()):
+            buffer.add(obs, actions, rewards, next_obs, terminated, next_action_mask)  # every row a whole transition
+            return
+        actions = _as_numpy(actions)
+        if self.open is None:
+            self._allocate(obs, actions, n)
+        begin = np.flatnonzero(decision)
+        if isinstance(self.obs, dict):
+            for k, store in self.obs.items():
+                store[begin] = obs[k][begin]
+        else:
+            self.obs[begin] = obs[begin]
+        self.actions[begin] = actions[begin]
+        self.rewards[begin] = 0.0
+        self.open[begin] = True
+        self.rewards[self.open] += rewards[self.open]
+        done = np.flatnonzero(self.open & completes)
+        if len(done):
+            buffer.add(_rows(self.obs, done), self.actions[done], self.rewards[done], _rows(next_obs, done),
+                       terminated[done], None if next_action_mask is None else next_action_mask[done])
+            self.open[done] = False

@@ -16,7 +16,7 @@ def minibatch(batch: dict[str, Any], rows: torch.Tensor | slice) -> dict[str, An
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
                 terminations: torch.Tensor, episode_ends: torch.Tensor, gamma: float,
-                gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+                gae_lambda: float, active: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates and value targets for time-major ``(T, N)`` tensors.
 
     Implements Schulman et al. 2016 ("High-Dimensional Continuous Control Using
@@ -32,6 +32,8 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
         episode_ends: the episode ended at ``t`` (terminated or truncated): the sum stops there.
         gamma: discount factor.
         gae_lambda: bias/variance trade-off; 0 gives one-step TD errors, 1 Monte-Carlo returns.
+        active: the steps that are decisions (``None``: all). The others are skipped: the sum runs over each
+            env's decisions alone (``next_values`` must then hold the value of the env's next decision).
 
     Returns:
         ``(advantages, returns)`` where ``returns = advantages + values`` (the TD(lambda) value targets).
@@ -43,7 +45,10 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
     running = torch.zeros_like(rewards[0])
     decay = gamma * gae_lambda
     for t in range(rewards.shape[0] - 1, -1, -1):
-        running = deltas[t] + decay * continues[t] * running
+        if active is None:
+            running = deltas[t] + decay * continues[t] * running
+        else:
+            running = torch.where(active[t], deltas[t] + decay * continues[t] * running, running)
         advantages[t] = running
     return advantages, advantages + values
 
@@ -96,16 +101,28 @@ class RolloutBuffer:
         self.final_values = torch.zeros(shape, **f32)
         self.action_masks = (None if action_mask_size is None
                              else torch.zeros(shape + (action_mask_size,), dtype=torch.bool, device=device))
+        # Envs whose rows do not all decide at every step (Unity): which steps are decisions, and per env the step
+        # of its open decision in this rollout (-1: none), which the rewards of its steps in between belong to.
+        self.active = np.ones(shape, dtype=bool)
+        self.tracking = False
+        self.last = np.full(num_envs, -1)
+        self._carry: dict[str, Any] | None = None
         # NumPy views of the policy-side tensors (CPU only), written by add() when given NumPy arrays.
         self._host = ({"actions": self.actions.numpy(), "log_probs": self.log_probs.numpy(),
                        "values": self.values.numpy()} if self.device.type == "cpu" else None)
 
     def add(self, t: int, obs: Any, actions: torch.Tensor | np.ndarray, log_probs: torch.Tensor | np.ndarray,
             values: torch.Tensor | np.ndarray, rewards: Any, terminations: Any, episode_ends: Any,
-            action_masks: torch.Tensor | None = None) -> None:
+            action_masks: torch.Tensor | None = None, decision: np.ndarray | None = None) -> np.ndarray | None:
         """Store step ``t``: ``obs``, ``rewards``, ``terminations``, ``episode_ends`` as the envs give them
         (NumPy arrays, a dict of them for Dict observations), the policy's outputs as tensors, or as NumPy
-        arrays on a CPU buffer."""
+        arrays on a CPU buffer.
+
+        ``decision`` (envs that give ``info["decision"]``): the rows whose ``obs`` is a decision. The step's
+        reward and episode end of any other row belong to that row's last decision, and are added to it;
+        the returned array says, per env, which step that is (``t`` for a deciding row, -1 for a row with no
+        open decision), e.g. to store a truncated episode's final value there. ``None`` when not tracking.
+        """
         if isinstance(self.obs, dict):
             for k, store in self.obs.items():
                 store[t] = obs[k]
@@ -124,13 +141,85 @@ class RolloutBuffer:
             self.values[t] = torch.as_tensor(values, device=self.device)
         if self.action_masks is not None:
             self.action_masks[t] = action_masks
+        if decision is None and not self.tracking:
+            return None
+        return self._attribute(t, np.ones(self.num_envs, bool) if decision is None else decision)
+
+    def _attribute(self, t: int, decision: np.ndarray) -> np.ndarray:
+        if t == 0:
+            self.tracking = True
+            self.active[:] = False
+            self.last[:] = -1
+        self.active[t] = decision
+        self.last[decision] = t
+        carried = 0.0
+        if t == 0 and self._carry is not None:
+            carried = self._place_carry()
+        rows = np.flatnonzero(self.last >= 0)
+        owner = self.last.copy()
+        rewards, terms, ends = self.rewards[t].copy(), self.terminations[t].copy(), self.episode_ends[t].copy()
+        self.rewards[t], self.terminations[t], self.episode_ends[t] = carried, False, False
+        self.rewards[owner[rows], rows] += rewards[rows]
+        self.terminations[owner[rows], rows] |= terms[rows]
+        self.episode_ends[owner[rows], rows] |= ends[rows]
+        self.last[ends] = -1  # an episode end closes the decision
+        return owner
+
+    def _place_carry(self) -> np.ndarray:
+        """Put the decisions left open at the end of the last rollout at step 0 of this one (their rows are not
+        deciding there: their next decision had not come); return the rewards they had gathered."""
+        carry, self._carry = self._carry, None
+        rows = carry["rows"]
+        if isinstance(self.obs, dict):
+            for k, store in self.obs.items():
+                store[0, rows] = carry["obs"][k]
+        else:
+            self.obs[0, rows] = carry["obs"]
+        self.actions[0, rows] = carry["actions"]
+        self.log_probs[0, rows] = carry["log_probs"]
+        self.values[0, rows] = carry["values"]
+        if self.action_masks is not None:
+            self.action_masks[0, rows] = carry["action_masks"]
+        self.active[0, rows] = True
+        self.last[rows] = 0
+        carried = np.zeros(self.num_envs, np.float32)
+        carried[rows] = carry["rewards"]
+        return carried
+
+    def _keep_open_decisions(self, next_decision: np.ndarray) -> np.ndarray:
+        """Rows whose last decision has not been followed by the next one (nor an episode end) yet: they are left
+        out of this rollout's training and carried to the next rollout. Returns their mask."""
+        open_rows = np.flatnonzero((self.last >= 0) & ~next_decision)
+        pending = np.zeros((self.n_steps, self.num_envs), bool)
+        if len(open_rows) == 0:
+            return pending
+        steps = self.last[open_rows]
+        pending[steps, open_rows] = True
+        steps_t = torch.as_tensor(steps, device=self.device)
+        rows_t = torch.as_tensor(open_rows, device=self.device)
+        self._carry = {
+            "rows": open_rows,
+            "obs": ({k: v[steps, open_rows].copy() for k, v in self.obs.items()} if isinstance(self.obs, dict)
+                    else self.obs[steps, open_rows].copy()),
+            "actions": self.actions[steps_t, rows_t].clone(),
+            "log_probs": self.log_probs[steps_t, rows_t].clone(),
+            "values": self.values[steps_t, rows_t].clone(),
+            "action_masks": None if self.action_masks is None else self.action_masks[steps_t, rows_t].clone(),
+            "rewards": self.rewards[steps, open_rows].copy(),
+        }
+        return pending
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         # A copy: the host arrays are overwritten by the next rollout.
         return torch.from_numpy(array.copy()).to(self.device)
 
-    def finish(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> dict[str, Any]:
+    def finish(self, last_values: torch.Tensor, gamma: float, gae_lambda: float,
+               next_decision: np.ndarray | None = None) -> dict[str, Any]:
         """Advantages and returns for the stored steps; ``last_values`` is ``V`` of the observation after the last step.
+
+        When rows did not all decide at every step (``add`` was given ``decision``), only decisions are returned:
+        each with the rewards up to its env's next decision, bootstrapped from that decision's value; a decision
+        whose next one has not come by the end (``next_decision`` False for its row) is kept for the next rollout.
 
         Returns a dict of flat ``(n_steps * num_envs, ...)`` tensors on the buffer's device: ``obs`` (a dict of
         them for Dict observations), ``actions``, ``log_probs``, ``values``, ``advantages``, ``returns``,
@@ -139,10 +228,25 @@ class RolloutBuffer:
         rewards = self._to_device(self.rewards)
         terminations = self._to_device(self.terminations)
         episode_ends = self._to_device(self.episode_ends)
-        next_values = torch.cat([self.values[1:], last_values.unsqueeze(0)])
+        active = keep = None
+        if self.tracking:
+            active = self._to_device(self.active)
+            pending = self._keep_open_decisions(np.ones(self.num_envs, bool) if next_decision is None
+                                                else np.asarray(next_decision, bool))
+            if not self.active.all() or pending.any():
+                keep = torch.from_numpy((self.active & ~pending).reshape(-1)).to(self.device)
+            # Each decision bootstraps from its env's next decision, which need not be the next step.
+            next_values = torch.empty_like(self.values)
+            following = last_values
+            for t in range(self.n_steps - 1, -1, -1):
+                next_values[t] = following
+                following = torch.where(active[t], self.values[t], following)
+            self.tracking = False
+        else:
+            next_values = torch.cat([self.values[1:], last_values.unsqueeze(0)])
         next_values = torch.where(episode_ends, self.final_values, next_values)
         advantages, returns = compute_gae(rewards, self.values, next_values, terminations, episode_ends, gamma,
-                                          gae_lambda)
+                                          gae_lambda, active)
         self.final_values.zero_()
         n = self.n_steps * self.num_envs
 
@@ -161,4 +265,6 @@ class RolloutBuffer:
         }
         if self.action_masks is not None:
             batch["action_mask"] = flat(self.action_masks.clone())
+        if keep is not None:
+            batch = minibatch(batch, keep)
         return batch

@@ -188,7 +188,8 @@ class Player:
 
     def __init__(self, make_env: Callable[[], gym.Env], num_agents: int = 1, behavior_name: str = "Agent",
                  seed: int = 0, decision_period: int = 1, fixed_agent_ids: bool = False, despawn_prob: float = 0.0,
-                 spawn_prob: float = 0.0, shuffle_agents: bool = False, step_time: float = 0.0) -> None:
+                 spawn_prob: float = 0.0, shuffle_agents: bool = False, step_time: float = 0.0,
+                 start_agents: int | None = None, report_step_times: bool = False) -> None:
         if decision_period < 1:
             raise ValueError(f"decision_period={decision_period} must be >= 1")
         if not (0.0 <= despawn_prob <= 1.0 and 0.0 <= spawn_prob <= 1.0):
@@ -212,7 +213,8 @@ class Player:
         self.fixed_agent_ids = fixed_agent_ids
         self.ids = list(range(num_agents))  # each agent's current (episode) id
         self.next_id = 0  # Unity's EpisodeIdCounter: one counter for every agent of the process
-        self.alive = [True] * num_agents
+        self.alive = [i < (num_agents if start_agents is None else start_agents) for i in range(num_agents)]
+        self.report_step_times = report_step_times
         self.despawn_prob, self.spawn_prob = despawn_prob, spawn_prob
         self.shuffle_agents = shuffle_agents
         self.step_time = step_time
@@ -263,8 +265,13 @@ class Player:
         for i, proto in zip(self.deciding, actions):
             self.last_actions[i] = self._action(proto)
         self.academy_steps += 1
+        started = time.time()
         if self.step_time > 0:
             time.sleep(self.step_time)
+        if self.report_step_times:  # when this process computed its step, for tests of concurrent stepping
+            # Seconds within the current 1000 s of the clock: the channel carries float32.
+            self.pending_stats += [stats_message("player/step_start", started % 1000),
+                                   stats_message("player/step_end", time.time() % 1000)]
         deciding, entries = [], []  # entries: (agent, obs, info, reward, done, interrupted), listed at the end
         for i, env in enumerate(self.envs):
             if not self.alive[i]:
@@ -403,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="chance per step that an agent is destroyed (one stays alive)")
     parser.add_argument("--spawn-prob", type=float, default=0.0,
                         help="chance per step that a destroyed agent is spawned again (up to --agents)")
+    parser.add_argument("--start-agents", type=int, default=None,
+                        help="agents alive at the start (default --agents); the others can spawn later")
+    parser.add_argument("--report-step-times", action="store_true",
+                        help="send each step's start and end time (seconds since the epoch) as stats")
     parser.add_argument("--shuffle-agents", action="store_true", help="list the agents of each message in random order")
     parser.add_argument("--step-time", type=float, default=0.0,
                         help="seconds each step takes, as a build's game loop would")
@@ -424,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     player = Player(_env_factory(args.env, env_kwargs), args.agents, args.behavior_name,
                     decision_period=args.decision_period, fixed_agent_ids=args.fixed_agent_ids,
                     despawn_prob=args.despawn_prob, spawn_prob=args.spawn_prob, shuffle_agents=args.shuffle_agents,
-                    step_time=args.step_time)
+                    step_time=args.step_time, start_agents=args.start_agents,
+                    report_step_times=args.report_step_times)
     return player.run(args.mlagents_port)
 
 
