@@ -267,8 +267,8 @@ def test_a_resumed_run_continues_in_the_saved_lesson(player_path, tmp_path):
     _, _, trainer = fit_on_levels(tmp_path / "first", next(WORKER_IDS), total_steps=160)
     ckpt = next((tmp_path / "first").rglob("*.ckpt"))
     _, stats, _ = fit_on_levels(tmp_path / "second", next(WORKER_IDS), total_steps=320, ckpt_path=str(ckpt))
-    # The resumed envs were reset at the first lesson's value; the saved lesson's value reaches the player before
-    # the first training step, and every agent restarts with it.
-    assert stats.levels[:2] == [1.0, 1.0] and set(stats.levels[2:]) == {3.0}
+    # The resumed envs start at the first lesson's value (the env's first reset and the module's, 2 agents each);
+    # the saved lesson's value reaches the player with the first training step, and every agent restarts with it.
+    assert stats.levels[:4] == [1.0] * 4 and set(stats.levels[4:]) == {3.0}
     lessons = [value for _, value in sorted(scalars(tmp_path / "second")["curriculum/level"])]
     assert lessons and set(lessons) == {1.0}
