@@ -307,7 +307,7 @@ class RLModule(L.LightningModule):
         from rl_lightning.unity.parameters import CurriculumCallback, has_curriculum  # mlagents only when needed
 
         callbacks: list[L.Callback] = [_RunSupport()]
-        if has_curriculum((self.hparams.env_kwargs or {}).get("parameters")):  # a Unity curriculum moves on in training
+        if has_curriculum((self.hparams.env_kwargs or {}).get("parameters")):  # a Unity curriculum, moved on in fit
             callbacks.append(CurriculumCallback())
         return callbacks
 
