@@ -188,3 +188,26 @@ class EchoEnv(gym.Env):
     def step(self, action):
         self.t, self.last = self.t + 1, int(action)
         return np.array([self.t, self.last], dtype=np.float32), float(action), self.t >= self.terminate_at, False, {}
+
+
+class ParameterRewardEnv(gym.Env):
+    """Rewards each step with the environment parameter ``level`` it was reset with (0 without one).
+
+    Observation = [level]; episodes truncate after ``episode_length`` steps, so an episode's return is
+    ``episode_length * level``: which value Unity played shows in the returns.
+    """
+
+    def __init__(self, episode_length: int = 5):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.episode_length, self.level, self.t = episode_length, 0.0, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.level = float(((options or {}).get("parameters") or {}).get("level", 0.0))
+        return np.array([self.level], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.level], dtype=np.float32), self.level, False, self.t >= self.episode_length, {}

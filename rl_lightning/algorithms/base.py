@@ -153,6 +153,8 @@ class RLModule(L.LightningModule):
         self._num_envs_by_rank: list[int] | None = None  # under DDP: each rank's training sub-envs, from setup
         self._finished_returns: list[np.ndarray] = []
         self._finished_lengths: list[np.ndarray] = []
+        # Called with the returns of the episodes of each env step that ended some (e.g. a curriculum's callback).
+        self.episode_listeners: list[Any] = []
         self._obs: np.ndarray | None = None  # the envs' current observations
         self._initial_info: dict[str, Any] = {}
         self._last_log: tuple[float, int] | None = None
@@ -306,7 +308,12 @@ class RLModule(L.LightningModule):
                 self.eval_envs = None
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [_RunSupport()]
+        from rl_lightning.unity.parameters import CurriculumCallback, has_curriculum  # mlagents only when needed
+
+        callbacks: list[L.Callback] = [_RunSupport()]
+        if has_curriculum((self.hparams.env_kwargs or {}).get("parameters")):  # a Unity curriculum, moved on in fit
+            callbacks.append(CurriculumCallback())
+        return callbacks
 
     @property
     def num_envs(self) -> int:
@@ -413,6 +420,8 @@ class RLModule(L.LightningModule):
         if mask is not None and mask.any():
             self._finished_returns.append(info["episode"]["r"][mask])
             self._finished_lengths.append(info["episode"]["l"][mask])
+            for listener in self.episode_listeners:
+                listener(self._finished_returns[-1])
 
     def _log_due(self) -> bool:
         """Whether this batch writes a training point (see ``log_interval``)."""

@@ -38,6 +38,7 @@ from mlagents_envs.side_channel.environment_parameters_channel import Environmen
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.unity.parameters import Curriculum, parse_parameters
 
 PLAYER = "rl-lightning-unity-player"
 """``file_name`` that names the project's own player (installed next to the ``rl-lightning`` command)."""
@@ -435,7 +436,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         parameters: environment parameters: a number is a constant; ``{"sampler": "uniform", "min", "max"}``,
             ``{"sampler": "gaussian", "mean", "std"}`` or ``{"sampler": "multirange", "intervals": [[a, b], ...]}``,
             each with an optional ``"seed"``, is drawn afresh by Unity at each episode reset. Process ``k`` gets
-            sampler seed ``seed + k``, so the processes draw different values.
+            sampler seed ``seed + k``, so the processes draw different values. ML-Agents'
+            ``environment_parameters`` work as they are, curricula (``{"curriculum": [lessons]}``) included: see
+            ``rl_lightning.unity.parameters``; the lessons move on with ``advance_curriculum``.
         uint8_images: deliver image observations as uint8 in [0, 255] (``False``: float32 in [0, 1]).
         success_reward: a terminating last reward at or above this counts as success (``None``: not reported).
         max_agents: the number of sub-envs, for builds that spawn agents during a run: at least the most agents
@@ -463,6 +466,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         # One set of channels per process: a channel object queues its messages for one UnityEnvironment only.
         self.channels = [(EngineConfigurationChannel(), EnvironmentParametersChannel(), StatsSideChannel())
                          for _ in range(num_processes)]
+        self.curriculum: Curriculum | None = None  # set by configure when a parameter has lessons
+        self._parameter_seed = seed  # ML-Agents' samplers without a seed get the run's seed (plus an offset)
+        self._restart_requested = False
         self.configure(engine_settings, parameters)
         self.units: list[UnityProcess] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -487,6 +493,8 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                 self._pool = ThreadPoolExecutor(max_workers=num_processes, thread_name_prefix="unity-step")
             self._exchange_all("reset")
             self.behavior_name = self._choose_behavior(behavior_name)
+            if self.curriculum is not None:
+                self.curriculum.check_behavior(self.behavior_name)
             self.spec_ = self.units[0].behavior_specs[self.behavior_name]
             present = sum(len(unit.get_steps(self.behavior_name)[0]) for unit in self.units)
             if max_agents is not None and present > max_agents:
@@ -517,24 +525,59 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     def configure(self, engine_settings: dict[str, Any] | None = None,
                   parameters: dict[str, float | dict[str, Any]] | None = None) -> None:
         """Queue engine settings and environment parameters for every process; Unity applies them with the next
-        step or reset."""
-        for k, (engine, params, _) in enumerate(self.channels):
+        step or reset.
+
+        ``parameters`` in either schema (``rl_lightning.unity.parameters``); parameters with lessons start at their
+        first lesson, and replace the env's ``curriculum``.
+        """
+        parsed = parse_parameters(parameters, run_seed=self._parameter_seed)  # checked before anything is sent
+        for k, (engine, params, _) in enumerate(self.channels):  # every process, each through its own channels
             if engine_settings:
                 engine.set_configuration_parameters(**engine_settings)
-            for key, value in (parameters or {}).items():
-                if isinstance(value, (int, float)):
-                    params.set_float_parameter(key, float(value))
-                    continue
-                kind, seed = value.get("sampler"), int(value.get("seed", 0)) + k
-                if kind == "uniform":
-                    params.set_uniform_sampler_parameters(key, value["min"], value["max"], seed)
-                elif kind == "gaussian":
-                    params.set_gaussian_sampler_parameters(key, value["mean"], value["std"], seed)
-                elif kind == "multirange":
-                    params.set_multirangeuniform_sampler_parameters(key, [tuple(r) for r in value["intervals"]], seed)
-                else:
-                    raise ConfigurationError(f"parameters.{key}: sampler {kind!r} is not one of uniform, gaussian, "
-                                             "multirange")
+            for key, value in parsed.values.items():
+                value.send(params, key, seed_offset=k)
+        if parsed.curricula:
+            self.curriculum = Curriculum(parsed.curricula)
+
+    def advance_curriculum(self, episode_returns: Sequence[float], progress: float) -> dict[str, Any]:
+        """Move the curriculum on (``Curriculum.update``) and queue the values of the lessons that changed; they
+        reach Unity with the next step. A finished lesson with ``require_reset`` also restarts every agent at the
+        next step (as ML-Agents resets the env): their episodes are cut short as truncations. Returns the
+        parameters whose value changed, with their new values."""
+        if self.curriculum is None:
+            return {}
+        changed = self.curriculum.update(episode_returns, progress)
+        if changed:
+            self.configure(parameters=changed)
+            self._restart_requested |= self.curriculum.reset_required
+        return changed
+
+    def load_curriculum_state(self, state: dict[str, Any]) -> None:
+        """Continue a curriculum from ``Curriculum.state_dict()`` (a resumed run): its lessons' values are queued,
+        and every agent restarts at the next step so that all episodes from then on play them."""
+        if self.curriculum is None:
+            raise ConfigurationError("the checkpoint has a curriculum but this env's parameters have none")
+        self.curriculum.load_state_dict(state)
+        self.configure(parameters=self.curriculum.current_values())
+        self._restart_requested = True
+
+    def _end_episodes_for_restart(self, truncated: np.ndarray, final_obs: dict[int, Any]) -> bool:
+        """If a lesson change asked for a restart: the agents whose episode did not end in this step end it as a
+        truncation (their last observation in ``final_obs``); ``step`` then restarts every agent and returns the
+        first observations of the new episodes. Returns whether it will."""
+        if not self._restart_requested:
+            return False
+        self._restart_requested = False
+        for i in np.flatnonzero(self._agents.occupied()):
+            if i not in final_obs:
+                final_obs[i] = self._obs_row_now(i)
+                truncated[i] = True
+        return True
+
+    def _obs_row_now(self, i: int) -> Any:
+        if isinstance(self._obs, dict):
+            return {key: value[i].copy() for key, value in self._obs.items()}
+        return self._obs[i].copy()
 
     def _choose_behavior(self, name: str | None) -> str:
         names = list(self.units[0].behavior_specs)
@@ -713,6 +756,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._update_masks(rows, decisions)
             self._decision[rows] = True
             self._deciding[k] = rows
+        restart = self._end_episodes_for_restart(truncated, final_obs)
         self._episode_return += rewards
         info = self._info()
         if final_obs:
@@ -736,6 +780,11 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                 success = terminated & (rewards >= self.success_reward)
                 info["final_info"] = {"is_success": success, "_is_success": ended.copy()}
                 info["_final_info"] = ended.copy()
+        if restart:
+            self._exchange_all("reset")
+            self._masks = None
+            self._collect_first_observations()
+            info.update(self._info())
         return self._copy_obs(), rewards, terminated, truncated, info
 
     def _action_tuple(self, actions: np.ndarray) -> ActionTuple:
