@@ -37,6 +37,7 @@ from mlagents_envs.side_channel.environment_parameters_channel import Environmen
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.unity.stats import UnityStat, UnityStats
 
 PLAYER = "rl-lightning-unity-player"
 """``file_name`` that names the project's own player (installed next to the ``rl-lightning`` command)."""
@@ -389,6 +390,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self.engine_channel = EngineConfigurationChannel()
         self.parameter_channel = EnvironmentParametersChannel()
         self.stats_channel = StatsSideChannel()
+        self._stats = UnityStats()
         self.configure(engine_settings, parameters)
         self.units: list[UnityProcess] = []
         try:
@@ -467,9 +469,17 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             raise ConfigurationError(f"behavior_name={name!r} does not exist; the build has {names}")
         return name
 
-    def stats(self) -> dict[str, list[float]]:
-        """What the Unity side reported through the stats side channel since the last call."""
-        return {key: [value for value, _ in entries] for key, entries in self.stats_channel.get_and_reset_stats().items()}
+    def _stats_channels(self) -> list[StatsSideChannel]:
+        """Every process's stats channel, in process order."""
+        return [self.stats_channel]
+
+    def read_stats(self) -> dict[str, UnityStat]:
+        """What the Unity side reported with ``StatsRecorder`` since the last call, aggregated per key.
+
+        Each key's value is its mean, most recent value or sum, as the build asked (see ``rl_lightning.unity.stats``).
+        """
+        self._stats.drain(self._stats_channels())
+        return self._stats.read()
 
     # ------------------------------------------------------------------ observations
     def _empty_obs(self) -> Any:
@@ -538,6 +548,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self._check_open()
         for k in range(len(self.units)):
             self._exchange(k, "reset")
+        self._stats.drain(self._stats_channels())  # at every exchange: mlagents' channel keeps every message
         self._masks = None
         self._collect_first_observations()
         return self._copy_obs(), self._info()
@@ -582,6 +593,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._update_masks(rows, decisions)
             self._decision[rows] = True
             self._deciding[k] = rows
+        self._stats.drain(self._stats_channels())  # at every exchange: mlagents' channel keeps every message
         info = self._info()
         if final_obs:
             ended = np.zeros(self.num_envs, bool)
