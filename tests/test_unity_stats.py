@@ -11,14 +11,13 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
-import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import stats_ranks
 from rl_lightning import A2C
 from rl_lightning.plotting import read_scalars
 from rl_lightning.unity.player import env_stats_messages
-from rl_lightning.unity.stats import AVERAGE, MOST_RECENT, SUM, UnityStat, UnityStatsReducer
+from rl_lightning.unity.stats import MOST_RECENT, SUM
 from rl_lightning.unity.vector_env import UnityVectorEnv
 
 PLAYER = str(Path(sysconfig.get_path("scripts")) / "rl-lightning-unity-player")
@@ -85,8 +84,9 @@ def test_training_logs_unity_stats_per_point_with_their_aggregation(tmp_path, mo
         file_name=PLAYER, worker_id=WORKER_ID + 1, timeout_wait=20,
         additional_args=["--env", "toy_envs:StatsEnv", "--env-kwargs", f'{{"truncate_at": {truncate_at}}}',
                          "--agents", str(agents)]),
-        n_steps=8, hidden_sizes=[8], total_steps=1024, steps_per_epoch=512, log_interval=96, eval_episodes=0, seed=0)
-    L.Trainer(max_epochs=-1, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
+        n_steps=8, rollouts_per_batch=1, hidden_sizes=[8], total_steps=1024, steps_per_epoch=512, log_interval=96,
+        eval_episodes=0, seed=0)
+    L.Trainer(max_epochs=-1, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, log_every_n_steps=1,
               enable_model_summary=False, logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run")).fit(model)
     run = tmp_path / "run"
     steps, averages = read_scalars(run, "unity/toy/average")
@@ -102,7 +102,8 @@ def test_training_logs_unity_stats_per_point_with_their_aggregation(tmp_path, mo
     reset_steps, resets = read_scalars(run, "unity/toy/resets")
     expected = {int(e * agents): agents * (e // truncate_at - s // truncate_at) for s, e in zip(starts, ends)}
     expected[int(steps[0])] += 2 * agents
-    assert dict(zip(reset_steps.tolist(), resets.tolist())) == {k: v for k, v in expected.items() if v}
+    assert dict(zip(reset_steps.tolist(), resets.tolist())) == expected
+    assert 0 in expected.values()  # a period without resets: a sum of 0, not the last period's sum
 
 
 def test_a_served_env_reports_stats_with_their_aggregation():
@@ -115,38 +116,6 @@ def test_a_served_env_reports_stats_with_their_aggregation():
         env_stats_messages({"stats": {"a": (1.0, 7)}})
 
 
-def _rank(rank: int, port: int, results: "mp.Queue") -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    calls = {"reduce": 0, "gather": 0}
-
-    def all_reduce(vector):
-        calls["reduce"] += 1
-        tensor = torch.tensor(vector, dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return tensor.tolist()
-
-    def all_gather(obj):
-        calls["gather"] += 1
-        gathered = [None, None]
-        dist.all_gather_object(gathered, obj)
-        return gathered
-
-    reducer = UnityStatsReducer(all_reduce, all_gather, world_size=2)
-    points = [  # per point: this rank's stats; the ranks' key sets differ
-        [{"avg": UnityStat(6.0, 3, AVERAGE, 1, 3), "last": UnityStat(5.0, 1, MOST_RECENT, 5, 5)},
-         {"avg": UnityStat(4.0, 1, AVERAGE, 4, 4), "last": UnityStat(7.0, 1, MOST_RECENT, 7, 7),
-          "sum": UnityStat(9.0, 3, SUM, 2, 4)}],
-        [{"avg": UnityStat(1.0, 1, AVERAGE, 1, 1)}, {"sum": UnityStat(2.0, 2, SUM, 1, 1)}],
-        [{}, {"new": UnityStat(3.0, 1, MOST_RECENT, 3, 3)}],
-    ]
-    out = []
-    for point in points:
-        before = dict(calls)
-        out.append((reducer.reduce(point[rank]), calls["reduce"] - before["reduce"], calls["gather"] - before["gather"]))
-    results.put((rank, out))
-    dist.destroy_process_group()
-
-
 def test_ranks_combine_means_sums_and_most_recent_values_with_one_all_reduce_once_keys_are_known():
     import socket
 
@@ -155,7 +124,7 @@ def test_ranks_combine_means_sums_and_most_recent_values_with_one_all_reduce_onc
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_rank, args=(r, port, results)) for r in range(2)]
+    procs = [ctx.Process(target=stats_ranks.run_rank, args=(r, port, results)) for r in range(2)]
     for p in procs:
         p.start()
     got = dict(results.get(timeout=60) for _ in procs)
@@ -165,5 +134,6 @@ def test_ranks_combine_means_sums_and_most_recent_values_with_one_all_reduce_onc
     first, second, third = got[0]
     # avg: (6 + 4) / (3 + 1); last: the mean of the ranks' last values; sum: summed. New keys: a gather, two reduces.
     assert first == ({"avg": 2.5, "last": 6.0, "sum": 9.0}, 2, 1)
-    assert second == ({"avg": 1.0, "sum": 2.0}, 1, 0)  # known keys: one all_reduce; unreported keys are left out
-    assert third == ({"new": 3.0}, 2, 1)
+    # Known keys: one all_reduce. An unreported key is left out, but a sum without values is 0.
+    assert second == ({"avg": 1.0, "sum": 2.0}, 1, 0)
+    assert third == ({"new": 3.0, "sum": 0.0}, 2, 1)

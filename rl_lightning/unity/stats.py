@@ -130,9 +130,16 @@ class UnityStatsReducer:
         self.keys: dict[str, StatsAggregationMethod] = {}  # the agreed layout, the same on every rank
 
     def reduce(self, local: dict[str, UnityStat]) -> dict[str, float]:
-        """Every key reported on some rank since the last point, with its combined value."""
+        """Every key reported on some rank since the last point, with its combined value.
+
+        A ``Sum`` key seen at an earlier point and not since is 0: the sum over a period without values. (Other
+        keys are left out; Lightning's logger then repeats their last value of the epoch.)
+        """
         if self.world_size == 1:
-            return {key: stat.value for key, stat in local.items()}
+            out = {key: 0.0 for key, method in self.keys.items() if method == SUM}
+            out.update((key, stat.value) for key, stat in local.items())
+            self.keys.update((key, stat.method) for key, stat in local.items())
+            return out
         new = any(self.keys.get(key) != stat.method for key, stat in local.items())
         summed = self.all_reduce(self._vector(local, new))
         if summed[0] > 0:  # some rank has a key (or method) the layout lacks: agree on the union, then reduce again
@@ -142,8 +149,10 @@ class UnityStatsReducer:
         out = {}
         for i, (key, method) in enumerate(self.keys.items()):
             total, count = summed[1 + 2 * i], summed[2 + 2 * i]
-            if count > 0:
-                out[key] = total if method == SUM else total / count
+            if method == SUM:
+                out[key] = total
+            elif count > 0:
+                out[key] = total / count
         return out
 
     def _vector(self, local: dict[str, UnityStat], new: bool) -> list[float]:
