@@ -137,3 +137,28 @@ def test_ranks_combine_means_sums_and_most_recent_values_with_one_all_reduce_onc
     # Known keys: one all_reduce. An unreported key is left out, but a sum without values is 0.
     assert second == ({"avg": 1.0, "sum": 2.0}, 1, 0)
     assert third == ({"new": 3.0, "sum": 0.0}, 2, 1)
+
+
+def test_most_recent_values_arriving_together_keep_the_first_processs_latest():
+    from mlagents_envs.side_channel import IncomingMessage, OutgoingMessage
+    from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
+
+    from rl_lightning.unity.stats import UnityStats
+
+    def channel_with(*records):
+        channel = StatsSideChannel()
+        for key, value, method in records:
+            message = OutgoingMessage()
+            message.write_string(key)
+            message.write_float32(value)
+            message.write_int32(method)
+            channel.on_message_received(IncomingMessage(message.buffer))
+        return channel
+
+    stats = UnityStats()
+    # Process 0 sent 1 then 2; process 1 sent 9 (ML-Agents keeps worker 0's MostRecent values).
+    stats.drain([channel_with(("k", 1.0, 1), ("k", 2.0, 1), ("a", 1.0, 0)), channel_with(("k", 9.0, 1), ("a", 3.0, 0))])
+    assert {k: s.value for k, s in stats.read().items()} == {"k": 2.0, "a": 2.0}
+    stats.drain([channel_with(), channel_with(("k", 9.0, 1))])  # only process 1 sent it this time
+    stats.drain([channel_with(("s", 1.0, 2)), channel_with(("s", 2.0, 2))])
+    assert {k: s.value for k, s in stats.read().items()} == {"k": 9.0, "s": 3.0}

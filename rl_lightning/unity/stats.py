@@ -81,15 +81,17 @@ class UnityStats:
         Of the ``MostRecent`` values that arrive together, the first process's is kept: ML-Agents records
         those of worker 0 alone, so that concurrent environments do not overwrite each other's.
         """
-        latest: set[str] = set()
+        claimed: set[str] = set()  # MostRecent keys an earlier process sent in this drain
         for channel in channels:
+            sent: set[str] = set()
             for key, entries in channel.get_and_reset_stats().items():
                 for value, method in entries:
                     if method == MOST_RECENT:
-                        if key in latest and self._totals[key][2] == MOST_RECENT:
+                        if key in claimed:
                             continue
-                        latest.add(key)
+                        sent.add(key)
                     self.add(key, float(value), method)
+            claimed |= sent
 
     def read(self) -> dict[str, UnityStat]:
         """The aggregates since the last ``read``, which it clears."""
