@@ -36,6 +36,7 @@ def run_rank(rank: int, port: int, results: Any) -> None:
     out = []
     for point in points:
         before = dict(calls)
-        out.append((reducer.reduce(point[rank]), calls["reduce"] - before["reduce"], calls["gather"] - before["gather"]))
+        values = reducer.reduce(point[rank])
+        out.append((values, calls["reduce"] - before["reduce"], calls["gather"] - before["gather"]))
     results.put((rank, out))
     dist.destroy_process_group()

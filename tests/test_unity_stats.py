@@ -86,8 +86,9 @@ def test_training_logs_unity_stats_per_point_with_their_aggregation(tmp_path, mo
                          "--agents", str(agents)]),
         n_steps=8, rollouts_per_batch=1, hidden_sizes=[8], total_steps=1024, steps_per_epoch=512, log_interval=96,
         eval_episodes=0, seed=0)
-    L.Trainer(max_epochs=-1, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False, log_every_n_steps=1,
-              enable_model_summary=False, logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run")).fit(model)
+    L.Trainer(max_epochs=-1, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
+              log_every_n_steps=1, enable_model_summary=False,
+              logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run")).fit(model)
     run = tmp_path / "run"
     steps, averages = read_scalars(run, "unity/toy/average")
     assert steps[-1] == 1024 and len(steps) >= 8

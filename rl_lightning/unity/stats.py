@@ -121,7 +121,7 @@ class UnityStatsReducer:
     repeated. In a single process there is no collective at all.
 
     Args:
-        all_reduce: sums a float64 vector over the ranks (returns the sum; the identity in a single process).
+        all_reduce: sums a float64 vector over the ranks and returns the sum (not called in a single process).
         all_gather: gathers one picklable object per rank into a list (not called in a single process).
         world_size: the number of ranks.
     """
@@ -163,7 +163,6 @@ class UnityStatsReducer:
             stat = local.get(key)
             vector += [stat.total, float(stat.count)] if stat is not None else [0.0, 0.0]
         return vector
-
 
 
 def training_point_stats(module: Any) -> dict[str, float]:
