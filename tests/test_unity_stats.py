@@ -71,7 +71,7 @@ def test_the_stats_channel_is_emptied_at_every_step_so_memory_stays_flat(stats_e
     for _ in range(200):
         env.step(actions)
         # mlagents' StatsSideChannel keeps every message in a list per key until it is read
-        assert sum(len(v) for v in env.stats_channel.stats.values()) == 0
+        assert sum(len(v) for channel in env._stats_channels() for v in channel.stats.values()) == 0
     assert len(env._stats) == 24 + 1  # one running aggregate per key, however many steps
     stats = env.read_stats()
     assert stats["toy/sum"].value == 800.0 and stats["toy/extra_7"].value == 7.0

@@ -470,7 +470,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         return name
 
     def _stats_channels(self) -> list[StatsSideChannel]:
-        """Every process's stats channel, in process order."""
+        """Every process's stats channel, in process order (for now one channel that all processes share)."""
         return [self.stats_channel]
 
     def read_stats(self) -> dict[str, UnityStat]:
