@@ -203,12 +203,13 @@ def test_a_lesson_change_with_require_reset_restarts_every_agent_with_the_new_va
         assert obs[:, 0].tolist() == [1.0] * 3 and env.curriculum.lesson_numbers == {"level": 0}
         assert env.advance_curriculum([5.0] * 5, 0.1) == {}  # five episodes: one too few
         assert env.advance_curriculum([5.0], 0.1) == {"level": ParameterValue("uniform", (3.0, 3.0), 1)}
-        env.stats()
+        env.read_stats()
         obs, rewards, terminated, truncated, info = env.step(np.zeros(3, dtype=np.int64))
         # The step was played at the old value, then every agent restarted with the new one.
         assert rewards.tolist() == [1.0] * 3 and truncated.all() and not terminated.any()
         assert [final[0] for final in info["final_obs"]] == [1.0] * 3 and obs[:, 0].tolist() == [3.0] * 3
-        assert env.stats()["param/level"] == [3.0] * 3
+        drawn = env.read_stats()["param/level"]
+        assert (drawn.count, drawn.low, drawn.high) == (3, 3.0, 3.0)
         _, rewards, _, truncated, _ = env.step(np.zeros(3, dtype=np.int64))
         assert rewards.tolist() == [3.0] * 3 and not truncated.any()
     finally:
@@ -225,16 +226,6 @@ def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-class _PlayerStats(L.Callback):
-    """Keeps what the player reported (``param/level``: the values it drew at its agents' resets) during training."""
-
-    def __init__(self) -> None:
-        self.levels: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        self.levels += find_unity_env(pl_module.envs).stats().get("param/level", [])
-
-
 def fit_on_levels(tmp_path: Path, worker_id: int, total_steps: int, ckpt_path: str | None = None):
     from rl_lightning import A2C
 
@@ -243,20 +234,20 @@ def fit_on_levels(tmp_path: Path, worker_id: int, total_steps: int, ckpt_path: s
                                          "parameters": level_curriculum()},
                 n_steps=8, rollouts_per_batch=1, hidden_sizes=[8], total_steps=total_steps, steps_per_epoch=160,
                 eval_episodes=0, log_interval=16)
-    stats = _PlayerStats()
     trainer = L.Trainer(max_epochs=-1, logger=TensorBoardLogger(tmp_path, name="run"), log_every_n_steps=1,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                        callbacks=[stats])
+                        )
     trainer.fit(model, ckpt_path=ckpt_path)
-    return model, stats, trainer
+    return model, trainer
 
 
 def test_curriculum_moves_on_during_training_and_the_new_value_reaches_unity(player_path, tmp_path):
-    model, stats, _ = fit_on_levels(tmp_path, next(WORKER_IDS), total_steps=320)
+    fit_on_levels(tmp_path, next(WORKER_IDS), total_steps=320)
     # Easy: every episode returns 5 * 1 = 5 (smoothed at the first check: 0.75 * 5 = 3.75 > 3): it moves on once
     # 6 episodes ended (2 batches of 16 steps with 2 agents); from then on the player draws 3 at its resets.
-    assert stats.levels[0] == 1.0 and stats.levels[-1] == 3.0 and set(stats.levels) == {1.0, 3.0}
     tb = scalars(tmp_path)
+    drawn = [value for _, value in sorted(tb["unity/param/level"])]  # what the player reported drawing, per point
+    assert drawn[0] == 1.0 and drawn[-1] == 3.0
     lessons = [value for _, value in sorted(tb["curriculum/level"])]
     assert lessons[0] == 0.0 and lessons[-1] == 1.0 and sorted(lessons) == lessons
     assert max(step for step, _ in tb["curriculum/level"]) == 320  # against env steps
@@ -264,11 +255,12 @@ def test_curriculum_moves_on_during_training_and_the_new_value_reaches_unity(pla
 
 
 def test_a_resumed_run_continues_in_the_saved_lesson(player_path, tmp_path):
-    _, _, trainer = fit_on_levels(tmp_path / "first", next(WORKER_IDS), total_steps=160)
+    fit_on_levels(tmp_path / "first", next(WORKER_IDS), total_steps=160)
     ckpt = next((tmp_path / "first").rglob("*.ckpt"))
-    _, stats, _ = fit_on_levels(tmp_path / "second", next(WORKER_IDS), total_steps=320, ckpt_path=str(ckpt))
+    fit_on_levels(tmp_path / "second", next(WORKER_IDS), total_steps=320, ckpt_path=str(ckpt))
     # The resumed envs start at the first lesson's value (the env's first reset and the module's, 2 agents each);
     # the saved lesson's value reaches the player with the first training step, and every agent restarts with it.
-    assert stats.levels[:4] == [1.0] * 4 and set(stats.levels[4:]) == {3.0}
+    drawn = [value for _, value in sorted(scalars(tmp_path / "second")["unity/param/level"])]
+    assert drawn and set(drawn[1:]) == {3.0} and drawn[0] > 1.0  # the first point: 1.0 at the resets, then 3.0
     lessons = [value for _, value in sorted(scalars(tmp_path / "second")["curriculum/level"])]
     assert lessons and set(lessons) == {1.0}

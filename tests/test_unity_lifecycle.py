@@ -131,28 +131,27 @@ def test_rollout_returns_only_decisions_each_with_the_rewards_until_its_next_dec
 
 
 def test_side_channels_reach_every_process(vector_env):  # noqa: F811
-    env = vector_env("--env", "CartPole-v1", "--agents", "2", num_processes=2, engine_settings={"time_scale": 7.0},
+    env = vector_env("--env", "CartPole-v1", num_processes=2, engine_settings={"time_scale": 7.0},
                      parameters={"ballSpeed": 4.0, "radius": {"sampler": "uniform", "min": 0.0, "max": 1.0, "seed": 5}})
-    per_process = [channel.get_and_reset_stats() for _, _, channel in env.channels]
-    for received in per_process:
-        assert received["engine/time_scale"][0][0] == 7.0
-        assert "received/ballSpeed" in received and "received/radius" in received
-        assert [v for v, _ in received["param/ballSpeed"]] == [4.0, 4.0]
-    # Sampler seeds differ per process (seed + process index): the processes draw different values.
-    assert per_process[0]["param/radius"] != per_process[1]["param/radius"]
+    received = env.read_stats()  # what each process reported after the first reset, one agent each
+    assert received["engine/time_scale"].count == 2 and received["engine/time_scale"].low == 7.0
+    assert received["received/ballSpeed"].count == 2 and received["received/radius"].count == 2
+    assert (received["param/ballSpeed"].count, received["param/ballSpeed"].low) == (2, 4.0)
+    # Sampler seeds differ per process (seed + process index): the two processes drew different values.
+    assert received["param/radius"].count == 2 and received["param/radius"].low != received["param/radius"].high
     env.reset(options={"parameters": {"ballSpeed": 9.0}, "engine_settings": {"time_scale": 2.0}})
-    for _, _, channel in env.channels:
-        received = channel.get_and_reset_stats()
-        assert received["engine/time_scale"][0][0] == 2.0
-        assert [v for v, _ in received["param/ballSpeed"]] == [9.0, 9.0]
+    received = env.read_stats()
+    assert (received["engine/time_scale"].count, received["engine/time_scale"].high) == (2, 2.0)
+    assert (received["param/ballSpeed"].count, received["param/ballSpeed"].low) == (2, 9.0)
 
 
 def test_processes_compute_their_steps_at_the_same_time(vector_env):  # noqa: F811
     env = vector_env("--env", "CartPole-v1", "--step-time", "0.2", "--report-step-times", num_processes=3)
     env.reset()
-    env.stats()
+    env.read_stats()
     env.step(np.zeros(3, dtype=int))
-    intervals = [(channel_stats["player/step_start"][0][0], channel_stats["player/step_end"][0][0])
-                 for channel_stats in (c.get_and_reset_stats() for _, _, c in env.channels)]
-    # Each process's step began before every other one's had ended: they were all running at once.
-    assert max(start for start, _ in intervals) < min(end for _, end in intervals)
+    stats = env.read_stats()
+    starts, ends = stats["player/step_start"], stats["player/step_end"]
+    assert starts.count == ends.count == 3
+    # Every process's step began before any had ended: they were all running at once.
+    assert starts.high < ends.low

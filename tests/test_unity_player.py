@@ -188,13 +188,14 @@ def test_vector_env_passes_action_masks_and_settings(vector_env):
                      parameters={"ballSpeed": 4.0, "boardRadius": {"sampler": "uniform", "min": 6, "max": 8, "seed": 77}})
     obs, info = env.reset()
     assert info["action_mask"].tolist() == [[False, False, True, False]] * 2
-    stats = env.stats()
-    assert stats["engine/time_scale"] == [12.0] and all(6 <= r <= 8 for r in stats["param/boardRadius"])
+    stats = env.read_stats()
+    radius = stats["param/boardRadius"]
+    assert stats["engine/time_scale"].value == 12.0 and 6 <= radius.low <= radius.high <= 8
     env.step(np.array([2, 2]))
     # Settings can change between training and testing.
     env.configure(engine_settings={"time_scale": 1.0})
     env.reset()
-    assert env.stats()["engine/time_scale"] == [1.0]
+    assert env.read_stats()["engine/time_scale"].value == 1.0
 
 
 def test_vector_env_reports_bad_settings_clearly(vector_env, tmp_path):
@@ -339,9 +340,10 @@ def test_dodge_through_the_protocol_with_the_seed_parameters(vector_env):
         "boardRadius": {"sampler": "uniform", "min": 6, "max": 8, "seed": 77},
         "ballNums": {"sampler": "uniform", "min": 10, "max": 15, "seed": 77}})
     assert env.num_envs == 4 and env.single_observation_space.shape == (122,)
-    stats = env.stats()  # the 4 agents' first episodes, drawn at the reset done when the env was built
-    assert len(stats["param/boardRadius"]) == 4 and all(6 <= r <= 8 for r in stats["param/boardRadius"])
-    assert all(10 <= n <= 15 for n in stats["param/ballNums"])
+    stats = env.read_stats()  # the 4 agents' first episodes, drawn at the reset done when the env was built
+    radius, balls = stats["param/boardRadius"], stats["param/ballNums"]
+    assert radius.count == 4 and 6 <= radius.low <= radius.high <= 8
+    assert balls.count == 4 and 10 <= balls.low <= balls.high <= 15
     ended = 0
     for _ in range(60):
         _, rewards, terminated, truncated, info = env.step(env.action_space.sample())

@@ -211,3 +211,29 @@ class ParameterRewardEnv(gym.Env):
     def step(self, action):
         self.t += 1
         return np.array([self.level], dtype=np.float32), self.level, False, self.t >= self.episode_length, {}
+
+
+class StatsEnv(CounterEnv):
+    """A CounterEnv that reports custom stats as a Unity game would with ``StatsRecorder.Add``.
+
+    At its ``n``-th step since it was made (all episodes together): ``toy/average`` = n (Average, 0),
+    ``toy/most_recent`` = n (MostRecent, 1), ``toy/sum`` = 1 (Sum, 2), ``toy/histogram`` = 2n (Histogram, 3);
+    at each reset ``toy/resets`` = 1 (Sum). ``extra_keys`` more Average keys per step (memory tests).
+    """
+
+    def __init__(self, truncate_at: int | None = None, extra_keys: int = 0):
+        super().__init__(truncate_at=truncate_at)
+        self.extra_keys = extra_keys
+        self.n = 0
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {"stats": {"toy/resets": (1.0, 2)}}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = super().step(action)
+        self.n += 1
+        stats = {"toy/average": (self.n, 0), "toy/most_recent": (self.n, 1), "toy/sum": (1.0, 2),
+                 "toy/histogram": (2 * self.n, 3)}
+        stats.update({f"toy/extra_{k}": float(k) for k in range(self.extra_keys)})
+        return obs, reward, terminated, truncated, {"stats": stats}

@@ -26,6 +26,7 @@ from rl_lightning.envs.factory import EnvSource, import_path_of, make_vector_env
 from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
+from rl_lightning.unity.stats import training_point_stats
 
 # Collection runs in the trainer process on purpose (the generator uses the live policy),
 # and the stream's exact __len__ is what stops Lightning from pre-fetching a batch.
@@ -161,6 +162,7 @@ class RLModule(L.LightningModule):
         # Sums of the diagnostics of the rounds since the last logged point, and how many rounds gave each.
         self._pending: dict[str, Any] = {}
         self._pending_counts: dict[str, int] = {}
+        self._unity_stats_reducer: Any = None  # a Unity env's custom metrics over the ranks (rl_lightning.unity.stats)
         self.last_evaluation: EvaluationResult | None = None
         self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
         self._action_mask: Any = None  # action masks of the envs' current observations, when the envs give them
@@ -461,6 +463,7 @@ class RLModule(L.LightningModule):
             self.log("run/score", return_sum / count, prog_bar=True, batch_size=1)
             self.log("run/episode_length", length_sum / count, batch_size=1)
             self.log("run/episodes", float(self.episodes), batch_size=1)
+        self.log_dict(training_point_stats(self), batch_size=1)  # unity/<key>: what the build's StatsRecorder sent
         now = time.perf_counter()
         if self._last_log is not None and now > self._last_log[0]:
             sps = (self.env_steps - self._last_log[1]) / (now - self._last_log[0])

@@ -101,10 +101,26 @@ def split_side_channels(data: bytes) -> list[tuple[uuid.UUID, bytes]]:
     return out
 
 
-def stats_message(key: str, value: float) -> bytes:
-    """One record of the stats side channel (aggregation 0 = average)."""
-    payload = struct.pack("<i", len(key)) + key.encode("ascii") + struct.pack("<fi", value, 0)
+def stats_message(key: str, value: float, aggregation: int = 0) -> bytes:
+    """One record of the stats side channel: what Unity's ``StatsRecorder.Add(key, value, aggregation)`` sends.
+
+    ``aggregation`` is C#'s ``StatAggregationMethod``: 0 Average, 1 MostRecent, 2 Sum, 3 Histogram.
+    """
+    payload = struct.pack("<i", len(key)) + key.encode("ascii") + struct.pack("<fi", value, aggregation)
     return STATS_CHANNEL.bytes_le + struct.pack("<i", len(payload)) + payload
+
+
+def env_stats_messages(info: dict[str, Any]) -> list[bytes]:
+    """The stats a served env reports in ``info["stats"]`` (``{key: value}`` or ``{key: (value, aggregation)}``),
+    as the records a Unity game's ``StatsRecorder`` calls would send."""
+    messages = []
+    for key, entry in (info.get("stats") or {}).items():
+        value, aggregation = entry if isinstance(entry, (tuple, list)) else (entry, 0)
+        if aggregation not in (0, 1, 2, 3):
+            raise ValueError(f'info["stats"][{key!r}]: aggregation {aggregation!r} is not one of 0 (Average), '
+                             "1 (MostRecent), 2 (Sum), 3 (Histogram)")
+        messages.append(stats_message(key, float(value), int(aggregation)))
+    return messages
 
 
 class EnvironmentParameters:
@@ -231,7 +247,9 @@ class Player:
         options = {"parameters": params} if params else None
         seed = self.seed * 10_007 + i * 1_009 + self.episodes[i]
         self.episodes[i] += 1
-        return self.envs[i].reset(seed=seed, options=options)
+        obs, info = self.envs[i].reset(seed=seed, options=options)
+        self.pending_stats += env_stats_messages(info)
+        return obs, info
 
     def _info(self, out: Any, i: int, obs: Any, info: dict[str, Any], reward: float = 0.0, done: bool = False,
               interrupted: bool = False, agent_id: int | None = None) -> None:
@@ -283,6 +301,7 @@ class Player:
                     entries.append((i, self.ids[i], *self.current[i], 0.0, False, False))
                 continue
             obs, reward, terminated, truncated, info = env.step(self.last_actions[i])
+            self.pending_stats += env_stats_messages(info)
             self.current[i] = (obs, info)
             self.accrued[i] += float(reward)
             if (not (terminated or truncated) and sum(self.alive) > 1

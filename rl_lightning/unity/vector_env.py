@@ -39,6 +39,7 @@ from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.unity.parameters import Curriculum, parse_parameters
+from rl_lightning.unity.stats import UnityStat, UnityStats
 
 PLAYER = "rl-lightning-unity-player"
 """``file_name`` that names the project's own player (installed next to the ``rl-lightning`` command)."""
@@ -469,6 +470,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self.curriculum: Curriculum | None = None  # set by configure when a parameter has lessons
         self._parameter_seed = seed  # ML-Agents' samplers without a seed get the run's seed (plus an offset)
         self._restart_requested = False
+        self._stats = UnityStats()
         self.configure(engine_settings, parameters)
         self.units: list[UnityProcess] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -589,13 +591,17 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             raise ConfigurationError(f"behavior_name={name!r} does not exist; the build has {names}")
         return name
 
-    def stats(self) -> dict[str, list[float]]:
-        """What the Unity processes reported through the stats side channel since the last call."""
-        out: dict[str, list[float]] = {}
-        for _, _, stats in self.channels:
-            for key, entries in stats.get_and_reset_stats().items():
-                out.setdefault(key, []).extend(value for value, _ in entries)
-        return out
+    def _stats_channels(self) -> list[StatsSideChannel]:
+        """Every process's stats channel, in process order."""
+        return [stats for _, _, stats in self.channels]
+
+    def read_stats(self) -> dict[str, UnityStat]:
+        """What the Unity side reported with ``StatsRecorder`` since the last call, aggregated per key.
+
+        Each key's value is its mean, most recent value or sum, as the build asked (see ``rl_lightning.unity.stats``).
+        """
+        self._stats.drain(self._stats_channels())
+        return self._stats.read()
 
     # ------------------------------------------------------------------ observations
     def _empty_obs(self) -> Any:
@@ -688,6 +694,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self.configure(options.get("engine_settings"), options.get("parameters"))
         self._check_open()
         self._exchange_all("reset")
+        self._stats.drain(self._stats_channels())  # at every exchange: mlagents' channel keeps every message
         self._masks = None
         self._collect_first_observations()
         return self._copy_obs(), self._info()
@@ -756,6 +763,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._update_masks(rows, decisions)
             self._decision[rows] = True
             self._deciding[k] = rows
+        self._stats.drain(self._stats_channels())  # at every exchange: mlagents' channel keeps every message
         restart = self._end_episodes_for_restart(truncated, final_obs)
         self._episode_return += rewards
         info = self._info()
