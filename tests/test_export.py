@@ -438,3 +438,16 @@ def test_export_refuses_a_wrapper_that_cannot_fold_into_the_graph(tmp_path):
     with pytest.raises(ConfigurationError, match="gymnasium.wrappers:ClipAction"):
         export_onnx(model, tmp_path / "p.onnx", format="mlagents")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_env_spaces_before_wrappers_are_found_behind_per_sub_env_wrappers():
+    # A vector env of its own (as Unity's) gets its wrappers as PerSubEnv layers, the statistics wrapper outside.
+    import rl_lightning.games  # noqa: F401 (registers the stand-in games)
+    from rl_lightning.envs.transforms import ActionOffset, spaces_before_wrappers, wrap_sub_envs
+
+    game = gym.vector.SyncVectorEnv([lambda: gym.make("rl_lightning/GridWorld-v0")])
+    venv = wrap_sub_envs(wrap_sub_envs(game, GoalConditionedImage), ActionOffset)
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    assert venv.single_action_space == gym.spaces.Discrete(4)
+    assert spaces_before_wrappers(venv, 2) == (game.single_observation_space, gym.spaces.Discrete(5))
+    assert spaces_before_wrappers(venv, 0) == (venv.single_observation_space, gym.spaces.Discrete(4))
