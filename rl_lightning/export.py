@@ -1,23 +1,28 @@
-"""Deterministic policies exported to ONNX: a plain graph, or the format Unity ML-Agents' inference engine loads.
+"""Trained policies exported to ONNX: a plain graph, or the format Unity ML-Agents' inference engine loads.
 
     rl-lightning export --ckpt_path last.ckpt --output policy.onnx
     rl-lightning export --ckpt_path last.ckpt --output Dodge.onnx --format mlagents
 
-The graph is the trained module's own ``predict_actions(obs, deterministic=True, action_mask)``
-traced by PyTorch's TorchScript-based exporter, so ONNX Runtime reproduces ``model.act``.
-Observation wrappers of the training config (e.g. ``GoalConditionedImage``) and action
-wrappers (``ActionOffset``) are not part of the graph: the exported policy takes the
-observations the network took and returns the actions the network chose.
+The graph is traced from the trained module by PyTorch's TorchScript-based exporter, so ONNX Runtime
+reproduces ``model.act``. It takes what the env gives and returns what the env takes: the training
+config's ``wrappers`` are folded into it. A wrapper folds in through torch-side methods of its own:
+``export_observation(obs)`` (an observation wrapper: a batch of the wrapped env's observations, as
+tensors, to what the wrapper returns), ``export_action(action)`` (an action wrapper: the policy's actions
+to the wrapped env's) and, for discrete actions, ``export_action_mask(mask)`` (the wrapped env's masks to
+the policy's). ``GoalConditionedImage`` and ``ActionOffset`` have them; a wrapper without them makes the
+export refuse (``ConfigurationError`` naming it). The env's spaces before the wrappers are stored in the
+checkpoint (``env_spaces``).
 
 Plain format
-    Inputs: ``obs`` (or one input per key of a Dict observation, ``obs_<key>``) in the observation
+    Inputs: ``obs`` (or one input per key of a Dict observation, ``obs_<key>``) in the env's observation
     space's dtype and layout, batch first; ``action_masks`` (bool, one column per action, branches side
-    by side) when the policy has discrete actions. Output: ``actions``: int64 ``[batch]`` (Discrete),
-    int64 ``[batch, branches]`` (MultiDiscrete) or float32 ``[batch, dim]`` (Box, within its bounds).
+    by side) when the policy has discrete actions. Output: ``actions``, the most likely action: int64
+    ``[batch]`` (Discrete), int64 ``[batch, branches]`` (MultiDiscrete) or float32 ``[batch, dim]`` (Box,
+    within its bounds).
 
 ML-Agents format (model API version 3, com.unity.ml-agents 2.2.1-exp.1 / Release 19 and later; the
 rules below were read from ML-Agents' ``mlagents/trainers/torch_entities/model_serialization.py``,
-``networks.py`` (``SimpleActor``) and ``distributions.py``, and from the C# side's
+``networks.py`` (``SimpleActor``), ``action_model.py`` and ``distributions.py``, and from the C# side's
 ``Runtime/Inference/TensorNames.cs``, ``SentisModelParamLoader.cs`` / ``BarracudaModelParamLoader.cs``,
 ``TensorGenerator.cs``, ``GeneratorImpl.cs``, ``ApplierImpl.cs`` and ``ModelRunner.cs``):
 
@@ -27,17 +32,25 @@ rules below were read from ML-Agents' ``mlagents/trainers/torch_entities/model_s
   with values in [0, 1]. ``action_masks`` ``[batch, sum of branch sizes]``, 1 = allowed, 0 = masked,
   for discrete actions only (Unity feeds it; the loader warns when a discrete model lacks it).
 - Constant outputs, float32, stored as initializers named like the output (the C# loaders read them
-  as constants by name, without running the graph; Sentis casts them to float tensors):
-  ``version_number`` = [3.0], ``memory_size`` = [0.0] (no recurrent state),
-  ``continuous_action_output_shape`` = [number of continuous actions],
+  as constants by name, without running the graph; Sentis casts them to float tensors), each its own
+  initializer even where values are equal: ``version_number`` = [3.0], ``memory_size`` = [0.0]
+  (no recurrent state), ``continuous_action_output_shape`` = [number of continuous actions],
   ``discrete_action_output_shape`` = [[size of each branch]] (shape [1, branches]).
-- Action outputs: ``continuous_actions`` / ``deterministic_continuous_actions`` float32
-  ``[batch, n]``, applied by Unity unchanged (our Unity envs' continuous actions lie in [-1, 1]);
-  ``discrete_actions`` / ``deterministic_discrete_actions`` int64 ``[batch, branches]`` action indices
-  (Sentis reads them as integer tensors). This exporter writes the deterministic policy to both the
-  stochastic and the deterministic outputs, so Unity's "Deterministic Inference" switch changes nothing.
+- Action outputs: ``continuous_actions`` / ``deterministic_continuous_actions`` float32 ``[batch, n]``,
+  applied by Unity unchanged; ``discrete_actions`` / ``deterministic_discrete_actions`` int64
+  ``[batch, branches]`` action indices (Sentis reads them as integer tensors). As in ML-Agents'
+  ``ActionModel.get_action_out``, ``*_actions`` samples the policy and ``deterministic_*`` is its most
+  likely action, so Unity's "Deterministic Inference" switch picks between them. PPO/A2C: a discrete
+  branch samples ``Multinomial`` over the softmax of its logits, masked as ML-Agents masks them
+  (``logits * mask - 1e8 * (1 - mask)``); a Gaussian samples ``mean + std * RandomNormalLike``, and both
+  it and the mean are clipped to the action space's bounds, as our training clipped the actions it sent
+  (ML-Agents clips to [-3, 3] / 3 because that is what its trainer sends; ours sends the clip to the
+  Box, [-1, 1] for Unity). DQN and DDPG act deterministically (their exploration is a training device),
+  so their sampled outputs equal the deterministic ones.
 - Output order: ``version_number``, ``memory_size``, then the continuous trio, then the discrete trio.
-- Opset 9 (what ML-Agents' exporter uses and Barracuda supports).
+- Opset 9 (what ML-Agents' exporter uses) and only operators Unity's Barracuda 1.x-2.0 supports
+  (``tests/test_export.py`` checks every graph against its list): e.g. no ``ReduceLogSumExp``, so
+  log-softmax and ``torch.distributions`` stay out of the graph.
 Unity's runtime check (``ModelRunner``) refuses versions outside [2, 3]; the Editor's Inspector warns on
 observation or action sizes that do not match the agent's Behavior Parameters.
 """
@@ -45,6 +58,7 @@ observation or action sizes that do not match the agent's Behavior Parameters.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +74,9 @@ from rl_lightning.networks.encoders import channels_last
 MLAGENTS_API_VERSION = 3
 MLAGENTS_OPSET = 9
 Format = Literal["onnx", "mlagents"]
+
+# Masked logits, as ML-Agents' MultiCategoricalDistribution._mask_branch: far below any real logit, finite.
+MASKED_LOGIT = 1e8
 
 
 def _branches(space: gym.Space) -> list[int] | None:
@@ -79,42 +96,127 @@ def _obs_spaces(space: gym.Space) -> dict[str | None, gym.spaces.Box]:
     raise ConfigurationError(f"cannot export a policy for observation space {space}: use Box or a Dict of Boxes")
 
 
+def _wrapper_name(spec: Any) -> str:
+    if isinstance(spec, dict):
+        return str(spec.get("class_path"))
+    return spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
+
+
+def folded_wrappers(model: Any) -> tuple[gym.Space, gym.Space, list[gym.Wrapper]]:
+    """The env's observation and action spaces before the model's ``wrappers``, and those wrappers, innermost first.
+
+    The wrappers are rebuilt over the stored spaces alone (no env is made); each must be able to fold into a
+    graph (``export_observation`` / ``export_action`` / ``export_action_mask``), else ``ConfigurationError``.
+    """
+    from rl_lightning.envs.factory import _apply_wrapper, _import_object
+    from rl_lightning.envs.transforms import _SpacesOnly
+
+    specs = list(model.hparams.get("wrappers") or [])
+    if not specs:
+        return model.observation_space, model.action_space, []
+    discrete = _branches(model.action_space) is not None
+    for spec in specs:
+        name = _wrapper_name(spec)
+        cls = _import_object(name) if isinstance(spec, (str, dict)) else spec
+        if isinstance(cls, type) and issubclass(cls, gym.ObservationWrapper):
+            needed = ["export_observation"]
+        elif isinstance(cls, type) and issubclass(cls, gym.ActionWrapper):
+            needed = ["export_action"] + (["export_action_mask"] if discrete else [])
+        else:
+            needed = None
+        if needed is None or not all(callable(getattr(cls, m, None)) for m in needed):
+            what = "a gymnasium ObservationWrapper or ActionWrapper" if needed is None else " and ".join(needed)
+            raise ConfigurationError(
+                f"wrappers entry {name!r} cannot be folded into the exported graph: it needs {what} (see "
+                "rl_lightning.export); give the wrapper those methods, or train without it to export the policy")
+    if model.env_spaces is None:
+        raise ConfigurationError(
+            "the model does not know its env's spaces before its wrappers (a checkpoint from an older version, or "
+            "vectorization='async'): load it and run `validate` once with the training config, then export again")
+    env: gym.Env = _SpacesOnly(*model.env_spaces)
+    wrappers = []
+    for spec in specs:
+        env = _apply_wrapper(env, spec)
+        wrappers.append(env)
+    if (env.observation_space, env.action_space) != (model.observation_space, model.action_space):
+        raise ConfigurationError(
+            f"the wrappers turn the env's spaces into observations {env.observation_space} and actions "
+            f"{env.action_space}, not the model's {model.observation_space} and {model.action_space}")
+    return model.env_spaces[0], model.env_spaces[1], wrappers
+
+
+def _policy_actions(model: Any, obs: Any, mask: torch.Tensor | None,
+                    bounds: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sampled, most likely) actions of the model's policy, in its action space's layout, with Barracuda's ops.
+
+    ``bounds``: a Box action space's (low, high), which Gaussian actions are clipped to.
+    """
+    policy = getattr(model, "policy", None)
+    space = model.action_space
+    if policy is None or not hasattr(policy, "policy_head"):
+        # DQN, DDPG: deterministic policies; their exploration noise is not part of the policy.
+        action = model.predict_actions(obs, deterministic=True, action_mask=mask)
+        return action, action
+    out = policy.policy_head(policy.actor_body(obs))
+    if policy.log_std is not None:
+        # ML-Agents' GaussianDistInstance.sample: mean + RandomNormalLike * std.
+        sample = out + torch.randn_like(out) * torch.exp(policy.log_std)
+        low, high = bounds
+        return (torch.maximum(torch.minimum(sample, high), low), torch.maximum(torch.minimum(out, high), low))
+    branches = _branches(space)
+    logits = out.split(branches, dim=-1) if len(branches) > 1 else [out]
+    masks = [None] * len(branches) if mask is None else (
+        mask.float().split(branches, dim=-1) if len(branches) > 1 else [mask.float()])
+    sampled, likeliest = [], []
+    for branch_logits, branch_mask in zip(logits, masks):
+        if branch_mask is not None:
+            branch_logits = branch_logits * branch_mask - MASKED_LOGIT * (1.0 - branch_mask)
+        likeliest.append(branch_logits.argmax(dim=-1, keepdim=True))
+        # CategoricalDistInstance.sample: Multinomial over the softmax (the exporter writes Log + Multinomial).
+        sampled.append(torch.multinomial(torch.softmax(branch_logits, dim=-1), 1))
+    if isinstance(space, gym.spaces.Discrete):
+        return sampled[0].reshape(-1), likeliest[0].reshape(-1)
+    return torch.cat(sampled, dim=-1), torch.cat(likeliest, dim=-1)
+
+
 class _Policy(nn.Module):
-    """The module's deterministic policy as a traceable graph, with the chosen format's inputs and outputs."""
+    """The module's policy as a traceable graph, wrappers folded in, with the chosen format's inputs and outputs."""
 
     def __init__(self, model: Any, fmt: Format) -> None:
         super().__init__()
         self.model, self.fmt = model, fmt
-        self.obs_spaces = _obs_spaces(model.observation_space)
-        layout = model.hparams.get("image_layout", "auto")
-        # Images the encoder reads as HWC: ML-Agents feeds NCHW, so the graph permutes them back.
+        env_obs_space, self.env_action_space, wrappers = folded_wrappers(model)
+        self.obs_wrappers = [w for w in wrappers if isinstance(w, gym.ObservationWrapper)]
+        self.action_wrappers = [w for w in wrappers if isinstance(w, gym.ActionWrapper)]
+        self.obs_spaces = _obs_spaces(env_obs_space)
+        # The model's image_layout describes its own inputs; the env's images before a wrapper are read by shape.
+        layout = model.hparams.get("image_layout", "auto") if not self.obs_wrappers else "auto"
+        # Images the env gives as HWC: ML-Agents feeds NCHW, so the graph permutes them back.
         self.hwc = {key: len(space.shape) == 3 and channels_last(space.shape, layout)
                     for key, space in self.obs_spaces.items()}
-        self.branches = _branches(model.action_space)
-        self.continuous = isinstance(model.action_space, gym.spaces.Box)
+        self.branches = _branches(self.env_action_space)
+        self.continuous = isinstance(self.env_action_space, gym.spaces.Box)
+        box = model.action_space if isinstance(model.action_space, gym.spaces.Box) else None
+        self.register_buffer("action_low", torch.as_tensor(box.low if box else [0.0], dtype=torch.float32))
+        self.register_buffer("action_high", torch.as_tensor(box.high if box else [0.0], dtype=torch.float32))
         if not self.continuous and self.branches is None:
-            raise ConfigurationError(f"cannot export a policy for action space {model.action_space}")
-        if fmt == "mlagents":
-            consts = {"version_number": [float(MLAGENTS_API_VERSION)], "memory_size": [0.0]}
-            if self.continuous:
-                consts["continuous_action_output_shape"] = [float(model.action_space.shape[0])]
-            else:
-                consts["discrete_action_output_shape"] = [[float(n) for n in self.branches]]
-            for name, value in consts.items():
-                self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
+            raise ConfigurationError(f"cannot export a policy for action space {self.env_action_space}")
 
     def _observations(self, inputs: tuple[torch.Tensor, ...]) -> Any:
         obs = {}
         for x, (key, space) in zip(inputs, self.obs_spaces.items()):
             if self.fmt == "mlagents":
-                if len(space.shape) == 3:  # NCHW in [0, 1] -> the layout and scale the encoder was trained on
+                if len(space.shape) == 3:  # NCHW in [0, 1] -> the layout and scale the env gives
                     if self.hwc[key]:
                         x = x.permute(0, 2, 3, 1)
                     if space.dtype == np.uint8:
                         x = x * 255.0
                 x = x.to(torch.float32)
             obs[key] = x
-        return obs[None] if None in obs else obs
+        obs = obs[None] if None in obs else obs
+        for wrapper in self.obs_wrappers:  # innermost first, as the env's observations went through them
+            obs = wrapper.export_observation(obs)
+        return obs
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         n_obs = len(self.obs_spaces)
@@ -122,14 +224,17 @@ class _Policy(nn.Module):
         mask = None
         if self.branches is not None:
             mask = inputs[n_obs] if self.fmt == "onnx" else inputs[n_obs] > 0.5
-        action = self.model.predict_actions(obs, deterministic=True, action_mask=mask)
+            for wrapper in self.action_wrappers:
+                mask = wrapper.export_action_mask(mask)
+        sampled, likeliest = _policy_actions(self.model, obs, mask, (self.action_low, self.action_high))
+        for wrapper in reversed(self.action_wrappers):  # the outermost wrapper gets the policy's action first
+            sampled, likeliest = wrapper.export_action(sampled), wrapper.export_action(likeliest)
         if self.fmt == "onnx":
-            return action
+            return likeliest
         if self.continuous:
-            action = action.to(torch.float32)
-            return (self.version_number, self.memory_size, action, self.continuous_action_output_shape, action)
-        action = action.reshape(action.shape[0], len(self.branches)).to(torch.int64)
-        return (self.version_number, self.memory_size, action, self.discrete_action_output_shape, action)
+            return sampled.to(torch.float32), likeliest.to(torch.float32)
+        batch = (-1, len(self.branches))
+        return sampled.reshape(batch).to(torch.int64), likeliest.reshape(batch).to(torch.int64)
 
     def example_inputs(self, batch: int = 2) -> tuple[list[str], tuple[torch.Tensor, ...]]:
         names, tensors = [], []
@@ -151,19 +256,28 @@ class _Policy(nn.Module):
             tensors.append(ones if self.fmt == "mlagents" else ones.bool())
         return names, tuple(tensors)
 
-    def output_names(self) -> list[str]:
+    def action_output_names(self) -> list[str]:
         if self.fmt == "onnx":
             return ["actions"]
         kind = "continuous" if self.continuous else "discrete"
-        return ["version_number", "memory_size", f"{kind}_actions", f"{kind}_action_output_shape",
-                f"deterministic_{kind}_actions"]
+        return [f"{kind}_actions", f"deterministic_{kind}_actions"]
+
+    def constants(self) -> dict[str, list[Any]]:
+        """The ML-Agents format's constant outputs and their values."""
+        consts: dict[str, list[Any]] = {"version_number": [float(MLAGENTS_API_VERSION)], "memory_size": [0.0]}
+        if self.continuous:
+            consts["continuous_action_output_shape"] = [float(self.env_action_space.shape[0])]
+        else:
+            consts["discrete_action_output_shape"] = [[float(n) for n in self.branches]]
+        return consts
 
 
 def export_onnx(model: Any, output: str | os.PathLike, format: Format = "onnx",  # noqa: A002 - the CLI's name
                 opset: int | None = None) -> Path:
-    """Write ``model``'s deterministic policy to ``output`` as ONNX (``format="mlagents"`` for Unity); returns the path.
+    """Write ``model``'s policy to ``output`` as ONNX (``format="mlagents"`` for Unity); returns the path.
 
-    ``model`` is a trained or loaded ``RLModule`` (``PPO.load_from_checkpoint(path)`` needs no env).
+    ``model`` is a trained or loaded ``RLModule`` (``PPO.load_from_checkpoint(path)`` needs no env). The file
+    appears only once it is complete: the graph is written to a temporary file beside it, then renamed.
     """
     if format not in ("onnx", "mlagents"):
         raise ConfigurationError(f"format={format!r} must be 'onnx' or 'mlagents'")
@@ -171,11 +285,13 @@ def export_onnx(model: Any, output: str | os.PathLike, format: Format = "onnx", 
         raise ConfigurationError("the model has no networks yet: export a trained model or a loaded checkpoint")
     graph = _Policy(model, format).eval()
     names, example = graph.example_inputs()
-    outputs = graph.output_names()
-    batched = ["actions"] if format == "onnx" else [n for n in outputs if n.endswith("_actions")]
-    dynamic = {name: {0: "batch"} for name in [*names, *batched]}
+    outputs = graph.action_output_names()
+    dynamic = {name: {0: "batch"} for name in [*names, *outputs]}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     was_training = model.training
     model.eval()
     try:
@@ -183,41 +299,44 @@ def export_onnx(model: Any, output: str | os.PathLike, format: Format = "onnx", 
         # protobuf >= 4 cannot be installed beside mlagents-envs 0.28 (protobuf 3.20). It warns that it is deprecated.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            torch.onnx.export(graph, example, str(output), input_names=names, output_names=outputs,
+            torch.onnx.export(graph, example, str(tmp), input_names=names, output_names=outputs,
                               dynamic_axes=dynamic, opset_version=opset or (MLAGENTS_OPSET if format == "mlagents"
                                                                             else 17),
                               dynamo=False, do_constant_folding=True)
+        _finish_graph(tmp, graph.constants() if format == "mlagents" else {}, outputs)
+        os.replace(tmp, output)
     finally:
         model.train(was_training)
-    if format == "mlagents":
-        _constants_as_named_initializers(output, [n for n in outputs if not n.endswith("_actions")])
+        tmp.unlink(missing_ok=True)
     return output
 
 
-def _constants_as_named_initializers(path: Path, names: list[str]) -> None:
-    """Make each constant output an initializer carrying the output's own name (how Unity's loaders find them)."""
+def _finish_graph(path: Path, constants: dict[str, list[Any]], action_outputs: list[str]) -> None:
+    """Add the constant outputs, each an initializer of its own named like it, in ML-Agents' output order; check.
+
+    They are added after tracing, not traced: the exporter's constant folding would merge equal constants into one
+    initializer (``continuous_action_output_shape`` [3] and ``version_number`` [3]), which Unity cannot find by name.
+    """
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     proto = onnx.load(str(path))
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    for name in names:
-        if name in inits:
-            continue
-        producer = next((n for n in graph.node if name in n.output), None)
-        value = None
-        if producer is not None and producer.op_type == "Identity" and producer.input[0] in inits:
-            value = numpy_helper.to_array(inits[producer.input[0]])
-        elif producer is not None and producer.op_type == "Constant":
-            value = numpy_helper.to_array(producer.attribute[0].t)
-        if value is None:
-            raise RuntimeError(f"the exported graph computes {name!r} instead of holding it as a constant")
-        graph.node.remove(producer)
-        graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name=name))
-        source = producer.input[0] if producer.op_type == "Identity" else None
-        if source is not None and not any(source in n.input for n in graph.node):
-            graph.initializer.remove(inits.pop(source))
+    if constants:
+        by_name = {o.name: o for o in graph.output}
+        taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+        for name, value in constants.items():
+            if name in taken:
+                raise RuntimeError(f"the traced graph already has a tensor named {name!r}")
+            array = np.asarray(value, dtype=np.float32)
+            graph.initializer.append(numpy_helper.from_array(array, name=name))
+            by_name[name] = helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(array.shape))
+        kind = "continuous" if "continuous_action_output_shape" in constants else "discrete"
+        order = ["version_number", "memory_size", action_outputs[0], f"{kind}_action_output_shape",
+                 action_outputs[1]]
+        outputs = [by_name[n] for n in order]
+        del graph.output[:]
+        graph.output.extend(outputs)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -238,7 +357,7 @@ def load_model(ckpt_path: str | os.PathLike) -> Any:
 
 
 def main(argv: list[str]) -> None:
-    """``rl-lightning export``: a checkpoint's deterministic policy to ONNX."""
+    """``rl-lightning export``: a checkpoint's policy to ONNX."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="rl-lightning export", description=main.__doc__)

@@ -202,6 +202,31 @@ class ParameterRewardEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(2)
         self.episode_length, self.level, self.t = episode_length, 0.0, 0
 
+
+class ActionLayoutEnv(gym.Env):
+    """A 4-dim vector observation and the action layout asked for; ``masked``: ``info["action_mask"]`` too.
+
+    ``continuous=n``: Box(-1, 1, (n,)) as Unity's continuous actions; ``branches=[...]``: one Discrete branch
+    or a MultiDiscrete. Episodes last 8 steps; rewards are 0 (for export tests, which need spaces, not learning).
+    """
+
+    def __init__(self, continuous: int | None = None, branches: list[int] | None = None, masked: bool = False):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (continuous,), np.float32)
+        elif len(branches) == 1:
+            self.action_space = gym.spaces.Discrete(branches[0])
+        else:
+            self.action_space = gym.spaces.MultiDiscrete(branches)
+        self.branches, self.masked, self.t = branches, masked, 0
+
+    def _info(self):
+        if not self.masked:
+            return {}
+        mask = np.ones(sum(self.branches), dtype=np.int8)
+        mask[0] = 0  # the first action of the first branch is never allowed
+        return {"action_mask": mask}
+
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
@@ -237,3 +262,10 @@ class StatsEnv(CounterEnv):
                  "toy/histogram": (2 * self.n, 3)}
         stats.update({f"toy/extra_{k}": float(k) for k in range(self.extra_keys)})
         return obs, reward, terminated, truncated, {"stats": stats}
+
+
+        return self.np_random.uniform(-1, 1, 4).astype(np.float32), self._info()
+
+    def step(self, action):
+        self.t += 1
+        return self.np_random.uniform(-1, 1, 4).astype(np.float32), 0.0, False, self.t >= 8, self._info()

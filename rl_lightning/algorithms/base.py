@@ -24,6 +24,7 @@ from rl_lightning.algorithms.updates import GradientStepper
 from rl_lightning.data.stream import EvaluationRequests, ExperienceStream
 from rl_lightning.envs.factory import EnvSource, import_path_of, make_vector_env, resolve_env
 from rl_lightning.envs.spaces import space_from_dict, space_to_dict
+from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
 from rl_lightning.unity.stats import training_point_stats
@@ -149,6 +150,8 @@ class RLModule(L.LightningModule):
         self.eval_envs: gym.vector.VectorEnv | None = None
         self.observation_space: gym.Space | None = None
         self.action_space: gym.Space | None = None
+        # The env's spaces before the `wrappers` entries: what an exported policy takes and gives (rl_lightning.export).
+        self.env_spaces: tuple[gym.Space, gym.Space] | None = None
         self.env_steps = 0
         self.episodes = 0
         self._num_envs_by_rank: list[int] | None = None  # under DDP: each rank's training sub-envs, from setup
@@ -259,6 +262,7 @@ class RLModule(L.LightningModule):
                 self.envs = self.make_envs()
                 obs, self._initial_info = self.envs.reset(seed=self._rank_seed())
                 self._attach_spaces(self.envs.single_observation_space, self.envs.single_action_space)
+                self._note_env_spaces(self.envs)
                 self._obs = obs
                 self._decision = self._initial_info.get("decision")
             if self._world_size() > 1:
@@ -271,6 +275,11 @@ class RLModule(L.LightningModule):
                 raise ConfigurationError(f"eval_episodes={self.hparams.eval_episodes}: {stage} needs at least 1")
             self.eval_envs = self.make_envs(evaluation=True)
             self._attach_spaces(self.eval_envs.single_observation_space, self.eval_envs.single_action_space)
+            self._note_env_spaces(self.eval_envs)
+
+    def _note_env_spaces(self, envs: gym.vector.VectorEnv) -> None:
+        if self.env_spaces is None:
+            self.env_spaces = spaces_before_wrappers(envs, len(self.hparams.wrappers or ()))
 
     def _world_size(self) -> int:
         return self._trainer.world_size if self._trainer is not None else 1
@@ -570,6 +579,8 @@ class RLModule(L.LightningModule):
             "observation_space": space_to_dict(self.observation_space),
             "action_space": space_to_dict(self.action_space),
         }
+        if self.env_spaces is not None:
+            checkpoint["rl_lightning"]["env_spaces"] = [space_to_dict(s) for s in self.env_spaces]
         if self.envs is not None and self._fitting():
             checkpoint["rl_lightning"]["run_state"] = self._gather_run_states()
 
@@ -641,6 +652,8 @@ class RLModule(L.LightningModule):
                 f"run's env has observations {self.observation_space} and actions {self.action_space}: resume or "
                 "evaluate it with the env it was trained on")
         self._attach_spaces(*spaces)
+        if state.get("env_spaces") and self.env_spaces is None:
+            self.env_spaces = tuple(space_from_dict(s) for s in state["env_spaces"])
         self.env_steps = state["env_steps"]
         self.episodes = state["episodes"]
         self._resume_state = None

@@ -6,8 +6,14 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from rl_lightning.errors import ConfigurationError
+
+
+def _equals(x: torch.Tensor, value: float) -> torch.Tensor:
+    """``x == value`` as ``Less``/``Greater`` in an exported graph (ONNX opset 9's ``Equal`` takes no floats)."""
+    return ~((x < value) | (x > value))
 
 
 class GoalConditionedImage(gym.ObservationWrapper):
@@ -60,6 +66,23 @@ class GoalConditionedImage(gym.ObservationWrapper):
             out = np.clip(np.rint(out), 0, 255)
         return out.astype(self.observation_space.dtype, copy=False)
 
+    def export_observation(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``observation`` on tensors, batch first, for an exported graph (``rl_lightning.export``); float out.
+
+        The same values as ``observation``, with operators Unity's Barracuda runs (no ``Round`` in opset 9:
+        ``np.rint``'s round-half-to-even is built from ``Floor``).
+        """
+        image = observation[self.image_key].float()
+        goal = observation[self.goal_key].float()
+        blocks = [image * goal[:, i:i + 1].reshape(-1, 1, 1, 1) for i in range(goal.shape[1])]
+        out = torch.cat(blocks, dim=-1)
+        if self.observation_space.dtype == np.uint8:
+            rounded = torch.floor(out + 0.5)
+            # A tie (x.5) rounded up to an odd number goes down one: round half to even, as np.rint.
+            tie_to_odd = _equals(rounded - out, 0.5) & _equals(rounded - 2.0 * torch.floor(rounded * 0.5), 1.0)
+            out = torch.clamp(rounded - tie_to_odd.float(), 0.0, 255.0)
+        return out
+
 
 class ActionOffset(gym.ActionWrapper):
     """Exposes only the discrete actions from ``offset`` on, renumbered from 0: action ``a`` sends ``a + offset``.
@@ -85,6 +108,14 @@ class ActionOffset(gym.ActionWrapper):
 
     def action(self, action: Any) -> Any:
         return action + self.offset
+
+    def export_action(self, action: torch.Tensor) -> torch.Tensor:
+        """``action`` on a batch of tensors, for an exported graph (``rl_lightning.export``)."""
+        return action + self.offset
+
+    def export_action_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The env's action masks (batch first) cut to the exposed actions, for an exported graph."""
+        return mask[:, self.offset:]
 
     def transform_info(self, info: dict[str, Any]) -> dict[str, Any]:
         """Cut the hidden actions off the mask (also a vector env's batched masks: the last axis)."""
@@ -167,3 +198,28 @@ class PerSubEnv(gym.vector.VectorWrapper):
 def wrap_sub_envs(env: gym.vector.VectorEnv, make_wrapper: Any) -> PerSubEnv:
     """``PerSubEnv`` over ``env`` with the wrapper ``make_wrapper(single_env)`` returns."""
     return PerSubEnv(env, make_wrapper(_SpacesOnly(env.single_observation_space, env.single_action_space)))
+
+
+def spaces_before_wrappers(venv: gym.vector.VectorEnv, n_wrappers: int) -> tuple[gym.Space, gym.Space] | None:
+    """The single observation and action spaces of ``venv``'s env before its ``n_wrappers`` ``wrappers:`` entries.
+
+    What an exported policy takes and gives (``rl_lightning.export`` folds the wrappers into the graph).
+    ``None`` where the sub-envs cannot be reached (``AsyncVectorEnv``: they live in other processes).
+    """
+    if n_wrappers == 0:
+        return venv.single_observation_space, venv.single_action_space
+    inner: Any = venv
+    while isinstance(inner, gym.vector.VectorWrapper) and not isinstance(inner, PerSubEnv):
+        inner = inner.env  # e.g. RecordEpisodeStatistics
+    if isinstance(inner, PerSubEnv):  # a vector env of its own (Unity): one PerSubEnv per entry, outermost first
+        for _ in range(n_wrappers - 1):
+            inner = inner.env
+        return inner.wrapper.env.observation_space, inner.wrapper.env.action_space
+    if isinstance(inner, gym.vector.SyncVectorEnv):
+        env = inner.envs[0]
+        for _ in range(n_wrappers):
+            if not isinstance(env, gym.Wrapper):
+                return None
+            env = env.env
+        return env.observation_space, env.action_space
+    return None
