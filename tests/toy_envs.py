@@ -190,6 +190,7 @@ class EchoEnv(gym.Env):
         return np.array([self.t, self.last], dtype=np.float32), float(action), self.t >= self.terminate_at, False, {}
 
 
+
 class ParameterRewardEnv(gym.Env):
     """Rewards each step with the environment parameter ``level`` it was reset with (0 without one).
 
@@ -201,6 +202,44 @@ class ParameterRewardEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self.episode_length, self.level, self.t = episode_length, 0.0, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.level = float(((options or {}).get("parameters") or {}).get("level", 0.0))
+        return np.array([self.level], dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.level], dtype=np.float32), self.level, False, self.t >= self.episode_length, {}
+
+
+
+class StatsEnv(CounterEnv):
+    """A CounterEnv that reports custom stats as a Unity game would with ``StatsRecorder.Add``.
+
+    At its ``n``-th step since it was made (all episodes together): ``toy/average`` = n (Average, 0),
+    ``toy/most_recent`` = n (MostRecent, 1), ``toy/sum`` = 1 (Sum, 2), ``toy/histogram`` = 2n (Histogram, 3);
+    at each reset ``toy/resets`` = 1 (Sum). ``extra_keys`` more Average keys per step (memory tests).
+    """
+
+    def __init__(self, truncate_at: int | None = None, extra_keys: int = 0):
+        super().__init__(truncate_at=truncate_at)
+        self.extra_keys = extra_keys
+        self.n = 0
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {"stats": {"toy/resets": (1.0, 2)}}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = super().step(action)
+        self.n += 1
+        stats = {"toy/average": (self.n, 0), "toy/most_recent": (self.n, 1), "toy/sum": (1.0, 2),
+                 "toy/histogram": (2 * self.n, 3)}
+        stats.update({f"toy/extra_{k}": float(k) for k in range(self.extra_keys)})
+        return obs, reward, terminated, truncated, {"stats": stats}
+
 
 
 class ActionLayoutEnv(gym.Env):
@@ -230,40 +269,6 @@ class ActionLayoutEnv(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
-        self.level = float(((options or {}).get("parameters") or {}).get("level", 0.0))
-        return np.array([self.level], dtype=np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.array([self.level], dtype=np.float32), self.level, False, self.t >= self.episode_length, {}
-
-
-class StatsEnv(CounterEnv):
-    """A CounterEnv that reports custom stats as a Unity game would with ``StatsRecorder.Add``.
-
-    At its ``n``-th step since it was made (all episodes together): ``toy/average`` = n (Average, 0),
-    ``toy/most_recent`` = n (MostRecent, 1), ``toy/sum`` = 1 (Sum, 2), ``toy/histogram`` = 2n (Histogram, 3);
-    at each reset ``toy/resets`` = 1 (Sum). ``extra_keys`` more Average keys per step (memory tests).
-    """
-
-    def __init__(self, truncate_at: int | None = None, extra_keys: int = 0):
-        super().__init__(truncate_at=truncate_at)
-        self.extra_keys = extra_keys
-        self.n = 0
-
-    def reset(self, *, seed=None, options=None):
-        obs, info = super().reset(seed=seed, options=options)
-        return obs, {"stats": {"toy/resets": (1.0, 2)}}
-
-    def step(self, action):
-        obs, reward, terminated, truncated, _ = super().step(action)
-        self.n += 1
-        stats = {"toy/average": (self.n, 0), "toy/most_recent": (self.n, 1), "toy/sum": (1.0, 2),
-                 "toy/histogram": (2 * self.n, 3)}
-        stats.update({f"toy/extra_{k}": float(k) for k in range(self.extra_keys)})
-        return obs, reward, terminated, truncated, {"stats": stats}
-
-
         return self.np_random.uniform(-1, 1, 4).astype(np.float32), self._info()
 
     def step(self, action):
