@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import channels_last
 
@@ -92,6 +93,9 @@ class _Policy(nn.Module):
                     for key, space in self.obs_spaces.items()}
         self.branches = _branches(model.action_space)
         self.continuous = isinstance(model.action_space, gym.spaces.Box)
+        if is_hybrid(model.action_space):
+            raise ConfigurationError("hybrid actions are not exported yet (continuous + discrete branches); "
+                                     "use the checkpoint with model.act() instead")
         if not self.continuous and self.branches is None:
             raise ConfigurationError(f"cannot export a policy for action space {model.action_space}")
         if fmt == "mlagents":
