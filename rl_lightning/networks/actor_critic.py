@@ -114,8 +114,8 @@ def check_action_space(action_space: gym.Space, algorithm: str) -> None:
     if is_hybrid(action_space):
         return
     raise ConfigurationError(
-        f"{algorithm} supports Discrete, MultiDiscrete, 1-D Box and hybrid (Dict of 'continuous' Box and "
-        "'discrete' MultiDiscrete) action spaces; "
+        f"{algorithm} supports Discrete, MultiDiscrete and 1-D Box action spaces and hybrid ones (a Dict of a "
+        "'continuous' Box and a 'discrete' MultiDiscrete); "
         f"the env's action space is {action_space}")
 
 
