@@ -119,3 +119,16 @@ def test_exporting_a_hybrid_policy_says_it_is_not_supported_yet(tmp_path):
             export_onnx(model, tmp_path / "policy.onnx")
     finally:
         model.close_envs()
+
+
+def test_a_hybrid_checkpoint_loads_and_acts_without_an_env(tmp_path):
+    model = PPO(env="toy_envs:HybridEnv", num_envs=2, n_steps=16, batch_size=32, total_steps=64, steps_per_epoch=64,
+                eval_episodes=0)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model)
+    trainer.save_checkpoint(tmp_path / "hybrid.ckpt")
+    loaded = PPO.load_from_checkpoint(tmp_path / "hybrid.ckpt")
+    assert loaded.action_space == hybrid_action_space(1, [3, 2])
+    obs = np.array([0, 1, 0, 0, 0, 0], np.float32)
+    assert {k: v.tolist() for k, v in loaded.act(obs).items()} == {k: v.tolist() for k, v in model.act(obs).items()}
