@@ -1,4 +1,4 @@
-"""Gymnasium spaces as plain data, so checkpoints load with ``torch.load(weights_only=True)``; the hybrid action space."""
+"""Gymnasium spaces as plain data (checkpoints load with ``torch.load(weights_only=True)``); the hybrid action space."""
 
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def _add_observations(container: Any, obs: Any, space: gym.Space, name: str = ""
 
 
 def action_spec_proto(space: gym.Space) -> ActionSpecProto:
-    """The ML-Agents action spec of a Gymnasium action space; a hybrid Dict (``hybrid_action_space``) gives both parts."""
+    """The ML-Agents action spec of a Gymnasium action space; the hybrid Dict (``hybrid_action_space``) fills both."""
     if is_hybrid(space):
         branches = [int(n) for n in space["discrete"].nvec]
         return ActionSpecProto(num_continuous_actions=int(space["continuous"].shape[0]),

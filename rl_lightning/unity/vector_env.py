@@ -246,7 +246,8 @@ class UnityProcess(UnityEnvironment):
         for brain in output.rl_initialization_output.brain_parameters:
             infos = output.rl_output.agentInfos[brain.brain_name].value
             if infos and brain.brain_name not in self.png_observations:
-                self.png_observations[brain.brain_name] = tuple(o.compression_type == PNG for o in infos[0].observations)
+                self.png_observations[brain.brain_name] = tuple(
+                    o.compression_type == PNG for o in infos[0].observations)
 
     @staticmethod
     def _get_communicator(worker_id: int, base_port: int, timeout_wait: int) -> RpcCommunicator:
@@ -361,7 +362,8 @@ def warn_if_blind(spec: BehaviorSpec, behavior_name: str, no_graphics: bool) -> 
     only without visual observations (``--no-graphics`` help in ml-agents/mlagents/trainers/cli_utils.py).
     Sensors that are rank 3 without a camera (grid sensors) are not told apart: the warning names the fix.
     """
-    images = [name for name, obs_spec in zip(observation_keys(spec), spec.observation_specs) if len(obs_spec.shape) == 3]
+    images = [key for key, obs_spec in zip(observation_keys(spec), spec.observation_specs)
+              if len(obs_spec.shape) == 3]
     if no_graphics and images:
         warnings.warn(f"no_graphics=True but behavior {behavior_name!r} has visual observations {images}: a Unity "
                       "build started with -nographics renders no camera, so camera images arrive blank; set "
@@ -389,8 +391,8 @@ class UnityVectorEnv(gym.vector.VectorEnv):
 
     Agents in an ML-Agents group (``SimpleMultiAgentGroup``) have their ``group_id`` and ``group_reward``
     in ``info["group_id"]`` and ``info["group_reward"]`` (with ``_group_id``/``_group_reward`` masks: the
-    rows that decided or ended in that step). Unity sends no other per-agent info; builds that mark success with the reward of
-    an episode's last step (``SetReward(1); EndEpisode()``) can have it reported
+    rows that decided or ended in that step). Unity sends no other per-agent info; builds that mark
+    success with the reward of an episode's last step (``SetReward(1); EndEpisode()``) can have it reported
     the Gymnasium way with ``success_reward``: an agent whose episode terminates
     with a last reward >= ``success_reward`` gets ``info["final_info"]["is_success"]``
     True (False for any other end); evaluation then reports a success rate.
