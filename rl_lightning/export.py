@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import channels_last
 
@@ -194,6 +195,9 @@ class _Policy(nn.Module):
         # Images the env gives as HWC: ML-Agents feeds NCHW, so the graph permutes them back.
         self.hwc = {key: len(space.shape) == 3 and channels_last(space.shape, layout)
                     for key, space in self.obs_spaces.items()}
+        if is_hybrid(model.action_space):
+            raise ConfigurationError("hybrid actions are not exported yet (continuous + discrete branches); "
+                                     "use the checkpoint with model.act() instead")
         self.branches = _branches(self.env_action_space)
         self.continuous = isinstance(self.env_action_space, gym.spaces.Box)
         box = model.action_space if isinstance(model.action_space, gym.spaces.Box) else None

@@ -190,7 +190,6 @@ class EchoEnv(gym.Env):
         return np.array([self.t, self.last], dtype=np.float32), float(action), self.t >= self.terminate_at, False, {}
 
 
-
 class ParameterRewardEnv(gym.Env):
     """Rewards each step with the environment parameter ``level`` it was reset with (0 without one).
 
@@ -212,7 +211,6 @@ class ParameterRewardEnv(gym.Env):
     def step(self, action):
         self.t += 1
         return np.array([self.level], dtype=np.float32), self.level, False, self.t >= self.episode_length, {}
-
 
 
 class StatsEnv(CounterEnv):
@@ -239,7 +237,6 @@ class StatsEnv(CounterEnv):
                  "toy/histogram": (2 * self.n, 3)}
         stats.update({f"toy/extra_{k}": float(k) for k in range(self.extra_keys)})
         return obs, reward, terminated, truncated, {"stats": stats}
-
 
 
 class ActionLayoutEnv(gym.Env):
@@ -274,3 +271,92 @@ class ActionLayoutEnv(gym.Env):
     def step(self, action):
         self.t += 1
         return self.np_random.uniform(-1, 1, 4).astype(np.float32), 0.0, False, self.t >= 8, self._info()
+
+
+class HybridEnv(gym.Env):
+    """Hybrid actions (1 continuous + discrete branches [3, 2]) whose reward depends on both parts.
+
+    Each step shows a cue in {0, 1, 2} (one-hot). Reward = 1 if discrete branch 0 equals the cue, minus the
+    distance of the continuous action from the cue's target ``(cue - 1) / 2``. Branch 0's action
+    ``(cue + 1) % 3`` is forbidden (``info["action_mask"]``, 5 columns) and taking it fails an assertion.
+    The observation also echoes the last action received (continuous value, branch 0, branch 1), so a test
+    can see what arrived. Episodes truncate after 8 steps. Best return 8; a random policy's is about -2.
+    """
+
+    def __init__(self):
+        from rl_lightning.envs.spaces import hybrid_action_space
+
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32)
+        self.action_space = hybrid_action_space(1, [3, 2])
+        self.t, self.cue, self.last = 0, 0, np.zeros(3, np.float32)
+
+    def _obs(self):
+        return np.concatenate([np.eye(3, dtype=np.float32)[self.cue], self.last])
+
+    def _info(self):
+        mask = np.ones(5, dtype=bool)
+        mask[(self.cue + 1) % 3] = False
+        return {"action_mask": mask}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.cue, self.last = 0, int(self.np_random.integers(3)), np.zeros(3, np.float32)
+        return self._obs(), self._info()
+
+    def step(self, action):
+        continuous, discrete = action["continuous"], action["discrete"]
+        assert continuous.shape == (1,) and continuous.dtype == np.float32, continuous
+        assert discrete.shape == (2,) and np.issubdtype(discrete.dtype, np.integer), discrete
+        assert int(discrete[0]) != (self.cue + 1) % 3, f"masked action {discrete} taken for cue {self.cue}"
+        reward = float(int(discrete[0]) == self.cue) - abs(float(continuous[0]) - (self.cue - 1) / 2)
+        self.t += 1
+        self.last = np.array([continuous[0], discrete[0], discrete[1]], dtype=np.float32)
+        self.cue = int(self.np_random.integers(3))
+        return self._obs(), reward, False, self.t >= 8, self._info()
+
+
+class FloatImageEnv(gym.Env):
+    """A float image (8x10x3) with values outside [0, 1] (1.5, -0.2, 3.25) that change every step, as a Unity
+    sensor without compression may send them (e.g. counts)."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (8, 10, 3), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def _obs(self):
+        image = np.full((8, 10, 3), 0.25, dtype=np.float32)
+        image[0, 0], image[1, 2, 1], image[7, 9, 2] = 1.5, -0.2, 3.25 + self.t
+        return image
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 0.0, False, self.t >= 5, {}
+
+
+class GroupEnv(CounterEnv):
+    """A CounterEnv in an ML-Agents group: ``info["group_id"]`` is 1 or 2 (alternating over the copies made in a
+    process), ``info["group_reward"]`` is half the step count. Terminates after ``terminate_at`` steps."""
+
+    made = 0
+
+    def __init__(self, terminate_at: int = 2):
+        super().__init__(terminate_at=terminate_at)
+        self.group = 1 + GroupEnv.made % 2
+        GroupEnv.made += 1
+
+    def _info(self):
+        return {"group_id": self.group, "group_reward": 0.5 * self.t}
+
+    def reset(self, *, seed=None, options=None):
+        obs, _ = super().reset(seed=seed)
+        return obs, self._info()
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = super().step(action)
+        return obs, reward, terminated, truncated, self._info()

@@ -14,6 +14,7 @@ from rl_lightning.algorithms.base import RLModule
 from rl_lightning.data.replay import DecisionTransitions, ReplayBuffer
 from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.factory import final_observations
+from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 
 
@@ -230,6 +231,11 @@ class OffPolicyModule(RLModule):
 
     @staticmethod
     def check_box_or_discrete(space: gym.Space, algorithm: str, want: type) -> None:
+        if is_hybrid(space):
+            raise ConfigurationError(
+                f"{algorithm} cannot act in a hybrid action space (continuous {space['continuous'].shape[0]} + "
+                f"discrete branches {space['discrete'].nvec.tolist()}, an ML-Agents hybrid action spec); "
+                "train it with PPO or A2C")
         if not isinstance(space, want) or (want is gym.spaces.Box and len(space.shape) != 1):
             kind = "a Discrete" if want is gym.spaces.Discrete else "a 1-D Box (continuous)"
             other = "DDPG" if algorithm == "DQN" else "DQN"

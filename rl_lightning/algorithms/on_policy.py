@@ -14,6 +14,7 @@ from rl_lightning.algorithms.base import RLModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.data.replay import Obs, storage_dtype
 from rl_lightning.data.rollout import RolloutBuffer
+from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
 
@@ -34,6 +35,10 @@ class OnPolicyModule(RLModule):
     branches' masks side by side) have forbidden actions never sampled: the
     mask of each observation is stored with it and applied again in the update
     and when acting (``act``, evaluation).
+
+    Hybrid action spaces (ML-Agents' continuous + discrete branches, ``hybrid_action_space``) get a Gaussian
+    for the continuous part and categorical branches (``HybridDistribution``); the rollout stores each action
+    as one float row (continuous values, then branch indices), the env and ``act`` get the space's dict.
 
     Args:
         n_steps: steps per env copy in each rollout.
@@ -262,19 +267,32 @@ class OnPolicyModule(RLModule):
 
     def policy_action_shape(self) -> tuple[int, ...]:
         space = self.action_space
+        if is_hybrid(space):  # one row: the continuous values, then the branch indices
+            return (space["continuous"].shape[0] + len(space["discrete"].nvec),)
         return () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape)
 
     def policy_action_dtype(self) -> torch.dtype:
-        return torch.float32 if isinstance(self.action_space, gym.spaces.Box) else torch.long
+        space = self.action_space
+        return torch.float32 if isinstance(space, gym.spaces.Box) or is_hybrid(space) else torch.long
 
     def predict_actions(self, obs: Obs, deterministic: bool = True,
                         action_mask: torch.Tensor | None = None) -> torch.Tensor:
         action = self.policy.predict(obs, deterministic, action_mask)
-        if isinstance(self.action_space, gym.spaces.Box):
-            low = torch.as_tensor(self.action_space.low, device=action.device)
-            high = torch.as_tensor(self.action_space.high, device=action.device)
+        hybrid = is_hybrid(self.action_space)
+        box = self.action_space["continuous"] if hybrid else self.action_space
+        if isinstance(box, gym.spaces.Box):
+            low = torch.as_tensor(box.low, device=action.device)
+            high = torch.as_tensor(box.high, device=action.device)
+            if hybrid:  # the continuous part comes first
+                n = low.shape[0]
+                return torch.cat([torch.maximum(torch.minimum(action[..., :n], high), low), action[..., n:]], dim=-1)
             action = torch.maximum(torch.minimum(action, high), low)
         return action
+
+    def act(self, obs: Any, deterministic: bool = True, action_mask: np.ndarray | None = None) -> Any:
+        """``RLModule.act``; hybrid actions come as the action space's dict (``"continuous"``, ``"discrete"``)."""
+        actions = super().act(obs, deterministic, action_mask)
+        return to_env_action(actions, self.action_space) if is_hybrid(self.action_space) else actions
 
     # ------------------------------------------------------------------ losses and updates
     def value_loss_fn(self, values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,9 @@ def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
 class PPO(OnPolicyModule):
     """Proximal Policy Optimization: several epochs of minibatch updates on each rollout.
 
-    Discrete, MultiDiscrete and Gaussian (Box) policies. By default actor and
-    critic have separate networks and optimizers (manual optimization);
+    Discrete, MultiDiscrete, Gaussian (Box) and hybrid (ML-Agents' continuous + discrete
+    branches) policies. By default actor and critic have separate networks and
+    optimizers (manual optimization);
     ``shared_trunk=True`` gives the single-network, single-optimizer variant.
 
     Args:

@@ -1,7 +1,8 @@
-"""Gymnasium spaces as plain data, so checkpoints load with ``torch.load(weights_only=True)``."""
+"""Gymnasium spaces as plain data (checkpoints load with ``torch.load(weights_only=True)``); the hybrid action space."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -52,3 +53,29 @@ def space_from_dict(data: dict[str, Any]) -> gym.Space:
     if kind == "Dict":
         return gym.spaces.Dict({k: space_from_dict(v) for k, v in data["spaces"].items()})
     raise ValueError(f"unknown space type {kind!r}")
+
+
+# ---------------------------------------------------------------------- hybrid (continuous + discrete) actions
+HYBRID_KEYS = ("continuous", "discrete")
+
+
+def hybrid_action_space(continuous_size: int, branches: Sequence[int]) -> gym.spaces.Dict:
+    """The Gymnasium form of an ML-Agents hybrid action: continuous actions and discrete branches taken together.
+
+    ``Dict({"continuous": Box(-1, 1, (n,)), "discrete": MultiDiscrete(branches)})``. A Dict rather than a
+    Tuple because its keys are the names ML-Agents gives the two parts (``ActionTuple.continuous`` and
+    ``ActionTuple.discrete``, mlagents_envs/base_env.py), because Gymnasium batches it into a dict of arrays
+    that says which part is which, and because checkpoints already describe Dict spaces (``space_to_dict``).
+    Continuous actions lie in [-1, 1] as for any ML-Agents continuous action (Unity clips them there).
+    """
+    return gym.spaces.Dict({
+        "continuous": gym.spaces.Box(-1.0, 1.0, shape=(int(continuous_size),), dtype=np.float32),
+        "discrete": gym.spaces.MultiDiscrete([int(b) for b in branches]),
+    })
+
+
+def is_hybrid(space: gym.Space) -> bool:
+    """Whether ``space`` is a hybrid action space as ``hybrid_action_space`` makes them."""
+    return (isinstance(space, gym.spaces.Dict) and tuple(space.spaces) == HYBRID_KEYS
+            and isinstance(space["continuous"], gym.spaces.Box) and len(space["continuous"].shape) == 1
+            and isinstance(space["discrete"], gym.spaces.MultiDiscrete) and space["discrete"].nvec.ndim == 1)

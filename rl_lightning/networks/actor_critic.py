@@ -12,6 +12,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from rl_lightning.data.replay import Obs
+from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.host import HostActorCritic, HostMLP
@@ -69,14 +70,52 @@ class DiagGaussian(Normal):
         return super().entropy().sum(-1)
 
 
+class HybridDistribution(Distribution):
+    """A hybrid action (ML-Agents' continuous + discrete branches): a diagonal Gaussian and categorical branches.
+
+    The parts are independent given the observation, so log-probs and entropies add up. An action is one float
+    tensor: the ``n`` continuous values, then the branch indices (small whole numbers, exact in float32), so the
+    rollout stores it as it stores any action. ``action_mask`` covers the discrete branches only.
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, logits: torch.Tensor, nvec: Sequence[int],
+                 action_mask: torch.Tensor | None = None) -> None:
+        self.continuous = DiagGaussian(mean, std, validate_args=False)
+        self.discrete = MultiCategorical(logits, nvec, action_mask)
+        self.n = mean.shape[-1]
+        super().__init__(batch_shape=mean.shape[:-1], validate_args=False)
+
+    def _join(self, continuous: torch.Tensor, discrete: torch.Tensor) -> torch.Tensor:
+        return torch.cat([continuous, discrete.to(continuous.dtype)], dim=-1)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self._join(self.continuous.sample(sample_shape), self.discrete.sample(sample_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        continuous, discrete = value[..., :self.n], value[..., self.n:]
+        return self.continuous.log_prob(continuous) + self.discrete.log_prob(discrete.round().long())
+
+    def entropy(self) -> torch.Tensor:
+        return self.continuous.entropy() + self.discrete.entropy()
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self._join(self.continuous.mean, self.discrete.mode)
+
+
 def check_action_space(action_space: gym.Space, algorithm: str) -> None:
     """Raise a clear error if an actor-critic cannot act in ``action_space``."""
     if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         return
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         return
+    if is_hybrid(action_space):
+        return
     raise ConfigurationError(
-        f"{algorithm} supports Discrete, MultiDiscrete and 1-D Box action spaces; "
+        f"{algorithm} supports Discrete, MultiDiscrete and 1-D Box action spaces and hybrid ones (a Dict of a "
+        "'continuous' Box and a 'discrete' MultiDiscrete); "
         f"the env's action space is {action_space}")
 
 
@@ -102,8 +141,14 @@ class ActorCritic(nn.Module):
 
         self.action_space = action_space
         self.log_std: nn.Parameter | None = None
+        self.hybrid = is_hybrid(action_space)
         if isinstance(action_space, gym.spaces.Discrete):
             head_dim = int(action_space.n)
+        elif self.hybrid:  # the Gaussian's means, then the branches' logits
+            self.n_continuous = int(action_space["continuous"].shape[0])
+            self.nvec = [int(n) for n in action_space["discrete"].nvec]
+            head_dim = self.n_continuous + sum(self.nvec)
+            self.log_std = nn.Parameter(torch.full((self.n_continuous,), float(log_std_init)))
         elif isinstance(action_space, gym.spaces.MultiDiscrete):
             self.nvec = [int(n) for n in action_space.nvec]
             head_dim = sum(self.nvec)
@@ -129,7 +174,9 @@ class ActorCritic(nn.Module):
 
     @property
     def action_mask_size(self) -> int | None:
-        """Columns an action mask has (the policy head's logits), or ``None`` for Gaussian policies."""
+        """Columns an action mask has (the discrete logits), or ``None`` for Gaussian policies."""
+        if self.hybrid:
+            return sum(self.nvec)
         return None if self.log_std is not None else self.policy_head.out_features
 
     def distribution(self, features: torch.Tensor, action_mask: torch.Tensor | None = None) -> Distribution:
@@ -139,6 +186,9 @@ class ActorCritic(nn.Module):
             return Categorical(logits=masked_logits(out, action_mask), validate_args=False)
         if isinstance(self.action_space, gym.spaces.MultiDiscrete):
             return MultiCategorical(out, self.nvec, action_mask)
+        if self.hybrid:
+            mean, logits = out.split([self.n_continuous, sum(self.nvec)], dim=-1)
+            return HybridDistribution(mean, self.log_std.exp().expand_as(mean), logits, self.nvec, action_mask)
         return DiagGaussian(out, self.log_std.exp().expand_as(out), validate_args=False)
 
     def forward(self, obs: Obs, action_mask: torch.Tensor | None = None) -> tuple[Distribution, torch.Tensor]:
@@ -184,9 +234,18 @@ class ActorCritic(nn.Module):
         return dist.mode if deterministic else dist.sample()
 
 
-def to_env_action(action: torch.Tensor | np.ndarray, action_space: gym.Space) -> np.ndarray:
-    """Policy actions as the NumPy array a vector env takes; Gaussian actions are clipped to the bounds."""
+def to_env_action(action: torch.Tensor | np.ndarray, action_space: gym.Space) -> np.ndarray | dict[str, np.ndarray]:
+    """Policy actions as the NumPy array a vector env takes; Gaussian actions are clipped to the bounds.
+
+    Hybrid actions (``HybridDistribution``'s single tensor) become the hybrid space's dict of a clipped
+    ``"continuous"`` array and an integer ``"discrete"`` one.
+    """
     a = action.cpu().numpy() if isinstance(action, torch.Tensor) else action
     if isinstance(action_space, gym.spaces.Box):
         return np.clip(a, action_space.low, action_space.high)
+    if is_hybrid(action_space):
+        box = action_space["continuous"]
+        n = box.shape[0]
+        return {"continuous": np.clip(a[..., :n], box.low, box.high).astype(np.float32),
+                "discrete": np.rint(a[..., n:]).astype(np.int64)}
     return a

@@ -60,6 +60,8 @@ from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 impor
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub
 from PIL import Image
 
+from rl_lightning.envs.spaces import is_hybrid
+
 COMMUNICATION_VERSION = "1.5.0"
 PACKAGE_VERSION = "2.3.0"  # the com.unity.ml-agents release whose protocol this follows
 STEP, RESET = 0, 1
@@ -161,11 +163,15 @@ class EnvironmentParameters:
 
 
 # ---------------------------------------------------------------------- observations and specs
-def _add_observations(container: Any, obs: Any, space: gym.Space, name: str = "") -> None:
-    """Append ``obs`` to a repeated ``ObservationProto`` field, built in place (pure-Python protobuf copies are slow)."""
+def _add_observations(container: Any, obs: Any, space: gym.Space, name: str = "", float_images: bool = False) -> None:
+    """Append ``obs`` to a repeated ``ObservationProto`` field, built in place (pure-Python protobuf copies are slow).
+
+    Images go as PNG, or with ``float_images`` uncompressed as their float values (``float_data``, any range),
+    as a Unity sensor whose ``CompressionSpec`` is ``None`` sends them (e.g. ``CountingGridSensor``).
+    """
     if isinstance(space, gym.spaces.Dict):
         for key, sub in space.spaces.items():
-            _add_observations(container, obs[key], sub, key)
+            _add_observations(container, obs[key], sub, key, float_images)
         return
     arr = np.asarray(obs)
     proto = container.add()
@@ -174,7 +180,7 @@ def _add_observations(container: Any, obs: Any, space: gym.Space, name: str = ""
         proto.name = name
         if "goal" in name.lower():
             proto.observation_type = GOAL_SIGNAL
-    if arr.ndim == 3:
+    if arr.ndim == 3 and not float_images:
         # Images travel as PNG (HWC, RGB); float images are taken to be in [0, 1].
         pixels = arr if arr.dtype == np.uint8 else np.clip(arr * 255.0, 0, 255).astype(np.uint8)
         if pixels.shape[2] == 1:
@@ -189,6 +195,11 @@ def _add_observations(container: Any, obs: Any, space: gym.Space, name: str = ""
 
 
 def action_spec_proto(space: gym.Space) -> ActionSpecProto:
+    """The ML-Agents action spec of a Gymnasium action space; the hybrid Dict (``hybrid_action_space``) fills both."""
+    if is_hybrid(space):
+        branches = [int(n) for n in space["discrete"].nvec]
+        return ActionSpecProto(num_continuous_actions=int(space["continuous"].shape[0]),
+                               num_discrete_actions=len(branches), discrete_branch_sizes=branches)
     if isinstance(space, gym.spaces.Discrete):
         return ActionSpecProto(num_discrete_actions=1, discrete_branch_sizes=[int(space.n)])
     if isinstance(space, gym.spaces.MultiDiscrete):
@@ -200,16 +211,26 @@ def action_spec_proto(space: gym.Space) -> ActionSpecProto:
 
 # ---------------------------------------------------------------------- the player
 class Player:
-    """Plays ``num_agents`` copies of an env as the agents of one behavior, deciding every ``decision_period`` steps."""
+    """Plays ``num_agents`` copies of an env as the agents of one behavior, deciding every ``decision_period`` steps.
 
-    def __init__(self, make_env: Callable[[], gym.Env], num_agents: int = 1, behavior_name: str = "Agent",
+    ``num_agents=None`` plays as many copies as the trainer's ``num_areas`` asks for (sent at the handshake), as a
+    build with a ``TrainingAreaReplicator`` does: it takes ``Academy.Instance.NumAreas`` whenever a trainer is
+    connected (com.unity.ml-agents/Runtime/Areas/TrainingAreaReplicator.cs). ``float_images`` sends images
+    uncompressed (``float_data``) instead of as PNG. An env's ``info["group_id"]``/``info["group_reward"]``, when
+    given, become the agent's ML-Agents group id and group reward.
+    """
+
+    def __init__(self, make_env: Callable[[], gym.Env], num_agents: int | None = 1, behavior_name: str = "Agent",
                  seed: int = 0, decision_period: int = 1, fixed_agent_ids: bool = False, despawn_prob: float = 0.0,
                  spawn_prob: float = 0.0, shuffle_agents: bool = False, step_time: float = 0.0,
-                 start_agents: int | None = None, report_step_times: bool = False) -> None:
+                 start_agents: int | None = None, report_step_times: bool = False,
+                 float_images: bool = False) -> None:
         if decision_period < 1:
             raise ValueError(f"decision_period={decision_period} must be >= 1")
         if not (0.0 <= despawn_prob <= 1.0 and 0.0 <= spawn_prob <= 1.0):
             raise ValueError(f"despawn_prob={despawn_prob} and spawn_prob={spawn_prob} must lie in [0, 1]")
+        self.make_env, self.follow_num_areas, self.float_images = make_env, num_agents is None, float_images
+        num_agents = num_agents or 1
         self.envs = [make_env() for _ in range(num_agents)]
         self.behavior_name = behavior_name
         self.seed = seed
@@ -256,10 +277,20 @@ class Player:
         """Append agent ``i``'s AgentInfoProto (under ``agent_id``, default its current id) to the repeated field ``out``."""
         proto = out.add(id=self.ids[i] if agent_id is None else agent_id, reward=float(reward), done=done,
                         max_step_reached=interrupted)
-        _add_observations(proto.observations, obs, self.space)
+        _add_observations(proto.observations, obs, self.space, float_images=self.float_images)
+        if "group_id" in info:
+            proto.group_id = int(info["group_id"])
+        if "group_reward" in info:
+            proto.group_reward = float(info["group_reward"])
         mask = info.get("action_mask")
         if mask is not None:
             proto.action_mask.extend([not bool(m) for m in np.asarray(mask).reshape(-1)])  # Unity: True = forbidden
+
+    def _set_num_agents(self, n: int) -> None:
+        """Play ``n`` copies (before the first reset): the trainer's ``num_areas``."""
+        self.envs += [self.make_env() for _ in range(n - len(self.envs))]
+        self.last_actions, self.accrued, self.episodes = [None] * n, [0.0] * n, [0] * n
+        self.ids, self.alive = list(range(n)), [True] * n
 
     def _reset_all(self, out: Any) -> None:
         # An academy reset restarts every agent that exists; destroyed ones stay destroyed.
@@ -329,6 +360,9 @@ class Player:
         self.deciding = [i for i, _, _, _, _, done, _ in entries if not done]
 
     def _action(self, proto: Any) -> Any:
+        if is_hybrid(self.action_space):
+            return {"continuous": np.asarray(proto.continuous_actions, dtype=np.float32),
+                    "discrete": np.asarray(proto.discrete_actions, dtype=np.int64)}
         if isinstance(self.action_space, gym.spaces.Discrete):
             return int(proto.discrete_actions[0])
         if isinstance(self.action_space, gym.spaces.MultiDiscrete):
@@ -383,6 +417,8 @@ class Player:
                 return 0
             self.seed = reply.unity_input.rl_initialization_input.seed
             self.rng = np.random.default_rng(self.seed)  # spawning, destroying and shuffling follow Unity's seed
+            if self.follow_num_areas:
+                self._set_num_agents(max(1, reply.unity_input.rl_initialization_input.num_areas))
             reply = stub.Exchange(UnityMessageProto(header=HeaderProto(status=200)))
             while reply.header.status == 200:
                 rl_input = reply.unity_input.rl_input
@@ -419,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mlagents-port", type=int, required=True, help="the trainer's port (set by UnityEnvironment)")
     parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id or 'package.module:EnvClass' to serve")
     parser.add_argument("--env-kwargs", default="{}", help="JSON keyword arguments for the env")
-    parser.add_argument("--agents", type=int, default=1, help="copies of the env, served as agents of one behavior")
+    parser.add_argument("--agents", type=int, default=None,
+                        help="copies of the env, served as agents of one behavior (default: the trainer's num_areas)")
     parser.add_argument("--behavior-name", default="Agent")
     parser.add_argument("--decision-period", type=int, default=1,
                         help="steps between an agent's decisions (Unity's DecisionRequester); agents are staggered")
@@ -436,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shuffle-agents", action="store_true", help="list the agents of each message in random order")
     parser.add_argument("--step-time", type=float, default=0.0,
                         help="seconds each step takes, as a build's game loop would")
+    parser.add_argument("--float-images", action="store_true",
+                        help="send images uncompressed as floats (float_data) instead of as PNG")
     parser.add_argument("-logFile", "-logfile", dest="log_file",
                         help="write output and errors here (set by UnityEnvironment's log_folder)")
     args, _unity_flags = parser.parse_known_args(argv)
@@ -455,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     decision_period=args.decision_period, fixed_agent_ids=args.fixed_agent_ids,
                     despawn_prob=args.despawn_prob, spawn_prob=args.spawn_prob, shuffle_agents=args.shuffle_agents,
                     step_time=args.step_time, start_agents=args.start_agents,
-                    report_step_times=args.report_step_times)
+                    report_step_times=args.report_step_times, float_images=args.float_images)
     return player.run(args.mlagents_port)
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,12 +32,15 @@ from mlagents_envs.exception import (
     UnityTimeOutException,
     UnityWorkerInUseException,
 )
+from mlagents_envs.communicator_objects.observation_pb2 import PNG
+from mlagents_envs.communicator_objects.unity_output_pb2 import UnityOutputProto
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import add_UnityToExternalProtoServicer_to_server
 from mlagents_envs.rpc_communicator import RpcCommunicator, UnityToExternalServicerImplementation
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
+from rl_lightning.envs.spaces import HYBRID_KEYS, hybrid_action_space, is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.unity.parameters import Curriculum, parse_parameters
 from rl_lightning.unity.stats import UnityStat, UnityStats
@@ -224,6 +228,7 @@ class UnityProcess(UnityEnvironment):
     def __init__(self, index: int, num_processes: int, **kwargs: Any) -> None:
         self.index, self.num_processes = index, num_processes
         self.process: subprocess.Popen | None = None  # kept after closing, for error messages
+        self.png_observations: dict[str, tuple[bool, ...]] = {}  # filled by _update_behavior_specs
         try:
             super().__init__(**kwargs)
         except UnityWorkerInUseException:
@@ -231,6 +236,21 @@ class UnityProcess(UnityEnvironment):
         except UnityException as e:
             raise self.fault(e, "while starting") from e
         self.process = self._process
+
+    def _update_behavior_specs(self, output: UnityOutputProto) -> None:
+        """mlagents' spec update, also noting which observations of a new behavior arrive PNG-compressed.
+
+        The spec does not say (``behavior_spec_from_proto`` reads shapes only), and ``rpc_utils`` decodes
+        PNG and ``float_data`` images alike to float32: only the ``ObservationProto.compression_type`` of the
+        first agent info tells them apart. A sensor's compression is part of its ``CompressionSpec``
+        (com.unity.ml-agents/Runtime/Sensors/CompressionSpec.cs), fixed when the sensor is made.
+        """
+        super()._update_behavior_specs(output)
+        for brain in output.rl_initialization_output.brain_parameters:
+            infos = output.rl_output.agentInfos[brain.brain_name].value
+            if infos and brain.brain_name not in self.png_observations:
+                self.png_observations[brain.brain_name] = tuple(
+                    o.compression_type == PNG for o in infos[0].observations)
 
     @staticmethod
     def _get_communicator(worker_id: int, base_port: int, timeout_wait: int) -> RpcCommunicator:
@@ -297,19 +317,25 @@ def observation_keys(spec: BehaviorSpec) -> list[str]:
     return [obs_spec.name or f"obs_{i}" for i, obs_spec in enumerate(spec.observation_specs)]
 
 
-def observation_space_from_spec(spec: BehaviorSpec, uint8_images: bool = True) -> gym.Space:
+def observation_space_from_spec(spec: BehaviorSpec, uint8_images: bool = True,
+                                png: Sequence[bool] | None = None) -> gym.Space:
     """One observation -> Box; several -> Dict keyed by ``observation_keys``. Images stay HWC.
 
-    Unity decodes images to float32 in [0, 1]; with ``uint8_images`` they are kept as uint8 in [0, 255]
-    instead (exact for PNG-compressed images, and a quarter of the memory in a replay buffer).
+    ``png`` says, per observation, whether Unity sends it PNG-compressed (``UnityProcess.png_observations``;
+    ``None``: none is). mlagents decodes a PNG image to its bytes / 255, float32 in [0, 1]; with
+    ``uint8_images`` such images are kept as their uint8 bytes instead (exact, and a quarter of the memory in
+    a replay buffer). Uncompressed images (``float_data``) are whatever floats the sensor wrote, not
+    necessarily in [0, 1] (Unity's ``CountingGridSensor`` sends counts, uncompressed:
+    com.unity.ml-agents/Runtime/Sensors/CountingGridSensor.cs): they stay float32, unbounded and unclipped.
     """
     boxes = {}
-    for key, obs_spec in zip(observation_keys(spec), spec.observation_specs):
+    png = tuple(png) if png is not None else (False,) * len(spec.observation_specs)
+    for key, obs_spec, compressed in zip(observation_keys(spec), spec.observation_specs, png):
         shape = tuple(obs_spec.shape)
-        if len(shape) == 3 and uint8_images:
+        if len(shape) == 3 and compressed and uint8_images:
             boxes[key] = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
             continue
-        low, high = (0.0, 1.0) if len(shape) == 3 else (-np.inf, np.inf)
+        low, high = (0.0, 1.0) if len(shape) == 3 and compressed else (-np.inf, np.inf)
         boxes[key] = gym.spaces.Box(low, high, shape=shape, dtype=np.float32)
     if len(boxes) == 1:
         return next(iter(boxes.values()))
@@ -317,11 +343,14 @@ def observation_space_from_spec(spec: BehaviorSpec, uint8_images: bool = True) -
 
 
 def action_space_from_spec(spec: BehaviorSpec) -> gym.Space:
-    """One discrete branch -> Discrete; several -> MultiDiscrete; continuous -> Box(-1, 1)."""
+    """One discrete branch -> Discrete; several -> MultiDiscrete; continuous -> Box(-1, 1); both -> the hybrid Dict.
+
+    A hybrid spec (continuous actions and discrete branches together, ``ActionSpec`` in mlagents_envs/base_env.py)
+    becomes ``hybrid_action_space``: ``Dict({"continuous": Box(-1, 1, (n,)), "discrete": MultiDiscrete(branches)})``.
+    """
     action = spec.action_spec
     if action.continuous_size and action.discrete_size:
-        raise ConfigurationError(f"hybrid action spec ({action.continuous_size} continuous + branches "
-                                 f"{action.discrete_branches}) is not supported; use one kind of action")
+        return hybrid_action_space(action.continuous_size, action.discrete_branches)
     if action.continuous_size:
         return gym.spaces.Box(-1.0, 1.0, shape=(action.continuous_size,), dtype=np.float32)
     if len(action.discrete_branches) == 1:
@@ -376,6 +405,22 @@ class _Agents:
         return held
 
 
+def warn_if_blind(spec: BehaviorSpec, behavior_name: str, no_graphics: bool) -> None:
+    """Warn that a behavior's visual observations will be blank when its build runs with ``no_graphics``.
+
+    ``-nographics`` starts Unity without a graphics device, so cameras render nothing; ML-Agents says to use it
+    only without visual observations (``--no-graphics`` help in ml-agents/mlagents/trainers/cli_utils.py).
+    Sensors that are rank 3 without a camera (grid sensors) are not told apart: the warning names the fix.
+    """
+    images = [key for key, obs_spec in zip(observation_keys(spec), spec.observation_specs)
+              if len(obs_spec.shape) == 3]
+    if no_graphics and images:
+        warnings.warn(f"no_graphics=True but behavior {behavior_name!r} has visual observations {images}: a Unity "
+                      "build started with -nographics renders no camera, so camera images arrive blank; set "
+                      "no_graphics=False (ML-Agents' default) unless these come from a sensor that needs no "
+                      "rendering (e.g. a grid sensor)", UserWarning, stacklevel=3)
+
+
 class UnityVectorEnv(gym.vector.VectorEnv):
     """The agents of one behavior, across one or several Unity processes, as Gymnasium sub-envs.
 
@@ -406,8 +451,10 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     ``RecordEpisodeStatistics`` gives them) are kept here, per agent: the length counts the agent's decisions,
     and an inactive sub-env adds nothing to the next agent's episode.
 
-    Unity sends no per-agent info; builds that mark success with the reward of
-    an episode's last step (``SetReward(1); EndEpisode()``) can have it reported
+    Agents in an ML-Agents group (``SimpleMultiAgentGroup``) have their ``group_id`` and ``group_reward``
+    in ``info["group_id"]`` and ``info["group_reward"]`` (with ``_group_id``/``_group_reward`` masks: the
+    rows that decided or ended in that step). Unity sends no other per-agent info; builds that mark
+    success with the reward of an episode's last step (``SetReward(1); EndEpisode()``) can have it reported
     the Gymnasium way with ``success_reward``: an agent whose episode terminates
     with a last reward >= ``success_reward`` gets ``info["final_info"]["is_success"]``
     True (False for any other end); evaluation then reports a success rate.
@@ -425,7 +472,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         num_processes: Unity processes to run (worker ids ``worker_id`` ... ``worker_id + num_processes - 1``).
         worker_id: port offset of the first process.
         base_port: base port (ML-Agents' default when ``None``).
-        no_graphics: run without rendering (``-nographics -batchmode``).
+        no_graphics: run without rendering (``-nographics -batchmode``). Off by default, as in ML-Agents: a build
+            so started renders no camera, so only builds without visual observations should use it (a behavior
+            with rank-3 observations under ``no_graphics=True`` gets a warning).
         timeout_wait: seconds to wait for Unity at start and at each step. A process that exits or does not
             answer in time raises ``UnityProcessError`` (naming the process and what happened) after every
             process of this env has been ended.
@@ -440,7 +489,10 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             sampler seed ``seed + k``, so the processes draw different values. ML-Agents'
             ``environment_parameters`` work as they are, curricula (``{"curriculum": [lessons]}``) included: see
             ``rl_lightning.unity.parameters``; the lessons move on with ``advance_curriculum``.
-        uint8_images: deliver image observations as uint8 in [0, 255] (``False``: float32 in [0, 1]).
+        uint8_images: deliver PNG-compressed image observations as uint8 in [0, 255] (``False``: float32 in [0, 1]).
+            Uncompressed images always arrive as the float32 values the build sent (not necessarily in [0, 1]).
+        num_areas: training areas each process should create (``UnityEnvironment``'s ``num_areas``, sent at the
+            handshake; builds with a ``TrainingAreaReplicator`` replicate their area this many times).
         success_reward: a terminating last reward at or above this counts as success (``None``: not reported).
         max_agents: the number of sub-envs, for builds that spawn agents during a run: at least the most agents
             of the behavior alive at once, over all processes. ``None``: the agents present at the first reset.
@@ -451,16 +503,18 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     """``make_vector_env`` adds no ``RecordEpisodeStatistics``: it would count inactive sub-envs' steps."""
 
     def __init__(self, file_name: str | None = PLAYER, behavior_name: str | None = None, num_processes: int = 1,
-                 worker_id: int = 0, base_port: int | None = None, no_graphics: bool = True, timeout_wait: int = 60,
+                 worker_id: int = 0, base_port: int | None = None, no_graphics: bool = False, timeout_wait: int = 60,
                  seed: int = 0, additional_args: Sequence[str] | None = None, log_folder: str | None = None,
                  engine_settings: dict[str, Any] | None = None,
                  parameters: dict[str, float | dict[str, Any]] | None = None, uint8_images: bool = True,
-                 success_reward: float | None = None, max_agents: int | None = None) -> None:
+                 success_reward: float | None = None, max_agents: int | None = None, num_areas: int = 1) -> None:
         if num_processes < 1:
             raise ConfigurationError(f"num_processes={num_processes} must be >= 1")
         if max_agents is not None and (not isinstance(max_agents, int) or max_agents < 1):
             raise ConfigurationError(f"max_agents={max_agents!r} must be a positive integer, or null for the agents "
                                      "present at the first reset")
+        if not isinstance(num_areas, int) or num_areas < 1:
+            raise ConfigurationError(f"num_areas={num_areas!r} must be a positive integer")
         if file_name is None and (num_processes != 1 or worker_id != 0):
             raise ConfigurationError("file_name=None waits for the Unity Editor: it needs num_processes=1, worker_id=0")
         path = resolve_file_name(file_name)
@@ -485,7 +539,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                         index=k, num_processes=num_processes, file_name=path, worker_id=worker_id + k,
                         base_port=base_port, seed=seed + k, no_graphics=no_graphics, timeout_wait=timeout_wait,
                         additional_args=command_line_arguments(additional_args), log_folder=log_folder,
-                        side_channels=list(self.channels[k])))
+                        side_channels=list(self.channels[k]), num_areas=num_areas))
                 except UnityWorkerInUseException:
                     raise ConfigurationError(
                         f"worker_id={worker_id + k}: its port is already in use by another Unity environment; "
@@ -508,7 +562,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self.num_envs = max_agents or present
         self.max_agents = max_agents
         self.success_reward = success_reward
-        self.single_observation_space = observation_space_from_spec(self.spec_, uint8_images)
+        warn_if_blind(self.spec_, self.behavior_name, no_graphics)
+        self.single_observation_space = observation_space_from_spec(
+            self.spec_, uint8_images, self._png_observations())
         # Unity sends observations in its own order; the Dict space sorts its keys. Match them by name.
         self._obs_keys = observation_keys(self.spec_)
         self.single_action_space = action_space_from_spec(self.spec_)
@@ -610,10 +666,17 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             return {k: np.zeros((self.num_envs, *s.shape), s.dtype) for k, s in space.spaces.items()}
         return np.zeros((self.num_envs, *space.shape), space.dtype)
 
+    def _png_observations(self) -> tuple[bool, ...]:
+        """Per observation: PNG-compressed by every process (only those can become uint8 without loss)."""
+        flags = [unit.png_observations.get(self.behavior_name, ()) for unit in self.units]
+        n = len(self.spec_.observation_specs)
+        return tuple(all(len(f) == n and f[i] for f in flags) for i in range(n))
+
     @staticmethod
     def _convert(obs: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        if dtype == np.uint8:  # Unity's float image (PNG bytes / 255) back to its bytes
-            return np.rint(obs * 255.0).astype(np.uint8)
+        if dtype == np.uint8:  # a PNG image (its bytes / 255) back to its bytes
+            # Only PNG images get a uint8 space, and they lie in [0, 1]; the clip makes a wrap impossible anyway.
+            return np.rint(np.clip(obs, 0.0, 1.0) * 255.0).astype(np.uint8)
         return obs
 
     def _write_obs(self, rows: list[int], obs_list: list[np.ndarray]) -> None:
@@ -731,10 +794,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self._check_open()
-        actions = np.asarray(actions)
         for k, unit in enumerate(self.units):
             if self._deciding[k]:  # one action per agent of the last DecisionSteps, in Unity's order
-                unit.set_actions(self.behavior_name, self._action_tuple(actions[self._deciding[k]]))
+                unit.set_actions(self.behavior_name, self._action_tuple(actions, self._deciding[k]))
         self._exchange_all("step")
         rewards = np.zeros(self.num_envs, np.float32)
         terminated = np.zeros(self.num_envs, bool)
@@ -745,6 +807,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         for k, unit in enumerate(self.units):
             decisions, terminals = unit.get_steps(self.behavior_name)
             freed: list[int] = []
+            ended: list[int] = []  # the TerminalSteps entries of the agents that had a sub-env (rows in freed)
             for j, agent in enumerate(terminals.agent_id):
                 i = self._agents.release((k, int(agent)))
                 if i is None:
@@ -754,8 +817,11 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                 terminated[i] = not truncated[i]
                 final_obs[i] = self._obs_row(terminals.obs, j)
                 freed.append(i)
+                ended.append(j)
+            self._group_info(np.asarray(terminals.group_id)[ended], np.asarray(terminals.group_reward)[ended], freed)
             known = [(k, int(a)) in self._agents.slot for a in decisions.agent_id]
             rows = self._place(k, decisions.agent_id, freed)
+            self._group_info(decisions.group_id, decisions.group_reward, rows)
             for j, i in enumerate(rows):
                 if known[j]:  # a new agent's first decision reward opens its episode: not part of the last one's
                     rewards[i] += decisions.reward[j]
@@ -766,7 +832,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         self._stats.drain(self._stats_channels())  # at every exchange: mlagents' channel keeps every message
         restart = self._end_episodes_for_restart(truncated, final_obs)
         self._episode_return += rewards
-        info = self._info()
+        info = self._info() | self._take_group_info()
         if final_obs:
             ended = np.zeros(self.num_envs, bool)
             ended[list(final_obs)] = True
@@ -795,10 +861,52 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             info.update(self._info())
         return self._copy_obs(), rewards, terminated, truncated, info
 
-    def _action_tuple(self, actions: np.ndarray) -> ActionTuple:
+    def _action_tuple(self, actions: Any, rows: list[int]) -> ActionTuple:
+        """The actions of the sub-envs ``rows`` (a batch of the action space) as mlagents' ``ActionTuple``.
+
+        Hybrid actions (a dict of ``"continuous"`` and ``"discrete"`` arrays) fill both of its parts.
+        """
+        n = len(rows)
+        if is_hybrid(self.single_action_space):
+            missing = [key for key in HYBRID_KEYS if key not in actions]
+            if missing:
+                raise ValueError(f"hybrid actions need the keys {list(HYBRID_KEYS)}; missing {missing}")
+            return ActionTuple(continuous=np.asarray(actions["continuous"], np.float32)[rows].reshape(n, -1),
+                               discrete=np.asarray(actions["discrete"])[rows].astype(np.int32).reshape(n, -1))
+        actions = np.asarray(actions)[rows]
         if isinstance(self.single_action_space, gym.spaces.Box):
-            return ActionTuple(continuous=actions.astype(np.float32).reshape(len(actions), -1))
-        return ActionTuple(discrete=actions.astype(np.int32).reshape(len(actions), -1))
+            return ActionTuple(continuous=actions.astype(np.float32).reshape(n, -1))
+        return ActionTuple(discrete=actions.astype(np.int32).reshape(n, -1))
+
+    def _group_info(self, group_ids: Any, group_rewards: Any, rows: list[int]) -> None:
+        """Note the ML-Agents group of the agents at ``rows`` (of the DecisionSteps or TerminalSteps of one process).
+
+        ``group_id`` (0: in no group) and ``group_reward`` (the reward a ``SimpleMultiAgentGroup`` gives all its
+        members) come with every AgentInfoProto (mlagents_envs/rpc_utils.py ``steps_from_proto``). The first
+        call for a row in a step wins: call TerminalSteps first, so that an agent that ended its episode reports
+        that episode's group reward (as its reward does). ``_info`` hands them out.
+        """
+        if not len(rows):
+            return
+        pending = vars(self).setdefault("_groups", {})  # row -> (group id, group reward), made on first use
+        for i, group, reward in zip(rows, np.asarray(group_ids), np.asarray(group_rewards)):
+            pending.setdefault(i, (int(group), float(reward)))
+
+    def _take_group_info(self) -> dict[str, np.ndarray]:
+        """``info["group_id"]``/``["group_reward"]`` for the rows noted by ``_group_info`` since the last call.
+
+        Arrays over all sub-envs with Gymnasium's ``_group_id``/``_group_reward`` masks (True: the row decided or
+        ended this step); absent when none of these agents is in a group (every ``group_id`` 0 and no group reward).
+        """
+        pending = vars(self).pop("_groups", None)
+        if not pending or not any(group or reward for group, reward in pending.values()):
+            return {}
+        ids = np.zeros(self.num_envs, np.int64)
+        rewards = np.zeros(self.num_envs, np.float32)
+        given = np.zeros(self.num_envs, bool)
+        for i, (group, reward) in pending.items():
+            ids[i], rewards[i], given[i] = group, reward, True
+        return {"group_id": ids, "_group_id": given, "group_reward": rewards, "_group_reward": given.copy()}
 
     def close(self, **kwargs: Any) -> None:
         """End every process: each gets ``timeout_wait`` seconds to quit, then it is killed."""
