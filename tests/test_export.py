@@ -383,8 +383,8 @@ def gridworld_observations(n):
     obs, info = env.reset(seed=0)
     rng = np.random.default_rng(0)
     while len(images) < n:
-        images.append(obs["image"])
-        goals.append(obs["goal"])
+        images.append(obs["CameraSensor"])
+        goals.append(obs["GoalSensor"])
         masks.append(info["action_mask"])
         obs, _, terminated, truncated, info = env.step(int(rng.integers(1, 5)))
         if terminated or truncated:
@@ -407,16 +407,16 @@ def test_gridworld_export_takes_camera_and_goal_and_returns_unitys_five_actions(
 
     graph = onnx.load(str(path)).graph
     inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim[1:]] for i in graph.input}
-    # Sensors in name order: "goal" (the goal signal) before "image" (the camera, NCHW).
-    assert inputs == {"obs_0": [2], "obs_1": [3, 64, 84], "action_masks": [5]}
+    # Sensors in name order, as Unity sends them: "CameraSensor" (the camera, NCHW) before "GoalSensor".
+    assert inputs == {"obs_0": [3, 64, 84], "obs_1": [2], "action_masks": [5]}
     constants = {i.name: numpy_helper.to_array(i).tolist() for i in graph.initializer}
     assert constants["discrete_action_output_shape"] == [[5.0]]
 
     images, goals, masks = gridworld_observations(64)
     wrapper = GoalConditionedImage(gym.make("rl_lightning/GridWorld-v0"))
-    wrapped = np.stack([wrapper.observation({"image": i, "goal": g}) for i, g in zip(images, goals)])
+    wrapped = np.stack([wrapper.observation({"CameraSensor": i, "GoalSensor": g}) for i, g in zip(images, goals)])
     session = ort.InferenceSession(str(path))
-    feeds = {"obs_0": goals, "obs_1": images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0}
+    feeds = {"obs_0": images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, "obs_1": goals}
     for mask in (masks, np.ones_like(masks)):  # the game's masks, then everything allowed (action 0 too)
         sampled, actions = session.run(["discrete_actions", "deterministic_discrete_actions"],
                                        {**feeds, "action_masks": mask.astype(np.float32)})

@@ -11,8 +11,8 @@ from rl_lightning.games.gridworld import AGENT, EX, LEFT, PLUS, RIGHT, STAY, UP,
 def test_gridworld_specs_match_the_seed():
     env = gym.make("rl_lightning/GridWorld-v0")
     obs, info = env.reset(seed=0)
-    assert obs["image"].shape == (64, 84, 3) and obs["image"].dtype == np.uint8
-    assert obs["goal"].tolist() in ([1.0, 0.0], [0.0, 1.0])
+    assert obs["CameraSensor"].shape == (64, 84, 3) and obs["CameraSensor"].dtype == np.uint8
+    assert obs["GoalSensor"].tolist() in ([1.0, 0.0], [0.0, 1.0])
     assert env.action_space == gym.spaces.Discrete(5)
     assert info["action_mask"][STAY] == 1
 

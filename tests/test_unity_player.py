@@ -283,25 +283,25 @@ def test_on_policy_algorithms_honour_unity_action_masks_in_training_and_evaluati
 def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
     env = vector_env("--env", "rl_lightning/GridWorld-v0", "--agents", "2")
     space = env.single_observation_space
-    assert isinstance(space, gymnasium.spaces.Dict) and space["image"].shape == (64, 84, 3)
-    assert space["goal"].shape == (2,) and env.single_action_space == gymnasium.spaces.Discrete(5)
+    assert isinstance(space, gymnasium.spaces.Dict) and space["CameraSensor"].shape == (64, 84, 3)
+    assert space["GoalSensor"].shape == (2,) and env.single_action_space == gymnasium.spaces.Discrete(5)
     kinds = {s.name: s.observation_type.name for s in env.spec_.observation_specs}
-    assert kinds == {"image": "DEFAULT", "goal": "GOAL_SIGNAL"}
+    assert kinds == {"CameraSensor": "DEFAULT", "GoalSensor": "GOAL_SIGNAL"}
     obs, info = env.reset()
     # PNG bytes come back exactly: uint8, and only the game's own colours.
-    assert space["image"].dtype == np.uint8 and obs["image"].dtype == np.uint8
-    colours = {tuple(c) for c in obs["image"].reshape(-1, 3)}
+    assert space["CameraSensor"].dtype == np.uint8 and obs["CameraSensor"].dtype == np.uint8
+    colours = {tuple(c) for c in obs["CameraSensor"].reshape(-1, 3)}
     assert colours == {gridworld.BACKGROUND, gridworld.FLOOR, gridworld.AGENT, gridworld.PLUS, gridworld.EX}
-    assert obs["goal"].sum(axis=1).tolist() == [1.0, 1.0]
+    assert obs["GoalSensor"].sum(axis=1).tolist() == [1.0, 1.0]
     assert info["action_mask"].shape == (2, 5) and info["action_mask"][:, 0].all()  # "stay" is always allowed
 
 
 def test_vector_env_gives_float_images_when_asked(vector_env):
     env = vector_env("--env", "rl_lightning/GridWorld-v0", uint8_images=False)
     obs, _ = env.reset()
-    assert env.single_observation_space["image"].dtype == np.float32
-    assert obs["image"].dtype == np.float32 and 0.0 <= obs["image"].min() and obs["image"].max() <= 1.0
-    assert np.allclose(obs["image"] * 255, np.rint(obs["image"] * 255), atol=1e-3)
+    assert env.single_observation_space["CameraSensor"].dtype == np.float32
+    assert obs["CameraSensor"].dtype == np.float32 and 0.0 <= obs["CameraSensor"].min() and obs["CameraSensor"].max() <= 1.0
+    assert np.allclose(obs["CameraSensor"] * 255, np.rint(obs["CameraSensor"] * 255), atol=1e-3)
 
 
 def test_seed_s1_wrappers_serve_unity_agents(monkeypatch):

@@ -31,7 +31,9 @@ class GridWorld(gym.Env):
     - Stepping onto the signalled goal: +1 and the episode terminates; onto the other goal: -1 and it
       terminates; any other step: ``step_penalty`` (-0.01). After ``max_steps`` steps the episode is truncated.
       The last step's ``info["is_success"]`` says whether the signalled goal was reached.
-    - Observation: ``{"image": 64 x 84 x 3 uint8 top-down view, "goal": the 2-entry signal}``. In the
+    - Observation: ``{"CameraSensor": 64 x 84 x 3 uint8 top-down view, "GoalSensor": the 2-entry signal}``,
+      named as a Unity agent's camera and goal sensors would be; Unity orders sensors by name, so the camera is
+      ``obs_0`` and the goal ``obs_1`` for Unity (and in an exported model). In the
       image each cell is a 12 x 12 square: grey floor, the agent a blue square filling most of its cell,
       the plus goal a thick green "+", the ex goal a thick red "x".
     """
@@ -45,8 +47,8 @@ class GridWorld(gym.Env):
         self.size, self.max_steps, self.step_penalty, self.mask_actions = size, max_steps, step_penalty, mask_actions
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Dict({
-            "image": gym.spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8),
-            "goal": gym.spaces.Box(0.0, 1.0, (2,), np.float32),
+            "CameraSensor": gym.spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8),
+            "GoalSensor": gym.spaces.Box(0.0, 1.0, (2,), np.float32),
         })
         self.action_space = gym.spaces.Discrete(5)
         self.cell = 12
@@ -85,7 +87,7 @@ class GridWorld(gym.Env):
         return img
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"image": self.render(), "goal": np.eye(2, dtype=np.float32)[self.target]}
+        return {"CameraSensor": self.render(), "GoalSensor": np.eye(2, dtype=np.float32)[self.target]}
 
     def _info(self) -> dict[str, Any]:
         if not self.mask_actions:
