@@ -296,6 +296,9 @@ def export_onnx(model: Any, output: str | os.PathLike, format: Format = "onnx", 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)  # the permissions of a file written directly (mkstemp's are 0600)
     was_training = model.training
     model.eval()
     try:

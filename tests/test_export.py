@@ -1,5 +1,7 @@
 """ONNX export: ONNX Runtime reproduces the PyTorch policy; the ML-Agents format follows Unity's loader rules."""
 
+import os
+
 import gymnasium as gym
 import lightning as L
 import numpy as np
@@ -291,6 +293,16 @@ def test_a_failed_export_leaves_no_file(tmp_path, monkeypatch):
         export_onnx(model, tmp_path / "policy.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["policy.onnx"]
     assert (tmp_path / "policy.onnx").read_bytes() == b"the previous export"
+
+
+def test_an_exported_file_gets_the_permissions_of_any_new_file(tmp_path):
+    (model,) = [m for m in layout_models("discrete-5") if isinstance(m, DQN)]
+    umask = os.umask(0o022)
+    try:
+        path = export_onnx(model, tmp_path / "policy.onnx", format="mlagents")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the Unity project's user, not only its writer
 
 
 def policy_with_fixed_output(model, logits):
