@@ -4,6 +4,7 @@ The build is the project's player serving ``toy_envs:StatsEnv`` (which reports s
 a known pattern), driven by the real ``mlagents_envs.UnityEnvironment``.
 """
 
+import json
 import os
 import sysconfig
 from pathlib import Path
@@ -14,11 +15,11 @@ import pytest
 import torch.multiprocessing as mp
 
 import stats_ranks
+from test_unity_player import vector_env  # noqa: F401 (fixture)
 from rl_lightning import A2C
 from rl_lightning.plotting import read_scalars
 from rl_lightning.unity.player import env_stats_messages
 from rl_lightning.unity.stats import MOST_RECENT, SUM
-from rl_lightning.unity.vector_env import UnityVectorEnv
 
 PLAYER = str(Path(sysconfig.get_path("scripts")) / "rl-lightning-unity-player")
 TESTS = str(Path(__file__).resolve().parent)
@@ -26,20 +27,14 @@ WORKER_ID = 600  # this file's players use worker ids 600-609 (ports 5605-5614)
 
 
 @pytest.fixture
-def stats_env(monkeypatch):
+def stats_env(vector_env):  # noqa: F811
     """A UnityVectorEnv on the player serving ``StatsEnv``; closed afterwards."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
-    opened = []
 
     def open_env(agents=2, worker_id=WORKER_ID, **env_kwargs):
-        env = UnityVectorEnv(file_name=PLAYER, worker_id=worker_id, timeout_wait=20, additional_args=[
-            "--env", "toy_envs:StatsEnv", "--env-kwargs", repr(env_kwargs).replace("'", '"'), "--agents", str(agents)])
-        opened.append(env)
-        return env
+        return vector_env("--env", "toy_envs:StatsEnv", "--env-kwargs", json.dumps(env_kwargs), "--agents", str(agents),
+                          worker_id=worker_id)
 
-    yield open_env
-    for env in opened:
-        env.close()
+    return open_env
 
 
 def test_read_stats_gives_each_aggregation_over_the_steps_since_the_last_read(stats_env):
