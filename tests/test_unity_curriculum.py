@@ -12,8 +12,7 @@ from mlagents_envs.side_channel.environment_parameters_channel import Environmen
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.unity.parameters import (CompletionCriteria, Curriculum, Lesson, ParameterValue, find_unity_env,
-                                           parse_parameters)
+from rl_lightning.unity.parameters import (CompletionCriteria, Curriculum, Lesson, ParameterValue, parse_parameters)
 
 PLAYER = str(Path(sysconfig.get_path("scripts")) / "rl-lightning-unity-player")
 TESTS = str(Path(__file__).resolve().parent)

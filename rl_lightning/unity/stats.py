@@ -99,18 +99,6 @@ class UnityStats:
         return {key: UnityStat(*entry) for key, entry in totals.items()}
 
 
-def find_unity_stats(env: Any) -> Callable[[], dict[str, UnityStat]] | None:
-    """The ``read_stats`` of the Unity env inside ``env`` (through Gymnasium wrappers), or ``None`` for other envs."""
-    seen = 0
-    while env is not None and seen < 64:  # a wrapper chain, never a cycle; the bound only guards against one
-        read = getattr(type(env), "read_stats", None)
-        if read is not None:
-            return env.read_stats
-        env = getattr(env, "env", None)
-        seen += 1
-    return None
-
-
 class UnityStatsReducer:
     """Combines the ranks' ``UnityStat``s of a training point into one value per key, with one collective.
 
@@ -171,8 +159,10 @@ def training_point_stats(module: Any) -> dict[str, float]:
     Every rank calls it at every point (as any collective needs). For envs other than Unity it returns ``{}``
     and costs no collective.
     """
-    read = find_unity_stats(module.envs)
-    if read is None:
+    from rl_lightning.unity.parameters import find_unity_env
+
+    unity = find_unity_env(module.envs)
+    if unity is None:
         return {}
     if module._unity_stats_reducer is None:
         import torch
@@ -186,4 +176,4 @@ def training_point_stats(module: Any) -> dict[str, float]:
             return gathered
 
         module._unity_stats_reducer = UnityStatsReducer(all_reduce, all_gather, module._world_size())
-    return {f"unity/{key}": value for key, value in module._unity_stats_reducer.reduce(read()).items()}
+    return {f"unity/{key}": value for key, value in module._unity_stats_reducer.reduce(unity.read_stats()).items()}
