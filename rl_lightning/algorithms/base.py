@@ -27,7 +27,6 @@ from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
-from rl_lightning.unity.stats import training_point_stats
 
 # Collection runs in the trainer process on purpose (the generator uses the live policy),
 # and the stream's exact __len__ is what stops Lightning from pre-fetching a batch.
@@ -472,7 +471,10 @@ class RLModule(L.LightningModule):
             self.log("run/score", return_sum / count, prog_bar=True, batch_size=1)
             self.log("run/episode_length", length_sum / count, batch_size=1)
             self.log("run/episodes", float(self.episodes), batch_size=1)
-        self.log_dict(training_point_stats(self), batch_size=1)  # unity/<key>: what the build's StatsRecorder sent
+        if self.env_sets_num_envs:  # a vector env of its own (Unity) may send custom metrics
+            from rl_lightning.unity.stats import training_point_stats  # mlagents_envs only when needed
+
+            self.log_dict(training_point_stats(self), batch_size=1)  # unity/<key>: what the build's StatsRecorder sent
         now = time.perf_counter()
         if self._last_log is not None and now > self._last_log[0]:
             sps = (self.env_steps - self._last_log[1]) / (now - self._last_log[0])
