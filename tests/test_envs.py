@@ -66,3 +66,12 @@ def test_unimportable_env_path_names_the_setting():
 def test_unimportable_wrapper_is_reported_before_building():
     with pytest.raises(ConfigurationError, match=r"wrappers entry 'gymnasium.wrappers.NoSuchWrapper'"):
         make_vector_env("CartPole-v1", wrappers=["gymnasium.wrappers.NoSuchWrapper"])
+
+
+def test_importing_the_library_does_not_import_mlagents_envs():
+    # Gymnasium users should not pay for mlagents_envs and its protobuf modules: Unity code is imported on use.
+    import subprocess
+    import sys
+
+    code = "import sys, rl_lightning; from rl_lightning import PPO, DQN; print('mlagents_envs' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
