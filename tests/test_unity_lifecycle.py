@@ -155,3 +155,14 @@ def test_processes_compute_their_steps_at_the_same_time(vector_env):  # noqa: F8
     assert starts.count == ends.count == 3
     # Every process's step began before any had ended: they were all running at once.
     assert starts.high < ends.low
+
+
+@pytest.mark.timeout(120)
+def test_evaluation_finishes_when_an_agent_leaves_for_good(vector_env):  # noqa: F811
+    from rl_lightning.evaluation import evaluate_episodes
+
+    # One of the two agents is destroyed at the first step and never spawned again: its sub-env stays empty.
+    env = vector_env("--env", "toy_envs:EchoEnv", "--agents", "2", "--despawn-prob", "1.0", max_agents=2)
+    result = evaluate_episodes(lambda obs, mask=None: np.zeros(len(obs), dtype=int), env, n_episodes=6, seed=0)
+    assert len(result.returns) == 6
+    assert (result.lengths[1:] == 7).all()  # after the destroyed agent's cut-short one, whole 7-step episodes
