@@ -131,9 +131,19 @@ def folded_wrappers(model: Any) -> tuple[gym.Space, gym.Space, list[gym.Wrapper]
                 f"wrappers entry {name!r} cannot be folded into the exported graph: it needs {what} (see "
                 "rl_lightning.export); give the wrapper those methods, or train without it to export the policy")
     if model.env_spaces is None:
-        raise ConfigurationError(
-            "the model does not know its env's spaces before its wrappers (a checkpoint from an older version, or "
-            "vectorization='async'): load it and run `validate` once with the training config, then export again")
+        # A checkpoint from before env spaces were recorded (or an async-vectorized run): build the evaluation env
+        # its settings describe, once, and read the spaces off it.
+        try:
+            envs = model.make_envs(evaluation=True)
+        except Exception as e:  # noqa: BLE001 (any failure to build the env is reported with the remedy)
+            raise ConfigurationError(
+                "the checkpoint does not record its env's spaces before its wrappers (a checkpoint from an older "
+                f"version, or vectorization='async'), and building its env to read them failed ({e}); export it "
+                "where its env (env, env_kwargs, eval_env_kwargs of the checkpoint) can be built") from e
+        try:
+            model._note_env_spaces(envs)
+        finally:
+            envs.close()
     env: gym.Env = _SpacesOnly(*model.env_spaces)
     wrappers = []
     for spec in specs:

@@ -463,3 +463,19 @@ def test_env_spaces_before_wrappers_are_found_behind_per_sub_env_wrappers():
     assert venv.single_action_space == gym.spaces.Discrete(4)
     assert spaces_before_wrappers(venv, 2) == (game.single_observation_space, gym.spaces.Discrete(5))
     assert spaces_before_wrappers(venv, 0) == (venv.single_observation_space, gym.spaces.Discrete(4))
+
+
+def test_a_checkpoint_without_env_spaces_is_exported_by_building_its_env(tmp_path):
+    # Checkpoints written before the env's spaces were recorded: the exporter builds the env to read them.
+    model = seed_model("dqn_gridworld.yaml", "rl_lightning/GridWorld-v0")
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "dqn.ckpt")
+    checkpoint = torch.load(tmp_path / "dqn.ckpt", weights_only=False)
+    del checkpoint["rl_lightning"]["env_spaces"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = load_model(tmp_path / "old.ckpt")
+    assert loaded.env_spaces is None
+    path = export_onnx(loaded, tmp_path / "GridWorld.onnx", format="mlagents")
+    inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim[1:]] for i in onnx.load(str(path)).graph.input}
+    assert inputs == {"obs_0": [3, 64, 84], "obs_1": [2], "action_masks": [5]}
