@@ -440,7 +440,7 @@ def test_gridworld_export_takes_camera_and_goal_and_returns_unitys_five_actions(
 
     # The plain format takes the game's own observations (uint8 HWC image) and gives the game's actions.
     plain = ort.InferenceSession(str(export_onnx(loaded, tmp_path / "plain.onnx")))
-    (actions,) = plain.run(None, {"obs_goal": goals, "obs_image": images, "action_masks": masks})
+    (actions,) = plain.run(None, {"obs_GoalSensor": goals, "obs_CameraSensor": images, "action_masks": masks})
     assert np.array_equal(actions, model.act(wrapped, deterministic=True, action_mask=masks[:, 1:]) + 1)
 
 
