@@ -166,3 +166,23 @@ def test_evaluation_finishes_when_an_agent_leaves_for_good(vector_env):  # noqa:
     result = evaluate_episodes(lambda obs, mask=None: np.zeros(len(obs), dtype=int), env, n_episodes=6, seed=0)
     assert len(result.returns) == 6
     assert (result.lengths[1:] == 7).all()  # after the destroyed agent's cut-short one, whole 7-step episodes
+
+
+def test_ppo_rollouts_hold_one_sample_per_decision_and_carry_open_ones(vector_env):  # noqa: F811
+    from rl_lightning import PPO
+
+    module = PPO(env="unity", env_kwargs=dict(file_name=PLAYER, additional_args=list(CHURN) + ["--decision-period", "3"],
+                                              base_port=free_port(), timeout_wait=10, max_agents=4),
+                 n_steps=16, batch_size=16, hidden_sizes=[8], eval_episodes=0, total_steps=640)
+    module.setup("fit")
+    try:
+        sizes, carried = [], 0
+        for _ in range(10):
+            batch = module.collect()
+            sizes.append(len(batch["returns"]))
+            carried += module.rollout._carry is not None
+    finally:
+        module.close_envs()
+    # About a third of the 64 row-steps of each rollout are decisions; decisions open at a rollout's end move on.
+    assert all(0 < n < 64 for n in sizes) and 10 <= sum(sizes) <= 64 * 10 / 2
+    assert carried > 0
