@@ -225,14 +225,14 @@ def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def fit_on_levels(tmp_path: Path, worker_id: int, total_steps: int, ckpt_path: str | None = None):
+def fit_on_levels(tmp_path: Path, worker_id: int, total_steps: int, ckpt_path: str | None = None, **kwargs):
     from rl_lightning import A2C
 
     model = A2C(env="unity", env_kwargs={"file_name": PLAYER, "worker_id": worker_id, "timeout_wait": 10,
                                          "additional_args": ["--env", "toy_envs:ParameterRewardEnv", "--agents", "2"],
                                          "parameters": level_curriculum()},
                 n_steps=8, rollouts_per_batch=1, hidden_sizes=[8], total_steps=total_steps, steps_per_epoch=160,
-                eval_episodes=0, log_interval=16)
+                **{"eval_episodes": 0, "log_interval": 16, **kwargs})
     trainer = L.Trainer(max_epochs=-1, logger=TensorBoardLogger(tmp_path, name="run"), log_every_n_steps=1,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                         )
@@ -263,3 +263,12 @@ def test_a_resumed_run_continues_in_the_saved_lesson(player_path, tmp_path):
     assert drawn and set(drawn[1:]) == {3.0} and drawn[0] > 1.0  # the first point: 1.0 at the resets, then 3.0
     lessons = [value for _, value in sorted(scalars(tmp_path / "second")["curriculum/level"])]
     assert lessons and set(lessons) == {1.0}
+
+
+def test_evaluation_during_fit_plays_the_lesson_training_reached(player_path, tmp_path):
+    worker_id = next(WORKER_IDS)
+    fit_on_levels(tmp_path, worker_id, total_steps=320, eval_episodes=4,
+                  eval_env_kwargs={"worker_id": next(WORKER_IDS)})
+    evaluations = sorted(scalars(tmp_path)["eval/return_mean"])
+    # The lesson moved on after ~32 steps: both evaluations (at 160 and 320 steps) play level 3: 5 steps x 3.
+    assert [value for _, value in evaluations] == [pytest.approx(15.0)] * 2

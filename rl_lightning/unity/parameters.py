@@ -438,7 +438,8 @@ class CurriculumCallback(L.Callback):
     next step (ML-Agents' trainer_controller.py ``reset_env_if_ready`` sends them with ``set_env_parameters``, or
     resets the env when a finished lesson has ``require_reset``). Each curriculum parameter's lesson number is
     logged as ``curriculum/<parameter>`` against env steps (ML-Agents: ``Environment/Lesson Number/<parameter>``).
-    The lessons, smoothed measures and recent returns are saved in checkpoints; a resumed run sends the saved
+    Evaluations during ``fit`` play the lessons training has reached. The lessons, smoothed measures and recent
+    returns are saved in checkpoints; a resumed run sends the saved
     lessons' values before its first step, and restarts the agents so every episode plays them.
     """
 
@@ -478,6 +479,12 @@ class CurriculumCallback(L.Callback):
             pl_module.log(f"curriculum/{key}", float(number), batch_size=1)
         # Lightning takes a logged "step" as the x-axis (as RLModule.log_training does): environment steps.
         pl_module.log("step", float(pl_module.env_steps), batch_size=1)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # The evaluation env plays the lessons training has reached (its episodes start with the evaluation's reset).
+        env = find_unity_env(pl_module.eval_envs)
+        if env is not None and env.curriculum is not None and self._state is not None:
+            env.load_curriculum_state(self._state, restart=False)
 
     def state_dict(self) -> dict[str, Any]:
         # Plain numbers, lists and dicts: the checkpoint still loads with weights_only=True.

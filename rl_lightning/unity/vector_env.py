@@ -610,14 +610,15 @@ class UnityVectorEnv(gym.vector.VectorEnv):
             self._restart_requested |= self.curriculum.reset_required
         return changed
 
-    def load_curriculum_state(self, state: dict[str, Any]) -> None:
-        """Continue a curriculum from ``Curriculum.state_dict()`` (a resumed run): its lessons' values are queued,
-        and every agent restarts at the next step so that all episodes from then on play them."""
+    def load_curriculum_state(self, state: dict[str, Any], restart: bool = True) -> None:
+        """Continue a curriculum from ``Curriculum.state_dict()`` (a resumed run, or the evaluation env following
+        training): its lessons' values are queued, and with ``restart`` every agent restarts at the next step so
+        that all episodes from then on play them (without: from the next reset on)."""
         if self.curriculum is None:
             raise ConfigurationError("the checkpoint has a curriculum but this env's parameters have none")
         self.curriculum.load_state_dict(state)
         self.configure(parameters=self.curriculum.current_values())
-        self._restart_requested = True
+        self._restart_requested = restart
 
     def _end_episodes_for_restart(self, truncated: np.ndarray, final_obs: dict[int, Any]) -> bool:
         """If a lesson change asked for a restart: the agents whose episode did not end in this step end it as a
