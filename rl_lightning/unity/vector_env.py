@@ -486,7 +486,9 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         parameters: environment parameters: a number is a constant; ``{"sampler": "uniform", "min", "max"}``,
             ``{"sampler": "gaussian", "mean", "std"}`` or ``{"sampler": "multirange", "intervals": [[a, b], ...]}``,
             each with an optional ``"seed"``, is drawn afresh by Unity at each episode reset. Process ``k`` gets
-            sampler seed ``seed + k``, so the processes draw different values. ML-Agents'
+            sampler seed ``seed + k``, so the processes draw different values (``mlagents-learn`` applies the same
+            settings, seed included, in every worker: ml-agents/mlagents/trainers/subprocess_env_manager.py,
+            ``EnvironmentCommand.ENVIRONMENT_PARAMETERS``). ML-Agents'
             ``environment_parameters`` work as they are, curricula (``{"curriculum": [lessons]}``) included: see
             ``rl_lightning.unity.parameters``; the lessons move on with ``advance_curriculum``.
         uint8_images: deliver PNG-compressed image observations as uint8 in [0, 255] (``False``: float32 in [0, 1]).
