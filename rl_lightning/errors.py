@@ -1,5 +1,25 @@
-"""Errors the library raises for bad input, before any training starts."""
+"""Errors the library raises for bad input and for faults of the environments it runs.
+
+The ``rl-lightning`` command prints these as one line on stderr, without a traceback
+(``RL_LIGHTNING_TRACEBACK=1`` shows it), and exits with ``ConfigurationError.exit_code``
+(2, bad input) or ``EnvironmentFault.exit_code`` (1, the run failed).
+"""
 
 
-class ConfigurationError(ValueError):
-    """A setting is invalid; the message names the setting and how to fix it."""
+class RLLightningError(Exception):
+    """An error whose message is complete for the user: what went wrong, where, and how to fix it."""
+
+    exit_code = 1
+
+
+class ConfigurationError(RLLightningError, ValueError):
+    """A setting is invalid; the message names the setting and how to fix it. Raised before training starts."""
+
+    exit_code = 2
+
+
+class EnvironmentFault(RLLightningError, RuntimeError):
+    """An environment misbehaved during a run (non-finite numbers, a process that died or hung, wrong shapes);
+    the message names the env and what it did."""
+
+    exit_code = 1
