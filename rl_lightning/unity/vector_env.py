@@ -41,7 +41,7 @@ from mlagents_envs.side_channel.environment_parameters_channel import Environmen
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from rl_lightning.envs.spaces import HYBRID_KEYS, hybrid_action_space, is_hybrid
-from rl_lightning.errors import ConfigurationError
+from rl_lightning.errors import ConfigurationError, EnvironmentFault
 from rl_lightning.unity.parameters import Curriculum, parse_parameters
 from rl_lightning.unity.stats import UnityStat, UnityStats
 
@@ -83,7 +83,7 @@ def command_line_arguments(args: Sequence[Any] | None) -> list[str]:
     return [json.dumps(a) if isinstance(a, (dict, list)) else str(a) for a in args or ()]
 
 
-class UnityProcessError(RuntimeError):
+class UnityProcessError(EnvironmentFault):
     """A Unity process exited, was killed, or stopped answering; the message says which process and what happened.
 
     By the time it is raised, every process of the env it belonged to has been ended.
