@@ -30,26 +30,88 @@ class CheckpointError(ConfigurationError):
     """A checkpoint file is missing, truncated or not one this library (or this model) can load."""
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool = True) -> dict:
-    """``torch.load`` with errors that name the file and what is wrong with it."""
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool = True,
+                         mmap: bool = False) -> dict:
+    """``torch.load`` with errors that name the file and what is wrong with it.
+
+    ``mmap``: map the tensors' storage instead of reading it (reading the hyperparameters of a checkpoint that
+    holds a large replay buffer then costs almost nothing).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist (check --ckpt_path)")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() and zipfile.is_zipfile(path):
+        checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only,
+                                mmap=mmap and zipfile.is_zipfile(path))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        is_zip = zipfile.is_zipfile(path)
+        if is_zip and isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
             raise CheckpointError(f"checkpoint {str(path)!r} holds Python objects that torch.load(weights_only=True) "
                                   "refuses to unpickle (a checkpoint from other code, or hyperparameters that are not "
                                   f"plain data): {str(err).splitlines()[0]}") from None
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: the file is truncated or is not a PyTorch "
-                              f"checkpoint ({str(err).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: the file is truncated or is not a PyTorch "
-                              f"checkpoint ({str(err).splitlines()[0]})") from None
+        size = path.stat().st_size
+        if size == 0:
+            what = "the file is empty"
+        elif not is_zip:
+            what = (f"the file ({size} bytes) is not a zip archive, as PyTorch checkpoints are: it is truncated or "
+                    "another kind of file")
+        else:
+            what = f"the archive is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {what}") from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     return checkpoint
+
+
+def require_rl_lightning_state(checkpoint: dict, path: str | os.PathLike | None) -> dict:
+    """The library's own entry of a loaded checkpoint; a ``CheckpointError`` naming the file when it has none."""
+    state = checkpoint.get("rl_lightning")
+    if not isinstance(state, dict) or "algorithm" not in state:
+        where = f"checkpoint {str(path)!r}" if path is not None else "the checkpoint"
+        kind = "a Lightning checkpoint of another model" if "state_dict" in checkpoint else "not a Lightning checkpoint"
+        raise CheckpointError(f"{where} was not written by rl_lightning ({kind}: no 'rl_lightning' entry)")
+    return state
+
+
+def _comparable(value: Any) -> Any:
+    """A setting as plain data: tuples as lists, mappings (jsonargparse Namespaces too) as dicts, classes as paths."""
+    from rl_lightning.envs.factory import import_path_of
+
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, type) or callable(value):
+        return import_path_of(value) or value
+    return value
+
+
+def settings_differences(model_class: type, saved_algorithm: str, saved: dict[str, Any], current: dict[str, Any],
+                         resuming: bool) -> tuple[list[str], list[str]]:
+    """How a run's settings (``current``) differ from those a checkpoint was written with (``saved``).
+
+    Returns the differences that forbid loading it (each ``"name: saved -> current"``): another algorithm, and
+    ``model_class.MODEL_SETTINGS`` (plus ``RESUME_SETTINGS`` when ``resuming`` a fit); and the other settings that
+    differ, which the run takes from ``current`` (budget, evaluation, logging, env process settings,
+    hyperparameters). Only the algorithm is reported when it differs. Settings missing on either side (older
+    checkpoints) are not compared.
+    """
+    if saved_algorithm != model_class.__name__:  # then the other settings are not comparable
+        return [f"algorithm: {saved_algorithm} -> {model_class.__name__}"], []
+    blocking: list[str] = []
+    fixed = set(model_class.MODEL_SETTINGS) | (set(model_class.RESUME_SETTINGS) if resuming else set())
+    changed: list[str] = []
+    for name in current:
+        if name.startswith("_") or name not in saved:
+            continue
+        before, after = _comparable(saved[name]), _comparable(current[name])
+        if before == after or (name in ("wrappers", "env_kwargs", "eval_env_kwargs") and not before and not after):
+            continue
+        difference = f"{name}: {before!r} -> {after!r}"
+        (blocking if name in fixed else changed).append(difference)
+    return blocking, changed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

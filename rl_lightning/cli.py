@@ -20,23 +20,31 @@ the algorithm is a documented option (``rl-lightning fit --model PPO --help``).
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
+import shutil
 import sys
+import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from rl_lightning.algorithms.base import RLModule
-from rl_lightning.checkpointing import CheckpointError
+from rl_lightning.errors import RLLightningError
+from rl_lightning.checkpointing import (CheckpointError, load_checkpoint_file, require_rl_lightning_state,
+                                        settings_differences)
 
 # Deprecation notices from inside Lightning (its CLI on newer jsonargparse, its pytree use on
 # newer torch): nothing a user of this command can act on.
 warnings.filterwarnings("ignore", message=r"(?s).*(add_instantiator|JsonargparseDeprecationWarning|was deprecated in v4\.)")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+# validate/test --ckpt_path: the checkpoint callbacks that wrote it do not matter for an evaluation.
+warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     # Training ends when the module's `total_steps` env-step budget is spent, not after a number of epochs.
@@ -48,11 +56,48 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
+class _ArgumentParser(LightningArgumentParser):
+    """Reports a bad option or value as a short message naming the key, instead of the whole usage text."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not getattr(self, "exit_on_error", True) or _show_traceback():
+            super().error(message, ex)
+        prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
+        print(f"rl-lightning: error: {condense_parser_message(message)}\n(the accepted options: {prog} --help)",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
+_UNION_NOISE = re.compile(r"^\s*(Does not validate against any of the Union subtypes|Subtypes: |Errors:$|"
+                          r"- Expected a <class 'NoneType'>|Given value type: |Given value: (Namespace|NestedArg)\()")
+
+
+def condense_parser_message(message: str) -> str:
+    """jsonargparse's message without the lines about the ``model`` setting also accepting None: one line."""
+    lines = [line.strip().lstrip("- ").strip() for line in message.splitlines() if not _UNION_NOISE.match(line)]
+    return " ".join(line for line in lines if line)
+
+
+def _show_traceback() -> bool:
+    return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
+
+
 class RLLightningCLI(LightningCLI):
-    """LightningCLI with the library's trainer defaults and any ``RLModule`` subclass as the model."""
+    """LightningCLI with the library's trainer defaults and any ``RLModule`` subclass as the model.
+
+    With ``--ckpt_path``, what the config and the command line say is what runs (see ``check_checkpoint``);
+    Lightning's own CLI would instead merge the checkpoint's hyperparameters over them.
+    """
+
+    current: RLLightningCLI | None = None
+    """The instance being built or run, for ``main``'s error handling (the constructor runs the subcommand)."""
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("parser_kwargs", {"prog": "rl-lightning", "description": DESCRIPTION})
+        kwargs.setdefault("parser_class", _ArgumentParser)
+        self.run_dir: tuple[Path, bool] | None = None  # the run's log folder and whether it existed before
+        RLLightningCLI.current = self
         super().__init__(
             model_class=RLModule,
             subclass_mode_model=True,
@@ -64,13 +109,80 @@ class RLLightningCLI(LightningCLI):
             **kwargs,
         )
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # No `predict`: the algorithms act through `act()` on envs, not on a prediction dataloader.
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
+
+    def _add_subcommands(self, parser: Any, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # `export` and `configs` are handled by `main` before this parser runs; listed here so that `--help` shows them.
+        from jsonargparse import ArgumentParser
+
+        for name, text in (("export", EXPORT_HELP), ("configs", CONFIGS_HELP)):
+            parser._subcommands_action.add_subcommand(  # noqa: SLF001 - jsonargparse has no public way to add one
+                name, ArgumentParser(description=text), help=text)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning 2.6 (``LightningCLI._parse_ckpt_path`` in ``lightning/pytorch/cli.py``) loads an explicit
+        ``--ckpt_path`` file and parses its ``hyper_parameters`` over the config and the command line, so a new budget,
+        algorithm or env given with it would be dropped. Here the config stays as given; ``before_instantiate_classes``
+        compares it with the checkpoint."""
+
     def before_instantiate_classes(self) -> None:
-        if self.subcommand != "fit":
-            return
-        config = self.config["fit"]
-        add_default_checkpointing(config)
-        if config.get("ckpt_path") == "last":
-            resolve_last_checkpoint(config)
+        config = self.config[self.subcommand]
+        if self.subcommand == "fit":
+            add_default_checkpointing(config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            resolve_last_checkpoint(config, continue_logging=self.subcommand == "fit")
+        elif ckpt_path is None and self.subcommand in ("validate", "test"):
+            print(f"Warning: {self.subcommand} without --ckpt_path evaluates an untrained policy; pass --ckpt_path "
+                  "last (the config's newest run) or a checkpoint file", file=sys.stderr)
+        if config.get("ckpt_path"):
+            check_checkpoint(config, self.subcommand)
+
+    def after_instantiate_classes(self) -> None:
+        logger = getattr(getattr(self, "trainer", None), "logger", None)
+        log_dir = getattr(logger, "log_dir", None)
+        if log_dir:
+            self.run_dir = (Path(log_dir), Path(log_dir).exists())
+
+
+DESCRIPTION = ("Reinforcement learning on PyTorch Lightning. Train with 'rl-lightning fit --config <file>' "
+               "('rl-lightning configs' lists the shipped configs), evaluate with 'validate'/'test --ckpt_path "
+               "<file|last>', export with 'export'. 'rl-lightning --version' prints the versions; --traceback "
+               "shows the full traceback of an error.")
+CONFIGS_HELP = "List the configs that come with rl_lightning."
+EXPORT_HELP = "Export a checkpoint's policy to ONNX (plain or Unity ML-Agents' format)."
+
+
+def check_checkpoint(config: Namespace, subcommand: str) -> None:
+    """Stop before anything is built when ``--ckpt_path`` cannot be loaded into the configured model.
+
+    The file must be a readable rl_lightning checkpoint of the configured algorithm, written with the same
+    model-defining settings (``MODEL_SETTINGS``: env, wrappers, network shapes; to resume ``fit`` also
+    ``RESUME_SETTINGS``: env copies, buffer size, optimizer). Every other setting (budget, epoch length,
+    evaluation, logging, env process settings such as ``file_name``, learning rates) takes the config's value.
+    """
+    path = config["ckpt_path"]
+    checkpoint = load_checkpoint_file(path, mmap=True)
+    state = require_rl_lightning_state(checkpoint, path)
+    model = config["model"]
+    if isinstance(model, Namespace):
+        module, _, name = model["class_path"].rpartition(".")
+        model_class = getattr(importlib.import_module(module), name)
+    else:
+        model_class = type(model)
+    current = model["init_args"].as_dict() if isinstance(model, Namespace) else dict(model.hparams)
+    blocking, _ = settings_differences(model_class, state["algorithm"], checkpoint.get("hyper_parameters", {}),
+                                       current, resuming=subcommand == "fit")
+    if blocking:
+        action = "resume" if subcommand == "fit" else subcommand
+        raise CheckpointError(f"checkpoint {str(path)!r} was written with other settings than this config's, which "
+                              f"must match to {action} it (checkpoint -> this run): {'; '.join(blocking)}. Use the "
+                              "config of the checkpoint's run (config.yaml in its folder), or train a new run "
+                              "without --ckpt_path")
 
 
 def _class_name(entry: Any) -> str:
@@ -99,8 +211,9 @@ def add_default_checkpointing(config: Namespace) -> None:
                                                   init_args=init_args)]
 
 
-def resolve_last_checkpoint(config: Namespace) -> None:
-    """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's folder; logging continues in its run."""
+def resolve_last_checkpoint(config: Namespace, continue_logging: bool = True) -> None:
+    """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's folder; with ``continue_logging`` (fit),
+    logging continues in its run."""
     trainer = config["trainer"]
     logger = trainer.get("logger")
     root = Path(trainer.get("default_root_dir") or os.getcwd())
@@ -119,6 +232,9 @@ def resolve_last_checkpoint(config: Namespace) -> None:
                               "--ckpt_path (checkpoints are written every epoch), or pass a checkpoint's path")
     newest = found[-1]
     config["ckpt_path"] = str(newest)
+    if not continue_logging:
+        print(f"Evaluating {newest}")
+        return
     run = newest.parent.parent.name
     if isinstance(logger, Namespace):
         logger["init_args"]["version"] = run
@@ -128,8 +244,18 @@ def resolve_last_checkpoint(config: Namespace) -> None:
     print(f"Resuming from {newest}")
 
 
+TRACEBACK_VARIABLE = "RL_LIGHTNING_TRACEBACK"
+"""Set to 1 (or pass ``--traceback``) to see the full traceback of an error the command reports in one line."""
+
+
 def main(args: ArgsType = None) -> None:
-    """Entry point of the ``rl-lightning`` console script."""
+    """Entry point of the ``rl-lightning`` console script.
+
+    Errors caused by the input (``ConfigurationError``: settings, files, checkpoints) and env faults
+    (``EnvironmentFault``) are printed as one line on stderr, with exit status 2 and 1; a run folder the failed
+    command created without writing a checkpoint is removed. ``--traceback`` or ``RL_LIGHTNING_TRACEBACK=1`` shows
+    the full traceback instead. SIGTERM ends a run as Ctrl-C does (``last.ckpt`` saved) with status 143.
+    """
     # Small networks run fastest on one thread; respect an explicit OMP_NUM_THREADS. Set as a variable too:
     # Lightning's DDP otherwise gives each process cpu_count / processes threads (and its children inherit it),
     # which on a busy machine made a DDP run 50 times slower than with one thread.
@@ -137,10 +263,108 @@ def main(args: ArgsType = None) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
     argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["export"]:
-        from rl_lightning.export import main as export_main
-
-        export_main(argv[1:])
+    if "--traceback" in argv:
+        os.environ[TRACEBACK_VARIABLE] = "1"
+        argv = [a for a in argv if a != "--traceback"]
+    show_traceback = _show_traceback()
+    if argv[:1] == ["--version"]:
+        print(version_text())
         return
-    RLLightningCLI(args=args)
+    if argv[:1] == ["configs"]:
+        list_configs(argv[1:])
+        return
+    RLLightningCLI.current = None
+    try:
+        if argv[:1] == ["export"]:
+            from rl_lightning.export import main as export_main
 
+            export_main(argv[1:])
+            return
+        if args is None:  # LightningCLI warns when given args besides the command line's: pass them as the latter
+            sys.argv = [sys.argv[0], *argv]
+        RLLightningCLI(args=None if args is None else argv)
+    except Exception as err:  # noqa: BLE001 - reported below, or re-raised
+        reported = user_error(err)
+        if reported is None or show_traceback:
+            raise
+        _remove_unused_run_folder(RLLightningCLI.current)
+        print(f"rl-lightning: error: {reported}", file=sys.stderr)
+        print(f"(the full traceback: rerun with --traceback or {TRACEBACK_VARIABLE}=1)", file=sys.stderr)
+        raise SystemExit(reported.exit_code) from None
+
+
+def user_error(err: BaseException) -> RLLightningError | None:
+    """The library's error behind ``err`` (jsonargparse wraps errors raised while it instantiates the model), if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, RLLightningError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _remove_unused_run_folder(cli: RLLightningCLI | None) -> None:
+    """A run folder the failed command created, unless something worth keeping (a checkpoint) is in it."""
+    if cli is None or cli.run_dir is None:
+        return
+    folder, existed = cli.run_dir
+    if existed or not folder.is_dir() or any(folder.rglob("*.ckpt")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    if parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+
+
+def version_text() -> str:
+    """``rl-lightning --version``: this package's version and those of what it runs on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"rl-lightning {of('rl_lightning')} (lightning {of('lightning')}, torch {of('torch')}, gymnasium "
+            f"{of('gymnasium')}, mlagents-envs {of('mlagents-envs')}; Python {sys.version.split()[0]})")
+
+
+def shipped_configs() -> list[Path]:
+    """The configs that come with the library: ``configs/`` of a source checkout (an editable install), else those
+    installed under ``<prefix>/share/rl_lightning/configs``."""
+    source = Path(__file__).resolve().parent.parent / "configs"
+    installed = Path(sys.prefix) / "share" / "rl_lightning" / "configs"
+    for folder in (source, installed):
+        if folder.is_dir() and any(folder.glob("*.yaml")):
+            return sorted(folder.glob("*.yaml"))
+    return []
+
+
+def list_configs(argv: list[str]) -> None:
+    """``rl-lightning configs``: each shipped config's path and the first line of its leading comment."""
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: rl-lightning configs\n\nList the configs that come with rl_lightning (use one with "
+              "rl-lightning fit --config <path>).")
+        return
+    configs = shipped_configs()
+    if not configs:
+        print("no configs found (they ship in the source repository's configs/ folder)", file=sys.stderr)
+        raise SystemExit(1)
+    width = max(len(p.stem) for p in configs)
+    for path in configs:
+        print(f"{path.stem:<{width}}  {_config_summary(path)}")
+    print(f"\nin {configs[0].parent}; train one with: rl-lightning fit --config {configs[0].parent}/<name>.yaml")
+
+
+def _config_summary(path: Path, width: int = 100) -> str:
+    """The first sentence of the config's leading comment, shortened to ``width`` characters."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#") or line.lstrip("# ").startswith("rl-lightning"):
+            break
+        words.append(line.lstrip("# ").strip())
+    text = " ".join(w for w in words if w)
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= width else sentence[:width - 3].rsplit(" ", 1)[0] + "..."

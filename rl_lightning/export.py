@@ -373,17 +373,35 @@ def load_model(ckpt_path: str | os.PathLike) -> Any:
     return cls.load_from_checkpoint(ckpt_path, map_location="cpu")
 
 
+def newest_last_checkpoint(logs: str | os.PathLike) -> str:
+    """The most recently written ``last.ckpt`` of any run under ``logs`` (``<logs>/<name>/<version>/checkpoints``)."""
+    from rl_lightning.checkpointing import CheckpointError
+
+    found = sorted(Path(logs).glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(f"--ckpt_path last: no last.ckpt under {str(logs)!r}; pass a checkpoint's path, or "
+                              "the folder of the runs with --logs")
+    print(f"Exporting {found[-1]}")
+    return str(found[-1])
+
+
 def main(argv: list[str]) -> None:
     """``rl-lightning export``: a checkpoint's policy to ONNX."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="rl-lightning export", description=main.__doc__)
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by rl-lightning fit (or a Trainer)")
+    parser.add_argument("--ckpt_path", required=True,
+                        help="checkpoint written by rl-lightning fit (or a Trainer); 'last': the newest last.ckpt "
+                             "under --logs")
+    parser.add_argument("--logs", default="lightning_logs",
+                        help="where --ckpt_path last looks for runs (default: lightning_logs)")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
     parser.add_argument("--format", choices=["onnx", "mlagents"], default="onnx",
                         help="onnx: plain graph (obs -> actions); mlagents: Unity ML-Agents' model format")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 9 for mlagents)")
     args = parser.parse_args(argv)
+    if args.ckpt_path == "last":
+        args.ckpt_path = newest_last_checkpoint(args.logs)
     model = load_model(args.ckpt_path)
     path = export_onnx(model, args.output, args.format, args.opset)
     print(f"Wrote {path} ({args.format} format) from {args.ckpt_path}")

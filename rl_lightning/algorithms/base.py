@@ -15,11 +15,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from rl_lightning.checkpointing import (AtomicCheckpointIO, env_state, load_checkpoint_file, restore_env_state,
-                                        rng_state, set_rng_state)
+from rl_lightning.checkpointing import (AtomicCheckpointIO, CheckpointError, env_state, load_checkpoint_file,
+                                        require_rl_lightning_state, restore_env_state, rng_state, set_rng_state,
+                                        settings_differences)
 from rl_lightning.algorithms.updates import GradientStepper
 from rl_lightning.data.stream import EvaluationRequests, ExperienceStream
 from rl_lightning.envs.factory import EnvSource, import_path_of, make_vector_env, resolve_env
@@ -115,6 +116,13 @@ class RLModule(L.LightningModule):
             Logging every batch costs ~0.1 ms per metric in Lightning, as much as a small update.
     """
 
+    MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers")
+    """Settings that define the networks or their spaces: a checkpoint loads only into a model with the same ones
+    (subclasses add their network shapes)."""
+    RESUME_SETTINGS: tuple[str, ...] = ("num_envs", "vectorization")
+    """Settings the saved run state depends on (envs, buffers, optimizer kinds): resuming ``fit`` needs the same
+    ones; evaluating does not."""
+
     def __init__(
         self,
         env: EnvSource = "CartPole-v1",
@@ -173,6 +181,7 @@ class RLModule(L.LightningModule):
         self._decision: np.ndarray | None = None
         self._stepper: GradientStepper | None = None
         self._epoch_end_steps: int | None = None  # env_steps at which this epoch's rounds end (set as it starts)
+        self._reapply_optimizer_settings = False  # see on_load_checkpoint
 
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
@@ -394,6 +403,19 @@ class RLModule(L.LightningModule):
         if self._resume_state is not None:
             self.load_run_state(self._resume_state)
             self._resume_state = None
+        if self._reapply_optimizer_settings:
+            self._apply_configured_optimizer_settings()
+            self._reapply_optimizer_settings = False
+
+    def _apply_configured_optimizer_settings(self) -> None:
+        """Give the restored optimizers this run's hyperparameters (``configure_optimizers``'), keeping their state."""
+        configured = self.configure_optimizers()
+        configured = configured if isinstance(configured, (list, tuple)) else [configured]
+        live = self.optimizers()
+        live = live if isinstance(live, list) else [live]
+        for restored, fresh in zip(live, configured):
+            for group, new_group in zip(restored.param_groups, fresh.param_groups):
+                group.update({k: v for k, v in new_group.items() if k != "params"})
 
     def on_train_epoch_start(self) -> None:
         self._epoch_end_steps = self.env_steps + self.env_steps_per_epoch()
@@ -572,6 +594,13 @@ class RLModule(L.LightningModule):
         if self.last_evaluation is not None and self.trainer.is_global_zero:
             print(f"Evaluation after {self.env_steps} env steps: {self.last_evaluation.summary()}")
 
+    def on_validation_end(self) -> None:
+        if not self._fitting():  # `validate`: the result in one line (in fit, the epoch's metrics show it)
+            self.on_fit_end()
+
+    def on_test_end(self) -> None:
+        self.on_fit_end()
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rl_lightning"] = {
@@ -627,13 +656,12 @@ class RLModule(L.LightningModule):
         return gathered
 
     @classmethod
-    def _check_checkpoint(cls, checkpoint: dict[str, Any]) -> dict[str, Any]:
-        state = checkpoint.get("rl_lightning")
-        if state is None:
-            raise ConfigurationError("the checkpoint was not written by rl_lightning (no 'rl_lightning' state)")
+    def _check_checkpoint(cls, checkpoint: dict[str, Any], path: Any = None) -> dict[str, Any]:
+        state = require_rl_lightning_state(checkpoint, path)
         if state["algorithm"] != cls.__name__:
-            raise ConfigurationError(f"the checkpoint holds a {state['algorithm']} model; load it with "
-                                     f"{state['algorithm']}, not {cls.__name__}")
+            where = f"checkpoint {str(path)!r}" if path is not None else "the checkpoint"
+            raise CheckpointError(f"{where} holds a {state['algorithm']} model; load it with "
+                                  f"{state['algorithm']}, not {cls.__name__}")
         return state
 
     @classmethod
@@ -642,11 +670,28 @@ class RLModule(L.LightningModule):
 
         The model needs no environment: its networks are rebuilt from the spaces stored in the checkpoint.
         """
-        cls._check_checkpoint(load_checkpoint_file(checkpoint_path))
+        cls._check_checkpoint(load_checkpoint_file(checkpoint_path, mmap=True), checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = self._check_checkpoint(checkpoint)
+        path = self._trainer.ckpt_path if self._trainer is not None else None
+        state = self._check_checkpoint(checkpoint, path)
+        # This run's settings are what runs (see settings_differences): those that define the networks (and, to
+        # resume a fit, the saved run state) must be the checkpoint's, the others take this run's values.
+        blocking, changed = settings_differences(type(self), state["algorithm"], checkpoint.get("hyper_parameters", {}),
+                                                 dict(self.hparams), resuming=self._fitting())
+        if blocking:
+            where = f"checkpoint {str(path)!r}" if path is not None else "the checkpoint"
+            raise CheckpointError(f"{where} was written with other settings than this run's, which must match to "
+                                  f"{'resume' if self._fitting() else 'load'} it (checkpoint -> this run): "
+                                  f"{'; '.join(blocking)}. Use the settings of the checkpoint's run (its config.yaml) "
+                                  "or train a new run without ckpt_path")
+        if changed and self._fitting():
+            rank_zero_info("Resuming with this run's settings where they differ from the checkpoint's: "
+                           + "; ".join(changed))
+        # Lightning restores the optimizers' hyperparameters (learning rates, eps) with their state: this run's go back
+        # in once training starts. Only when settings changed, so that a plain resume stays bit-identical.
+        self._reapply_optimizer_settings = bool(changed) and self._fitting()
         spaces = space_from_dict(state["observation_space"]), space_from_dict(state["action_space"])
         if self.observation_space is not None and spaces != (self.observation_space, self.action_space):
             raise ConfigurationError(

@@ -100,6 +100,8 @@ class DDPG(OffPolicyModule):
         ou_dt: time step of the OU noise.
     """
 
+    MODEL_SETTINGS = OffPolicyModule.MODEL_SETTINGS + ("critic_action_layer",)
+
     def __init__(
         self,
         actor_learning_rate: float = 1e-3,

@@ -54,6 +54,9 @@ class OffPolicyModule(RLModule):
             an epoch's worth. The updates, epochs and budget are those of one round per batch.
     """
 
+    MODEL_SETTINGS = RLModule.MODEL_SETTINGS + ("hidden_sizes", "activation", "cnn_features", "image_layout")
+    RESUME_SETTINGS = RLModule.RESUME_SETTINGS + ("buffer_size",)
+
     def __init__(
         self,
         buffer_size: int = 1_000_000,

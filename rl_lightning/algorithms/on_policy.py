@@ -67,6 +67,9 @@ class OnPolicyModule(RLModule):
             Epochs and the budget end where one rollout per batch would end them.
     """
 
+    MODEL_SETTINGS = RLModule.MODEL_SETTINGS + ("hidden_sizes", "activation", "shared_trunk")
+    RESUME_SETTINGS = RLModule.RESUME_SETTINGS + ("optimizer",)
+
     def __init__(
         self,
         n_steps: int = 128,
