@@ -19,6 +19,7 @@ from rl_lightning.cli import main
 from rl_lightning.envs.transforms import GoalConditionedImage
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.export import export_onnx, load_model
+from rl_lightning.export import main as export_main
 
 MODELS = {
     "PPO-discrete": (PPO, dict(env="CartPole-v1", n_steps=32, batch_size=32, hidden_sizes=[16])),
@@ -178,10 +179,10 @@ def test_export_command_writes_a_checkpoints_policy(tmp_path, capsys):
 def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "x.ckpt").write_text("nope")
     with pytest.raises(CheckpointError, match="cannot be read"):
-        main(["export", "--ckpt_path", str(tmp_path / "x.ckpt"), "--output", str(tmp_path / "x.onnx")])
+        export_main(["--ckpt_path", str(tmp_path / "x.ckpt"), "--output", str(tmp_path / "x.onnx")])
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="was not written by rl_lightning"):
-        main(["export", "--ckpt_path", str(tmp_path / "other.ckpt"), "--output", str(tmp_path / "x.onnx")])
+        export_main(["--ckpt_path", str(tmp_path / "other.ckpt"), "--output", str(tmp_path / "x.onnx")])
 
 
 # ONNX operators Unity's Barracuda supports: the "Operations" and "Activations" lists of Barracuda's
