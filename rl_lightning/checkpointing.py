@@ -118,7 +118,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file beside it, syncs it, then renames it into place.
 
     A process killed at any moment (during a save included) leaves either the
-    previous file or the new one, never a partial one. (Lightning's own writer
+    previous file or the new one, never a partial one; the temporary file of a
+    killed save is removed when its folder is next written or loaded from. (Lightning's own writer
     stages the file in the system temp directory and moves it, which is a copy,
     not a rename, when that is another filesystem.) Loading errors name the file.
     """
@@ -150,6 +151,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         Path(path).unlink(missing_ok=True)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if Path(path).is_file():  # a run resumed (or evaluated) from a folder a killed save may have left litter in
+            _remove_orphaned_temporaries(Path(path))
         return load_checkpoint_file(path, map_location=map_location if map_location is not None else "cpu",
                                     weights_only=True if weights_only is None else weights_only)
 

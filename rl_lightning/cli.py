@@ -198,17 +198,16 @@ def add_default_checkpointing(config: Namespace) -> None:
     callbacks = trainer.get("callbacks") or []
     if not isinstance(callbacks, list):
         callbacks = [callbacks]
-    if any(_class_name(cb) == "ModelCheckpoint" for cb in callbacks):
+    if any(_class_name(cb) in ("ModelCheckpoint", "LastCheckpoint") for cb in callbacks):
         return
-    evaluates = config["model"]["init_args"].get("eval_episodes", 1) > 0
-    # Without a monitored metric, save_top_k=1 keeps the newest: Lightning writes last.ckpt at an epoch's end
-    # only in the epochs where it saved another checkpoint (with save_top_k=0, at the end of fit alone).
-    init_args = Namespace(save_last=True, save_top_k=1, filename="latest-{step:.0f}")
-    if evaluates:
-        init_args = Namespace(save_last=True, save_top_k=1, monitor="eval/return_mean", mode="max",
-                              filename="best-{step:.0f}")
-    trainer["callbacks"] = [*callbacks, Namespace(class_path="lightning.pytorch.callbacks.ModelCheckpoint",
-                                                  init_args=init_args)]
+    # last.ckpt from a callback of its own: ModelCheckpoint(save_last=True, monitor=...) rewrites it only in the
+    # epochs that improved the best score (see rl_lightning.callbacks.LastCheckpoint). The best one comes first:
+    # validate/test --ckpt_path best read the first checkpoint callback's best_model_path.
+    defaults = [Namespace(class_path="rl_lightning.callbacks.LastCheckpoint", init_args=Namespace())]
+    if config["model"]["init_args"].get("eval_episodes", 1) > 0:
+        best = Namespace(save_top_k=1, monitor="eval/return_mean", mode="max", filename="best-{step:.0f}")
+        defaults.insert(0, Namespace(class_path="lightning.pytorch.callbacks.ModelCheckpoint", init_args=best))
+    trainer["callbacks"] = [*callbacks, *defaults]
 
 
 def resolve_last_checkpoint(config: Namespace, continue_logging: bool = True) -> None:

@@ -18,6 +18,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from rl_lightning.callbacks import EpochProgress, LastCheckpoint
 from rl_lightning.checkpointing import (AtomicCheckpointIO, CheckpointError, env_state, load_checkpoint_file,
                                         require_rl_lightning_state, restore_env_state, rng_state, set_rng_state,
                                         settings_differences)
@@ -28,6 +29,7 @@ from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
+from rl_lightning.signals import exit_code_for
 
 # Collection runs in the trainer process on purpose (the generator uses the live policy),
 # and the stream's exact __len__ is what stops Lightning from pre-fetching a batch.
@@ -53,8 +55,10 @@ class _RunSupport(L.Callback):
 
     - Checkpoints are written atomically (``AtomicCheckpointIO``) unless the trainer was given its own
       checkpoint IO plugin.
-    - The module's envs are closed when fit/validate/test raise or are interrupted (Ctrl-C): Lightning then
-      calls ``on_exception`` on callbacks only, not on the LightningModule, nor its ``teardown``.
+    - The module's envs are closed when fit/validate/test raise or are interrupted (Ctrl-C, SIGTERM): Lightning
+      then calls ``on_exception`` on callbacks only, not on the LightningModule, nor its ``teardown``. A
+      ``LastCheckpoint`` saves first (while the envs it saves are open; Lightning calls checkpoint callbacks
+      last), and a run stopped by SIGTERM exits with 143 (``rl_lightning.signals``).
     """
 
     def setup(self, trainer: L.Trainer, pl_module: RLModule, stage: str) -> None:
@@ -62,6 +66,10 @@ class _RunSupport(L.Callback):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def on_exception(self, trainer: L.Trainer, pl_module: RLModule, exception: BaseException) -> None:
+        exit_code_for(exception)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, LastCheckpoint):
+                callback.on_exception(trainer, pl_module, exception)
         pl_module.close_envs()
 
 
@@ -329,7 +337,7 @@ class RLModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         from rl_lightning.unity.parameters import CurriculumCallback, has_curriculum  # mlagents only when needed
 
-        callbacks: list[L.Callback] = [_RunSupport()]
+        callbacks: list[L.Callback] = [_RunSupport(), EpochProgress()]
         if has_curriculum((self.hparams.env_kwargs or {}).get("parameters")):  # a Unity curriculum, moved on in fit
             callbacks.append(CurriculumCallback())
         return callbacks

@@ -16,6 +16,7 @@ from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.factory import final_observations
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.signals import Terminated, termination_requested
 
 
 class OffPolicyModule(RLModule):
@@ -176,6 +177,10 @@ class OffPolicyModule(RLModule):
                 self.on_episodes_end(ended)
             obs = next_obs
             self.env_steps += self.num_envs_all_ranks  # all ranks' steps: they collect in lockstep
+            if termination_requested(self):
+                # SIGTERM: stop collecting; the stored transitions stay, the round's updates are not made.
+                self._obs = obs
+                raise Terminated()
         self._obs = obs
         if self.env_steps < hp.learning_starts:
             return {}  # still warming up: no updates (Lightning skips a None batch without calling training_step)

@@ -17,6 +17,7 @@ from rl_lightning.data.rollout import RolloutBuffer
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
+from rl_lightning.signals import Terminated, termination_requested
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 
@@ -262,6 +263,10 @@ class OnPolicyModule(RLModule):
             if mask is not None:
                 # The next observations' masks; after a same-step autoreset, already the new episode's.
                 mask = self.read_action_mask(info)
+            if termination_requested(self):
+                # SIGTERM: abandon the rollout (its steps are not counted); the checkpoint keeps the envs as they are.
+                self._obs, self._action_mask = next_obs, mask
+                raise Terminated()
         self._obs = next_obs
         self._action_mask = mask
         self.env_steps += self.env_steps_per_collect  # all ranks' steps: they collect in lockstep

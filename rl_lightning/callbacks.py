@@ -1,0 +1,115 @@
+"""Callbacks of the library's runs: ``last.ckpt`` that is always current, and progress lines off a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` at the end of every epoch, and when SIGTERM or Ctrl-C stops ``fit``.
+
+    Lightning 2.6's ``ModelCheckpoint(save_last=True, monitor=...)`` refreshes ``last.ckpt`` at an
+    epoch's end only in epochs where it also saved a monitored checkpoint (``on_train_epoch_end`` and
+    ``on_validation_end`` in ``lightning/pytorch/callbacks/model_checkpoint.py`` save the last one only
+    ``if self._last_global_step_saved == trainer.global_step``), so once the best score stops improving
+    ``last.ckpt`` stops moving. Here ``last.ckpt`` is the callback's only, unmonitored top-1 file:
+    Lightning writes that one every epoch. Keep the best by a metric with a second ``ModelCheckpoint``.
+
+    On SIGTERM (``SIGTERMException``, see ``rl_lightning.signals``) or Ctrl-C (``KeyboardInterrupt``)
+    the run's state at that moment is written to the same ``last.ckpt``: the weights and optimizers of the
+    last completed update, the counters and the envs, so that ``--ckpt_path last`` continues from there.
+    Other exceptions (an env fault, a non-finite loss) leave the previous ``last.ckpt`` as it was.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike | None = None, **kwargs: Any) -> None:
+        # No version counter: always the same last.ckpt, also when a resumed run finds one in the folder.
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, save_top_k=1, monitor=None,
+                         enable_version_counter=False, **kwargs)
+        self._interrupt_saved = False
+        self._interrupting = False
+
+    @property
+    def last_checkpoint_path(self) -> str:
+        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._interrupting:
+            end_epoch_in_checkpoint(checkpoint)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if (self._interrupt_saved or not isinstance(exception, (SIGTERMException, KeyboardInterrupt))
+                or trainer.state.fn != "fit" or trainer.sanity_checking or self.dirpath is None):
+            return
+        self._interrupt_saved = True  # the run's own support callback may call this first (before the envs close)
+        self._interrupting = True
+        try:
+            trainer.save_checkpoint(self.last_checkpoint_path, self.save_weights_only)
+        finally:
+            self._interrupting = False
+        if trainer.is_global_zero:
+            print(f"Stopped by {'SIGTERM' if isinstance(exception, SIGTERMException) else 'Ctrl-C'}: saved "
+                  f"{self.last_checkpoint_path}", file=sys.stderr, flush=True)
+
+
+def end_epoch_in_checkpoint(checkpoint: dict[str, Any]) -> None:
+    """Make a checkpoint written in the middle of an epoch resume as if that epoch had ended after its last whole batch.
+
+    Lightning resumes a mid-epoch checkpoint inside the epoch (``FitLoop.update_restart_stage`` in
+    ``lightning/pytorch/loops/fit_loop.py``) and counts its batches against a dataloader length that
+    ``ExperienceStream`` computes afresh from the env steps left, so the resumed epoch came out short and, in the
+    budget's last epoch, training ended before ``total_steps``. Marked as finished (every counter of the epoch
+    and of its batches at "completed", as in a checkpoint written after an epoch's end), the run resumes at the
+    next epoch, whose length and the budget's remaining epochs follow from the env steps. The interrupted epoch
+    has no evaluation.
+    """
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    if loop is None:
+        return
+    epochs = loop["epoch_progress"]
+    for counters in (epochs["total"], epochs["current"]):
+        counters.update(dict.fromkeys(("ready", "started", "processed", "completed"), counters["started"]))
+    batches = loop["epoch_loop.batch_progress"]
+    for counters in (batches["total"], batches["current"]):  # a batch being collected when the signal came is dropped
+        counters.update(dict.fromkeys(("ready", "started", "processed"), counters["completed"]))
+    batches["is_last_batch"] = True
+    checkpoint["epoch"] = epochs["current"]["completed"]
+
+
+def output_is_interactive() -> bool:
+    """Whether stdout shows a live progress bar well: a terminal, or a Jupyter notebook's output area."""
+    return sys.stdout.isatty() or "ipykernel" in sys.modules
+
+
+class EpochProgress(L.Callback):
+    """One line per epoch on stdout when it is not a terminal (a pipe, a log file, a batch job's output).
+
+    A progress bar redrawn in place is unreadable there (and is switched off): each line gives the epoch, the env
+    steps, the mean training return (``run/score``), the throughput (``time/steps_per_second``) and, when the
+    epoch evaluated, the evaluation return (``eval/return_mean``). On a terminal nothing changes.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.progress_bar_callback is not None and not output_is_interactive():
+            trainer.progress_bar_callback.disable()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if output_is_interactive() or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        total = pl_module.hparams.total_steps
+        parts = [f"epoch {trainer.current_epoch}", f"env steps {pl_module.env_steps}/{total} "
+                                                   f"({100 * pl_module.env_steps / max(total, 1):.0f}%)"]
+        if "run/score" in metrics:
+            parts.append(f"return {float(metrics['run/score']):.2f}")
+        if "time/steps_per_second" in metrics:
+            parts.append(f"{float(metrics['time/steps_per_second']):.0f} steps/s")
+        if "eval/return_mean" in metrics:
+            parts.append(f"eval return {float(metrics['eval/return_mean']):.2f}")
+        print(", ".join(parts), flush=True)

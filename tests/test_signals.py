@@ -1,0 +1,114 @@
+"""SIGTERM ends a run with last.ckpt and exit code 143; last.ckpt follows every epoch; progress lines off a terminal."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rl_lightning import PPO
+from rl_lightning.checkpointing import AtomicCheckpointIO
+
+ROOT = Path(__file__).resolve().parents[1]
+PPO_CARTPOLE = str(ROOT / "configs/ppo_cartpole.yaml")
+
+
+def command(tmp_path, *args, total_steps=12288, steps_per_epoch=4096):
+    return [sys.executable, "-m", "rl_lightning", "fit", "--config", PPO_CARTPOLE,
+            f"--model.init_args.total_steps={total_steps}", f"--model.init_args.steps_per_epoch={steps_per_epoch}",
+            "--model.init_args.eval_episodes=2", "--model.init_args.n_epochs=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.name=run",
+            "--trainer.enable_model_summary=false", *args]
+
+
+def env_steps(path):
+    return torch.load(path, weights_only=True)["rl_lightning"]["env_steps"]
+
+
+def start(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget_and_exits_143(tmp_path):
+    budget = dict(total_steps=16384, steps_per_epoch=8192)
+    proc = start(command(tmp_path, **budget), tmp_path)
+    lines = []
+    for line in proc.stdout:  # stdout is a pipe: one progress line per epoch
+        lines.append(line)
+        if line.startswith("epoch 0,"):
+            break
+    time.sleep(0.5)  # inside the second and last epoch (32 batches of 256 env steps)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert time.monotonic() - sent < 10
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"Stopped by SIGTERM: saved {last}" in err
+    stopped_at = env_steps(last)
+    assert 8192 < stopped_at < 16384, stopped_at  # the moment of the signal, not the end of the first epoch
+    assert PPO.load_from_checkpoint(last).env_steps == stopped_at
+
+    resumed = subprocess.run(command(tmp_path, "--ckpt_path", "last", **budget), cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resuming from {last}" in resumed.stdout
+    # The interrupted epoch counts as ended: the resumed run spends exactly the rest of the budget (resumed inside
+    # the budget's last epoch, Lightning's own mid-epoch restart stopped short of it).
+    assert "Evaluation after 16384 env steps" in resumed.stdout
+    assert env_steps(last) == 16384
+
+
+def test_sigterm_stops_a_long_rollout_within_seconds(tmp_path):
+    # One rollout of 200 envs x 2048 steps takes minutes here; SIGTERM is checked between env steps.
+    args = command(tmp_path, "--model.init_args.num_envs=200", "--model.init_args.n_steps=2048",
+                   "--model.init_args.batch_size=2048", total_steps=409600, steps_per_epoch=409600)
+    proc = start(args, tmp_path)
+    time.sleep(12)  # started and collecting
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    elapsed = time.monotonic() - sent
+    print(f"rollout stopped {elapsed:.2f} s after SIGTERM")
+    assert proc.returncode == 143, err[-2000:]
+    assert elapsed < 5
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    assert env_steps(last) == 0  # the abandoned rollout is not counted
+    assert PPO.load_from_checkpoint(last).env_steps == 0
+
+
+def test_last_checkpoint_follows_every_epoch_after_the_best_score_stops_improving(tmp_path):
+    # Every episode of CounterEnv(terminate_at=5) returns 5: the best checkpoint is saved once, after the first
+    # epoch, and never again. last.ckpt must still hold the end of the run, and progress lines reach the pipe.
+    args = command(tmp_path, "--model.init_args.env=toy_envs:CounterEnv", "--model.init_args.env_kwargs={terminate_at: 5}",
+                   "--model.init_args.hidden_sizes=[8]", total_steps=2048, steps_per_epoch=512)
+    run = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    checkpoints = tmp_path / "run" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-step=512.ckpt", "last.ckpt"]
+    assert env_steps(checkpoints / "last.ckpt") == 2048
+    lines = [line for line in run.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 4, run.stdout
+    assert lines[-1].startswith("epoch 3, env steps 2048/2048 (100%), return 5.00, ")
+    assert lines[-1].endswith(", eval return 5.00") and " steps/s, " in lines[-1]
+    assert "\r" not in run.stdout  # no progress bar redrawn into the pipe
+
+
+def test_a_killed_saves_temporary_file_is_removed_when_its_checkpoint_is_loaded(tmp_path):
+    model = PPO(env="CartPole-v1", total_steps=64, n_steps=32, batch_size=32, eval_episodes=0)
+    ckpt = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state": torch.zeros(2)}, ckpt)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".last.ckpt.{int(dead.stdout)}.tmp"  # what a save killed midway leaves
+    stale.write_bytes(b"partial")
+    mine = tmp_path / f".last.ckpt.{os.getpid()}.tmp"  # a save in progress in a live process stays
+    mine.write_bytes(b"in progress")
+    assert AtomicCheckpointIO().load_checkpoint(ckpt)["state"].shape == (2,)
+    assert not stale.exists()
+    assert mine.exists()
+    del model
