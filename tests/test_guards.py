@@ -114,7 +114,7 @@ def test_checkpoint_io_refuses_non_finite_weights_and_keeps_the_previous_file(tm
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left either
 
 
-def test_no_checkpoint_is_written_by_lightning_after_a_fault(tmp_path):
+def test_a_checkpoint_saved_on_the_fault_holds_finite_weights(tmp_path):
     # ModelCheckpoint(save_on_exception=True) saves on the exception path: the weights it writes are finite, as
     # the fault stopped training before an update used the bad number.
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_on_exception=True)
@@ -127,6 +127,32 @@ def test_no_checkpoint_is_written_by_lightning_after_a_fault(tmp_path):
     for file in files:
         state = torch.load(file, weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), file
+
+
+def test_a_non_finite_transition_of_envs_whose_rows_do_not_all_decide_names_its_sub_env_and_step():
+    # Unity's agents between decisions: DecisionTransitions stores a transition per decision, not per row and step,
+    # so the row in the buffer is mapped back through the collector's trace of (rows before the step, sub-envs).
+    from rl_lightning.data.replay import DecisionTransitions
+
+    model = DQN(env="CartPole-v1", num_envs=3, learning_starts=32, batch_size=32)
+    model.setup("fit")
+    buf, decisions = model.buffer, DecisionTransitions()
+    start, trace = buf.added, []
+    obs, actions, no = np.zeros((3, 4), np.float32), np.zeros(3, np.int64), np.zeros(3, bool)
+    steps = [  # (decision, completes, the next observations)
+        (np.ones(3, bool), np.array([True, False, False]), obs),
+        (np.array([True, False, False]), np.array([False, False, True]), np.array([[0, 0, 0, 0], [0, 0, 0, 0],
+                                                                                  [0, 0, np.inf, 0]], np.float32)),
+    ]
+    for decision, completes, next_obs in steps:
+        before = buf.added
+        trace.append((before, decisions.store(buf, decision, obs, actions, np.ones(3, np.float32), next_obs, no,
+                                              None, completes)))
+    assert [list(t[1]) for t in trace] == [[0], [2]]
+    with pytest.raises(EnvironmentFault, match=r"observation \(inf\) from sub-env 2 in the env step taken at "
+                                               r"env_steps=103"):
+        model.check_stored_finite(start, 100, trace)
+    model.close_envs()
 
 
 def test_ddpg_refuses_an_action_space_with_infinite_bounds_and_ppo_acts_in_it(tmp_path):

@@ -81,9 +81,9 @@ class GradientStepper:
         test one host sync per gradient step.
         """
         if loss.device.type == "cpu":
-            total = float(loss.detach())
+            total = loss.detach().item()
             for norm in norms:
-                total += float(norm)
+                total += norm.item()
             finite = math.isfinite(total)
         else:
             flag = loss.detach()
