@@ -155,6 +155,38 @@ def test_a_non_finite_transition_of_envs_whose_rows_do_not_all_decide_names_its_
     model.close_envs()
 
 
+def unity_nan_env(worker_id, *extra):
+    from test_unity_player import PLAYER, free_port
+
+    return {"file_name": PLAYER, "base_port": free_port() - worker_id, "worker_id": worker_id, "timeout_wait": 10,
+            "additional_args": ["--env", NAN_ENV, "--env-kwargs", '{"at_step": 9, "inject_seed": null}',
+                                "--agents", "2", *extra]}
+
+
+@pytest.mark.parametrize("cls, kwargs, worker_id", [(PPO, ON_POLICY, 601), (DQN, OFF_POLICY, 602)])
+def test_a_unity_build_sending_nan_stops_the_run_naming_the_process(
+        tmp_path, monkeypatch, cls, kwargs, worker_id):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    model = cls(env="unity", env_kwargs=unity_nan_env(worker_id, "--decision-period", "2"), total_steps=400,
+                steps_per_epoch=400, eval_episodes=0, **kwargs)
+    # mlagents_envs itself refuses NaN or inf from a build (rpc_utils._raise_on_nan_and_inf), before our check.
+    with pytest.raises(EnvironmentFault, match=r"Unity process .* sent non-finite numbers at step: The observations "
+                                               r"provided had NaN values"):
+        trainer(tmp_path, enable_checkpointing=False).fit(model)
+    assert all_weights_finite(model)
+
+
+def test_a_unity_rollout_larger_than_the_budget_is_refused_once_its_agents_are_counted(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    model = PPO(env="unity", env_kwargs=unity_nan_env(603), n_steps=64, total_steps=100, eval_episodes=0)
+    try:
+        with pytest.raises(ConfigurationError, match=r"n_steps=64 x num_envs=2 = 128 env steps, more than "
+                                                     r"total_steps=100"):
+            model.setup("fit")
+    finally:
+        model.close_envs()
+
+
 def test_ddpg_refuses_an_action_space_with_infinite_bounds_and_ppo_acts_in_it(tmp_path):
     with pytest.raises(ConfigurationError, match=r"DDPG scales its actions.*infinite bounds.*TransformAction"):
         DDPG(env=NAN_ENV, env_kwargs=dict(at_step=-1, continuous=True, low=-np.inf, high=np.inf),

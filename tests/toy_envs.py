@@ -366,13 +366,13 @@ class NonFiniteEnv(gym.Env):
     """Finite observations and rewards until one injected NaN or inf, for the non-finite guards.
 
     The sub-env whose first reset gets ``seed=inject_seed`` (sub-env ``i`` of a vector env seeded ``s`` gets
-    ``s + i``) returns ``value`` at its ``at_step``-th step (counted over episodes; 0: at its first reset) in
+    ``s + i``; every sub-env when it is None) returns ``value`` at its ``at_step``-th step (counted over episodes; 0: at its first reset) in
     ``field``: ``"obs"`` (the whole observation, or the ``"velocity"`` entry of a Dict one with ``dict_obs``) or
     ``"reward"``. Episodes terminate after ``episode_length`` steps; actions are Discrete(2), or a Box in
     [``low``, ``high``] with ``continuous``.
     """
 
-    def __init__(self, at_step: int = 10, field: str = "obs", value: float = float("nan"), inject_seed: int = 0,
+    def __init__(self, at_step: int = 10, field: str = "obs", value: float = float("nan"), inject_seed: int | None = 0,
                  dict_obs: bool = False, episode_length: int = 50, continuous: bool = False,
                  low: float = -1.0, high: float = 1.0):
         box = gym.spaces.Box(-10.0, 10.0, shape=(2,), dtype=np.float32)
@@ -399,7 +399,7 @@ class NonFiniteEnv(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         if self.injecting is None:
-            self.injecting = seed == self.inject_seed
+            self.injecting = self.inject_seed is None or seed == self.inject_seed
         self.t = 0
         return self._obs(self.injecting and self.field == "obs" and self.at_step == 0 and self.steps == 0), {}
 
