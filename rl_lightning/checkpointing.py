@@ -24,6 +24,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.guards import check_checkpoint_finite
 
 
 class CheckpointError(ConfigurationError):
@@ -121,13 +122,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     previous file or the new one, never a partial one; the temporary file of a
     killed save is removed when its folder is next written or loaded from. (Lightning's own writer
     stages the file in the system temp directory and moves it, which is a copy,
-    not a rename, when that is another filesystem.) Loading errors name the file.
+    not a rename, when that is another filesystem.) Loading errors name the file. A checkpoint whose weights
+    hold NaN or inf is refused (``NonFiniteCheckpoint``), leaving the previous file in place.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         path = Path(path)
+        # The last line of defence: a checkpoint with NaN weights would replace a good last/best one.
+        check_checkpoint_finite(checkpoint, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphaned_temporaries(path)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"

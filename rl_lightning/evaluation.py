@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from rl_lightning.errors import EnvironmentFault
 
 
 @dataclass
@@ -73,6 +76,11 @@ def _episode_success(info: dict, i: int) -> bool | None:
     return bool(final["is_success"][i])
 
 
+def _env_name(envs: gym.vector.VectorEnv) -> str:
+    spec = getattr(envs, "spec", None) or getattr(getattr(envs, "unwrapped", None), "spec", None)
+    return repr(spec.id) if spec is not None and getattr(spec, "id", None) else type(envs.unwrapped).__name__
+
+
 def evaluate_episodes(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vector.VectorEnv, n_episodes: int,
                       seed: int | None = None) -> EvaluationResult:
     """Play ``n_episodes`` whole episodes on ``envs`` with ``policy`` (batched observations -> actions).
@@ -81,6 +89,7 @@ def evaluate_episodes(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vect
     sub-env plays a fixed share of the episodes, so short episodes are not
     over-represented the way "first n to finish" would make them. Where the env
     gives ``info["action_mask"]`` the policy is called as ``policy(obs, mask)``.
+    An episode with a non-finite return raises ``EnvironmentFault`` (naming the sub-env).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes={n_episodes} must be >= 1")
@@ -107,7 +116,13 @@ def evaluate_episodes(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vect
         if "_episode" in info:
             finished = info["_episode"] & (counts < targets)
             for i in np.flatnonzero(finished):
-                returns.append(float(info["episode"]["r"][i]))
+                episode_return = float(info["episode"]["r"][i])
+                if not math.isfinite(episode_return):  # a mean over it would be NaN, or inf, without saying why
+                    raise EnvironmentFault(
+                        f"evaluation env {_env_name(envs)} gave a non-finite reward: sub-env {i} ended an episode "
+                        f"with return {episode_return} after {int(info['episode']['l'][i])} steps; fix the env "
+                        "so that its rewards are finite")
+                returns.append(episode_return)
                 lengths.append(int(info["episode"]["l"][i]))
                 successes.append(_episode_success(info, i))
             counts += finished

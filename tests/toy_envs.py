@@ -360,3 +360,52 @@ class GroupEnv(CounterEnv):
     def step(self, action):
         obs, reward, terminated, truncated, _ = super().step(action)
         return obs, reward, terminated, truncated, self._info()
+
+
+class NonFiniteEnv(gym.Env):
+    """Finite observations and rewards until one injected NaN or inf, for the non-finite guards.
+
+    The sub-env whose first reset gets ``seed=inject_seed`` (sub-env ``i`` of a vector env seeded ``s`` gets
+    ``s + i``; every sub-env when it is None) returns ``value`` at its ``at_step``-th step (counted over episodes; 0: at its first reset) in
+    ``field``: ``"obs"`` (the whole observation, or the ``"velocity"`` entry of a Dict one with ``dict_obs``) or
+    ``"reward"``. Episodes terminate after ``episode_length`` steps; actions are Discrete(2), or a Box in
+    [``low``, ``high``] with ``continuous``.
+    """
+
+    def __init__(self, at_step: int = 10, field: str = "obs", value: float = float("nan"), inject_seed: int | None = 0,
+                 dict_obs: bool = False, episode_length: int = 50, continuous: bool = False,
+                 low: float = -1.0, high: float = 1.0):
+        box = gym.spaces.Box(-10.0, 10.0, shape=(2,), dtype=np.float32)
+        self.observation_space = (gym.spaces.Dict({"position": box, "velocity": box}) if dict_obs else box)
+        self.action_space = (gym.spaces.Box(low, high, shape=(1,), dtype=np.float32) if continuous
+                             else gym.spaces.Discrete(2))
+        self.at_step, self.field, self.value, self.inject_seed = at_step, field, float(value), inject_seed
+        self.dict_obs, self.episode_length = dict_obs, episode_length
+        self.injecting: bool | None = None  # decided at the first seeded reset
+        self.steps = 0  # over all episodes
+        self.t = 0
+
+    def _obs(self, bad: bool):
+        values = np.full(2, 0.1 * self.t, dtype=np.float32)
+        if self.dict_obs:
+            obs = {"position": values, "velocity": values.copy()}
+            if bad:
+                obs["velocity"][1] = self.value
+            return obs
+        if bad:
+            values[1] = self.value
+        return values
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if self.injecting is None:
+            self.injecting = self.inject_seed is None or seed == self.inject_seed
+        self.t = 0
+        return self._obs(self.injecting and self.field == "obs" and self.at_step == 0 and self.steps == 0), {}
+
+    def step(self, action):
+        self.steps += 1
+        self.t += 1
+        bad = bool(self.injecting) and self.steps == self.at_step
+        reward = self.value if bad and self.field == "reward" else 1.0
+        return self._obs(bad and self.field == "obs"), reward, self.t >= self.episode_length, False, {}

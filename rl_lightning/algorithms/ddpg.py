@@ -16,6 +16,7 @@ from torch import nn
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.guards import check_finite_action_bounds
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.mlp import activation_class
 from rl_lightning.networks.target import make_target, soft_update
@@ -130,6 +131,7 @@ class DDPG(OffPolicyModule):
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         self.check_box_or_discrete(action_space, "DDPG", gym.spaces.Box)
+        check_finite_action_bounds(action_space, "DDPG")  # its tanh output is scaled onto [low, high]
         hp = self.hparams
         action_dim = int(action_space.shape[0])
         encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,

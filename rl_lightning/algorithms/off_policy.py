@@ -16,6 +16,7 @@ from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.factory import final_observations
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.guards import all_finite, check_collect_budget, env_label, first_non_finite, non_finite_env_fault
 from rl_lightning.signals import Terminated, termination_requested
 
 
@@ -127,6 +128,15 @@ class OffPolicyModule(RLModule):
         super().setup(stage)
         if self.envs is not envs:  # new envs, new episodes: no transition of the old ones is left open
             self._decisions = DecisionTransitions()
+        if stage == "fit":
+            # Here, once the envs are built: a Unity env's sub-envs (and DDP's ranks) are only counted now.
+            hp = self.hparams
+            check_collect_budget(self.env_steps_per_collect, hp.total_steps,
+                                 f"train_freq={hp.train_freq} x num_envs={self.num_envs_all_ranks}",
+                                 "lower train_freq or num_envs, or raise total_steps")
+            if hp.learning_starts >= hp.total_steps and self.env_steps < hp.total_steps:
+                rank_zero_warn(f"learning_starts={hp.learning_starts} >= total_steps={hp.total_steps}: the run will "
+                               "fill the replay buffer and never update the networks", stacklevel=1)
         if stage == "fit" and self.buffer is None:
             mask = self._initial_info.get("action_mask")
             self._action_mask = None if mask is None else np.asarray(mask, dtype=bool)
@@ -144,6 +154,9 @@ class OffPolicyModule(RLModule):
         hp = self.hparams
         envs, buf = self.envs, self.buffer
         obs = self._obs
+        start_rows, start_steps = buf.added, self.env_steps
+        # Envs whose rows do not all decide (Unity): per env step, the rows written before it and their sub-envs.
+        trace: list[tuple[int, np.ndarray]] = []
         for _ in range(hp.train_freq):
             if hp.random_warmup and self.env_steps < hp.learning_starts:
                 env_actions, stored = self.random_actions()
@@ -169,8 +182,10 @@ class OffPolicyModule(RLModule):
             if self._decision is None and next_decision is None:
                 buf.add(obs, stored, reward, real_next, terminated, next_mask)
             else:
-                self._decisions.store(buf, self._decision, obs, stored, reward, real_next, terminated, next_mask,
-                                      next_decision | ended)
+                rows_before = buf.added
+                stored_rows = self._decisions.store(buf, self._decision, obs, stored, reward, real_next, terminated,
+                                                    next_mask, next_decision | ended)
+                trace.append((rows_before, stored_rows))
                 self._decision = next_decision
             if ended.any():
                 self.record_episodes(info)
@@ -182,9 +197,36 @@ class OffPolicyModule(RLModule):
                 self._obs = obs
                 raise Terminated()
         self._obs = obs
+        # One vectorised test per stored field, before anything is sampled from them.
+        self.check_stored_finite(start_rows, start_steps, trace)
         if self.env_steps < hp.learning_starts:
             return {}  # still warming up: no updates (Lightning skips a None batch without calling training_step)
         return buf.sample(hp.gradient_steps * hp.batch_size)
+
+    def check_stored_finite(self, start_rows: int, start_steps: int, trace: list[tuple[int, np.ndarray]]) -> None:
+        """Raise ``EnvironmentFault`` if a transition stored since the buffer had ``start_rows`` rows written holds
+        NaN or inf in an observation, next observation (the final one where an episode ended) or reward.
+
+        ``trace``: per env step, the rows written before it and the sub-envs it stored (empty when every step
+        stored one row per sub-env), to name the sub-env and the env step in the message.
+        """
+        skipped, fields = self.buffer.rows_since(start_rows)
+        if all_finite(fields):
+            return
+        name, index, value = first_non_finite(fields)
+        row = start_rows + skipped + index[0]
+        if not trace:
+            step, sub_env = divmod(row - start_rows, self.num_envs)
+        else:
+            step = next(i for i, (before, subs) in enumerate(trace) if before <= row < before + len(subs))
+            sub_env = int(trace[step][1][row - trace[step][0]])
+        head, _, key = name.partition(".")
+        field = "reward" if head == "rewards" else "observation"  # a next one is what the env returned
+        # The env step that returned it: the transition's own for its reward and next observation, the one
+        # before for its observation (a new episode's first, from an autoreset; -1: the envs' reset).
+        env_steps = start_steps + (step - (head == "obs")) * self.num_envs_all_ranks
+        raise non_finite_env_fault(env_label(self.hparams), f"{field}[{key!r}]" if key else field, value, sub_env,
+                                   max(env_steps, -1))
 
     def minibatches(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """The ``gradient_steps`` minibatches of a sampled training batch."""

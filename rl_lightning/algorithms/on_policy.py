@@ -13,9 +13,11 @@ from gymnasium.vector.utils import concatenate, create_empty_array
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.data.replay import Obs, storage_dtype
-from rl_lightning.data.rollout import RolloutBuffer
+from rl_lightning.data.rollout import RolloutBuffer, check_rollout_memory
 from rl_lightning.envs.spaces import is_hybrid
-from rl_lightning.errors import ConfigurationError
+from rl_lightning.errors import ConfigurationError, EnvironmentFault
+from rl_lightning.guards import (all_finite, check_collect_budget, check_collected, env_label, first_non_finite,
+                                 non_finite_env_fault, obs_fields)
 from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
 from rl_lightning.signals import Terminated, termination_requested
 
@@ -181,6 +183,17 @@ class OnPolicyModule(RLModule):
             if "action_mask" in self._initial_info:
                 self._action_mask = self.read_action_mask(self._initial_info)
                 self._check_action_mask(self._action_mask)
+        if stage == "fit":
+            # Here, once the envs are built: a Unity env's sub-envs (and DDP's ranks) are only counted now.
+            hp = self.hparams
+            check_collect_budget(self.env_steps_per_collect, hp.total_steps,
+                                 f"n_steps={hp.n_steps} x num_envs={self.num_envs_all_ranks}",
+                                 "lower n_steps or num_envs, or raise total_steps")
+            obs_shape, obs_dtype = self.observation_storage()
+            device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+            check_rollout_memory(hp.n_steps, self.num_envs, obs_shape, self.policy_action_shape(), device,
+                                 obs_dtype=obs_dtype,
+                                 action_mask_size=None if self._action_mask is None else self._action_mask.shape[-1])
 
     def read_action_mask(self, info: dict[str, Any]) -> torch.Tensor:
         """The envs' action masks in a reset or step ``info`` as a bool tensor; a sub-env that gave none allows all."""
@@ -211,11 +224,41 @@ class OnPolicyModule(RLModule):
                     {k: storage_dtype(s) for k, s in space.spaces.items()})
         return tuple(space.shape), storage_dtype(space)
 
-    def stack_final_obs(self, info: dict[str, Any], idx: np.ndarray) -> Obs:
-        """The final observations of the sub-envs ``idx`` whose episodes just ended, batched as tensors."""
+    def stack_final_obs(self, info: dict[str, Any], idx: np.ndarray, env_steps: int | None = None) -> Obs:
+        """The final observations of the sub-envs ``idx`` whose episodes just ended, batched as tensors.
+
+        With ``env_steps`` (the run's env step, for the message) a non-finite one raises ``EnvironmentFault``.
+        """
         items = [info["final_obs"][i] for i in idx]
         space = self.observation_space
-        return self.obs_to_tensor(concatenate(space, items, create_empty_array(space, len(items))))
+        stacked = concatenate(space, items, create_empty_array(space, len(items)))
+        if env_steps is not None:
+            fields = obs_fields("final observation", stacked)
+            if not all_finite(fields):  # tested only at truncations, all of the step's at once
+                name, index, value = first_non_finite(fields)
+                raise non_finite_env_fault(env_label(self.hparams), name, value, int(idx[index[0]]), env_steps)
+        return self.obs_to_tensor(stacked)
+
+    def check_rollout_finite(self, buf: RolloutBuffer, rows: int, next_obs: Any, start_steps: int) -> None:
+        """Raise ``EnvironmentFault`` if the first ``rows`` stored steps of the rollout, or ``next_obs`` (the
+        observations after them), hold NaN or inf: one vectorised test per stored array.
+
+        The message names the env step that returned the bad number: row ``t``'s reward comes from the step taken at
+        ``start_steps + t * num_envs``, its observation from the step before (or from the envs' reset).
+        """
+        per_row = self.num_envs_all_ranks
+
+        def returned_by(t: int) -> int:  # the step that returned row t's observation; -1: the reset
+            step = start_steps + (t - 1) * per_row
+            return step if step >= 0 else -1
+
+        stored = {name: array[:rows] for name, array in obs_fields("observation", buf.obs).items()}
+        following = {name: array[None] for name, array in obs_fields("observation", next_obs).items()}
+        check_collected(env_label(self.hparams), [
+            (stored, returned_by),
+            (following, lambda t: returned_by(rows)),
+            ({"reward": buf.rewards[:rows]}, lambda t: start_steps + t * per_row),
+        ])
 
     @torch.no_grad()
     def collect(self) -> dict[str, Any]:
@@ -233,11 +276,18 @@ class OnPolicyModule(RLModule):
         # PyTorch's per-operation dispatch on a few rows (see rl_lightning.networks.host).
         host = policy.host() if self.device.type == "cpu" else None
         obs = None if host is not None else self.obs_to_tensor(obs_np)
+        start_steps = self.env_steps
         for t in range(hp.n_steps):
-            if host is not None:
-                action, log_prob, value = host.act(obs_np, None if mask is None else mask.numpy())
-            else:
-                action, log_prob, value = policy.act(obs, action_mask=mask)
+            try:
+                if host is not None:
+                    action, log_prob, value = host.act(obs_np, None if mask is None else mask.numpy())
+                else:
+                    action, log_prob, value = policy.act(obs, action_mask=mask)
+            except (ValueError, RuntimeError) as err:
+                # A distribution refuses NaN parameters: when the observations acted on are to blame, say so.
+                if not isinstance(err, EnvironmentFault):
+                    self.check_rollout_finite(buf, t, obs_np, start_steps)
+                raise
             next_obs, reward, terminated, truncated, info = envs.step(to_env_action(action, self.action_space))
             ends = terminated | truncated
             # With envs whose rows do not all decide (Unity), a step's outcome belongs to each row's last decision.
@@ -255,7 +305,7 @@ class OnPolicyModule(RLModule):
                     steps = np.full(len(idx), t) if owner is None else owner[idx]
                     buf.final_values[torch.as_tensor(steps, device=self.device),
                                      torch.as_tensor(idx, device=self.device)] = policy.value(
-                        self.stack_final_obs(info, idx))
+                        self.stack_final_obs(info, idx, start_steps + t * self.num_envs_all_ranks))
                 self.record_episodes(info)
             obs_np = next_obs
             if host is None:
@@ -267,6 +317,8 @@ class OnPolicyModule(RLModule):
                 # SIGTERM: abandon the rollout (its steps are not counted); the checkpoint keeps the envs as they are.
                 self._obs, self._action_mask = next_obs, mask
                 raise Terminated()
+        # One vectorised test per stored array, before anything computed from them reaches an update.
+        self.check_rollout_finite(buf, hp.n_steps, next_obs, start_steps)
         self._obs = next_obs
         self._action_mask = mask
         self.env_steps += self.env_steps_per_collect  # all ranks' steps: they collect in lockstep

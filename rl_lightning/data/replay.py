@@ -89,6 +89,7 @@ class ReplayBuffer:
                       if self.device.type == "cpu" else None)
         self.pos = 0
         self.size = 0
+        self.added = 0  # rows ever written (not saved in checkpoints: only differences of it are used)
 
     @staticmethod
     def _obs_specs(space: gym.Space) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -135,6 +136,26 @@ class ReplayBuffer:
                 store[rows] = torch.as_tensor(value, device=self.device).to(store.dtype)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+        self.added += n
+
+    def rows_since(self, added: int, names: tuple[str, ...] = ("obs", "next_obs", "rewards")) -> \
+            tuple[int, dict[str, np.ndarray]]:
+        """The rows written since ``self.added`` was ``added``, oldest first, of the fields named ``names`` (and
+        their Dict keys), as NumPy arrays (views on the CPU). Returns ``(skipped, fields)``: ``skipped`` rows at the
+        start were already overwritten (more rows were written than the buffer holds)."""
+        count = self.added - added
+        skipped = max(0, count - self.capacity)
+        count -= skipped
+        first = (self.pos - count) % self.capacity
+        rows: slice | np.ndarray = (slice(first, first + count) if first + count <= self.capacity
+                                    else np.arange(first, first + count) % self.capacity)
+        fields = {}
+        for name, store in self.storage.items():
+            if name.partition(".")[0] in names:
+                fields[name] = (self._host[name][rows] if self._host is not None
+                                else store[torch.as_tensor(np.arange(self.capacity)[rows], device=self.device)]
+                                .cpu().numpy())
+        return skipped, fields
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, Obs]:
         """A uniformly drawn batch (with replacement) as a dict; observations are dicts for Dict spaces."""
@@ -227,8 +248,9 @@ class DecisionTransitions:
 
     def store(self, buffer: ReplayBuffer, decision: np.ndarray | None, obs: Any, actions: Any, rewards: np.ndarray,
               next_obs: Any, terminated: np.ndarray, next_action_mask: np.ndarray | None,
-              completes: np.ndarray) -> None:
-        """Account for one env step and store the transitions it completes in ``buffer``.
+              completes: np.ndarray) -> np.ndarray:
+        """Account for one env step and store the transitions it completes in ``buffer``; return the sub-envs
+        (rows) whose transitions were stored, in the order they were written.
 
         ``decision``: rows whose ``obs`` is a decision (``None``: all); ``completes``: rows whose ``next_obs`` is a
         decision or whose episode just ended (``next_obs`` then holds the final observation).
@@ -237,7 +259,7 @@ class DecisionTransitions:
         decision = np.ones(n, bool) if decision is None else decision
         if decision.all() and completes.all() and (self.open is None or not self.open.any()):
             buffer.add(obs, actions, rewards, next_obs, terminated, next_action_mask)  # every row a whole transition
-            return
+            return np.arange(n)
         actions = _as_numpy(actions)
         if self.open is None:
             self._allocate(obs, actions, n)
@@ -256,3 +278,4 @@ class DecisionTransitions:
             buffer.add(_rows(self.obs, done), self.actions[done], self.rewards[done], _rows(next_obs, done),
                        terminated[done], None if next_action_mask is None else next_action_mask[done])
             self.open[done] = False
+        return done

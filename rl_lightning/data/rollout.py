@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rl_lightning.data.replay import _gib, available_memory
+from rl_lightning.errors import ConfigurationError
+
 
 def minibatch(batch: dict[str, Any], rows: torch.Tensor | slice) -> dict[str, Any]:
     """Rows of every tensor in a (possibly nested: Dict observations) batch dict."""
@@ -57,6 +60,52 @@ def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty((), dtype=dtype).numpy().dtype
 
 
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def rollout_nbytes(n_steps: int, num_envs: int, obs_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]],
+                   action_shape: tuple[int, ...], obs_dtype: torch.dtype | Mapping[str, torch.dtype] = torch.float32,
+                   action_mask_size: int | None = None) -> tuple[int, int]:
+    """Bytes a ``RolloutBuffer`` and one ``finish()`` take: ``(host, device)``.
+
+    Host: the env-side NumPy arrays. Device: the policy-side tensors, plus what ``finish`` makes there (the
+    observations and rewards moved over, advantages, returns and the flat copies of the batch). Actions are
+    counted at 8 bytes (long) per element, the larger of their two dtypes.
+    """
+    rows = n_steps * num_envs
+    shapes = obs_shape if isinstance(obs_shape, Mapping) else {"": obs_shape}
+    dtypes = (obs_dtype if isinstance(obs_dtype, Mapping) else dict.fromkeys(shapes, obs_dtype))
+    obs = sum(rows * int(np.prod(shape, dtype=np.int64)) * _element_size(dtypes[k]) for k, shape in shapes.items())
+    host = obs + rows * (4 + 1 + 1 + 1)  # rewards, terminations, episode ends, decision rows
+    actions = rows * max(1, int(np.prod(action_shape, dtype=np.int64))) * 8
+    masks = rows * (action_mask_size or 0)
+    # Stored: actions, log-probs, values, final values, masks; finish(): the observations and the scalar
+    # columns on the device, advantages and returns, and the flat copies of actions, log-probs, values and masks.
+    device = 2 * (actions + masks) + rows * 4 * 4 + obs + rows * (4 + 1 + 1) + rows * 4 * 4
+    return host, device
+
+
+def check_rollout_memory(n_steps: int, num_envs: int, obs_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]],
+                         action_shape: tuple[int, ...], device: torch.device | str = "cpu",
+                         obs_dtype: torch.dtype | Mapping[str, torch.dtype] = torch.float32,
+                         action_mask_size: int | None = None) -> None:
+    """Raise ``ConfigurationError`` when a rollout of ``n_steps * num_envs`` steps needs more memory than is
+    available (host and ``device`` together when the device is the CPU), as ``ReplayBuffer`` does for its size."""
+    device = torch.device(device)
+    host, on_device = rollout_nbytes(n_steps, num_envs, obs_shape, action_shape, obs_dtype, action_mask_size)
+    cpu = torch.device("cpu")
+    needs = {cpu: host + on_device} if device.type == "cpu" else {cpu: host, device: on_device}
+    for where, needed in needs.items():
+        free = available_memory(where)
+        if free is not None and needed > free:
+            most = max(1, int(n_steps * free / needed))
+            raise ConfigurationError(
+                f"a rollout of n_steps={n_steps} x num_envs={num_envs} = {n_steps * num_envs} steps needs "
+                f"{_gib(needed)} on {where} but only {_gib(free)} is available; lower n_steps (to at most {most} "
+                "with these envs) or num_envs")
+
+
 class RolloutBuffer:
     """Preallocated ``(n_steps, num_envs, ...)`` storage for one on-policy rollout.
 
@@ -83,6 +132,8 @@ class RolloutBuffer:
                  action_mask_size: int | None = None) -> None:
         self.n_steps, self.num_envs = n_steps, num_envs
         self.device = torch.device(device)
+        # Before allocating: NumPy's lazily committed zeros would otherwise fail (or swap) only when written.
+        check_rollout_memory(n_steps, num_envs, obs_shape, action_shape, self.device, obs_dtype, action_mask_size)
         shape = (n_steps, num_envs)
         f32 = dict(dtype=torch.float32, device=device)
         self.obs: np.ndarray | dict[str, np.ndarray]

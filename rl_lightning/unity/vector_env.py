@@ -270,6 +270,13 @@ class UnityProcess(UnityEnvironment):
             self.reset() if command == "reset" else self.step()
         except UnityException as e:
             raise self.fault(e, f"at {command}") from e
+        except RuntimeError as e:
+            # mlagents_envs refuses a step whose observations or rewards hold NaN or inf (rpc_utils.py,
+            # _raise_on_nan_and_inf: "The observations provided had NaN values.") with a bare RuntimeError.
+            if "provided had" not in str(e):
+                raise
+            raise EnvironmentFault(f"{self.describe()} sent non-finite numbers at {command}: {e} Fix the build so "
+                                   "that observations and rewards are finite") from e
 
     def fault(self, error: UnityException, during: str) -> UnityProcessError:
         """End the process and say which it was and what happened to it."""
