@@ -64,9 +64,9 @@ def test_sigterm_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget_an
 
 
 def test_sigterm_stops_a_long_rollout_within_seconds(tmp_path):
-    # One rollout of 200 envs x 2048 steps takes minutes here; SIGTERM is checked between env steps.
-    args = command(tmp_path, "--model.init_args.num_envs=200", "--model.init_args.n_steps=2048",
-                   "--model.init_args.batch_size=2048", total_steps=409600, steps_per_epoch=409600)
+    # One rollout of 16 envs x 200,000 steps takes about a minute or more; SIGTERM is checked between env steps.
+    args = command(tmp_path, "--model.init_args.num_envs=16", "--model.init_args.n_steps=200000",
+                   "--model.init_args.batch_size=2048", total_steps=3_200_000, steps_per_epoch=3_200_000)
     proc = start(args, tmp_path)
     time.sleep(12)  # started and collecting
     proc.send_signal(signal.SIGTERM)
