@@ -342,8 +342,8 @@ def test_a_port_in_use_suggests_a_worker_id_whose_ports_are_free(tmp_path):
             s.listen()
             held.append(s)
         # The old hint, worker_id + num_processes, would name 711 (taken) and 722 (whose second port, 723, is taken).
-        with pytest.raises(ConfigurationError, match=r"^worker_id=710: its port 5715 is already in use by another "
-                                                     r"Unity environment; give each concurrent run its own worker_id "
+        with pytest.raises(ConfigurationError, match=r"^worker_id=710: its port is already in use by another "
+                                                     r"Unity environment \(port 5715\); give each concurrent run its own worker_id "
                                                      r"\(worker_id=712 has its port free now\)$"):
             UnityVectorEnv(file_name=PLAYER, worker_id=710, timeout_wait=10, additional_args=AGENTS)
         with pytest.raises(ConfigurationError, match=r"\(worker_id=724 has the ports free now\)$"):

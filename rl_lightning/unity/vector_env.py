@@ -554,7 +554,7 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                     hint = f"worker_id={free} has {'its port' if num_processes == 1 else 'the ports'} free now" \
                         if free is not None else "no free ports were found above it"
                     raise ConfigurationError(
-                        f"worker_id={worker_id + k}: its port {port} is already in use by another Unity environment; "
+                        f"worker_id={worker_id + k}: its port is already in use by another Unity environment (port {port}); "
                         f"give each concurrent run its own worker_id ({hint})") from None
             if num_processes > 1:
                 self._pool = ThreadPoolExecutor(max_workers=num_processes, thread_name_prefix="unity-step")
