@@ -280,3 +280,76 @@ def test_sigterm_to_the_trainer_stops_it_leaving_its_checkpoint_and_no_process(t
     assert "Received SIGTERM" in out
     assert players_on([train_port, eval_port]) == []
     assert PPO.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt").env_steps >= 64
+
+
+# ---------------------------------------------------------------------- builds that cannot start (worker ids 700-799)
+def build(tmp_path: Path, name: str, content: bytes, mode: int = 0o755) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+def test_a_build_that_exits_at_start_up_shows_the_last_lines_of_its_output(tmp_path):
+    # mlagents sends a build's stdout and stderr to /dev/null: without log_folder its last words would be lost.
+    crash = build(tmp_path, "Game.x86_64", b"#!/bin/sh\nfor i in $(seq 1 30); do echo \"loading part $i\"; done\n"
+                                           b"echo 'Fatal: no graphics device' >&2\nexit 1\n")
+    with pytest.raises(UnityProcessError) as error:
+        UnityVectorEnv(file_name=str(crash), worker_id=700, timeout_wait=10)
+    first, *rest = str(error.value).splitlines()
+    assert re.fullmatch(rf"Unity process 0 of 1 \(worker_id 700, port 5705, pid \d+; command: {re.escape(str(crash))} "
+                        r"--mlagents-port 5705\) exited with return code 1 while starting; the last line of its "
+                        r"output: Fatal: no graphics device", first), first
+    assert rest == ["The last 20 lines of its output:"] + [f"    loading part {i}" for i in range(12, 31)] + [
+        "    Fatal: no graphics device"]
+    assert port_accepts_a_new_server(5705)
+
+
+def test_a_build_file_that_is_not_executable_says_chmod(tmp_path):
+    game = build(tmp_path, "Game.x86_64", b"#!/bin/sh\nexit 0\n", mode=0o644)
+    with pytest.raises(ConfigurationError, match=rf"^file_name='{re.escape(str(game))}': {re.escape(str(game))} is "
+                                                 rf"not executable; make it executable with chmod \+x "
+                                                 rf"{re.escape(str(game))}$"):
+        UnityVectorEnv(file_name=str(game), worker_id=701, timeout_wait=10)
+
+
+ARM64_ELF = b"\x7fELF\x02\x01\x01" + bytes(9) + (2).to_bytes(2, "little") + (183).to_bytes(2, "little") + bytes(44)
+"""The 64-byte header of an executable for aarch64 (e_machine 183): exec refuses it on another processor."""
+
+
+@pytest.mark.parametrize("content", [b"just some text, no #! line\n", ARM64_ELF], ids=["text file", "other processor"])
+def test_a_file_that_is_not_a_program_for_this_machine_says_so_and_frees_its_port(tmp_path, content):
+    import platform
+
+    if content == ARM64_ELF and platform.machine() == "aarch64":
+        pytest.skip("the header is this machine's own")
+    game = build(tmp_path, "Game.x86_64", content)
+    with pytest.raises(ConfigurationError, match=rf"^file_name='{re.escape(str(game))}' is not a program this machine "
+                                                 r"\(Linux on \w+\) can run \(exec format error\): a text file without "
+                                                 r"a '#!' first line, or a build for another operating system or "
+                                                 r"processor"):
+        UnityVectorEnv(file_name=str(game), worker_id=702, timeout_wait=10)
+    assert port_accepts_a_new_server(5707)  # mlagents' gRPC server, opened before the launch, is closed
+
+
+def test_a_port_in_use_suggests_a_worker_id_whose_ports_are_free(tmp_path):
+    held = []
+    try:
+        for worker_id in (710, 711, 720, 723):  # another run's ports
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("localhost", 5005 + worker_id))
+            s.listen()
+            held.append(s)
+        # The old hint, worker_id + num_processes, would name 711 (taken) and 722 (whose second port, 723, is taken).
+        with pytest.raises(ConfigurationError, match=r"^worker_id=710: its port is already in use by another "
+                                                     r"Unity environment \(port 5715\); give each concurrent run its own worker_id "
+                                                     r"\(worker_id=712 has its port free now\)$"):
+            UnityVectorEnv(file_name=PLAYER, worker_id=710, timeout_wait=10, additional_args=AGENTS)
+        with pytest.raises(ConfigurationError, match=r"\(worker_id=724 has the ports free now\)$"):
+            UnityVectorEnv(file_name=PLAYER, worker_id=720, num_processes=2, timeout_wait=10, additional_args=AGENTS)
+        env = UnityVectorEnv(file_name=PLAYER, worker_id=712, timeout_wait=10, additional_args=AGENTS)  # it is free
+        env.close()
+    finally:
+        for s in held:
+            s.close()

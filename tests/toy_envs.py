@@ -409,3 +409,45 @@ class NonFiniteEnv(gym.Env):
         bad = bool(self.injecting) and self.steps == self.at_step
         reward = self.value if bad and self.field == "reward" else 1.0
         return self._obs(bad and self.field == "obs"), reward, self.t >= self.episode_length, False, {}
+
+
+class WrongShapeEnv(CounterEnv):
+    """Declares observations of shape (1,) but returns shape (3,) (a space left behind when the env changed)."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return np.full(3, self.t, dtype=np.float32), reward, terminated, truncated, info
+
+
+class WrongDtypeEnv(gym.Env):
+    """Declares a uint8 image but returns floats in [0, 1]: an async vector env would store them as all zeros."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (4, 4, 1), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.random((4, 4, 1)), {}
+
+    def step(self, action):
+        return self.np_random.random((4, 4, 1)), 0.0, False, False, {}
+
+
+class ShapeChangesMidRunEnv(CounterEnv):
+    """Right at reset; from its third step on its observations grow to shape (2,)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return (obs if self.t < 3 else np.zeros(2, dtype=np.float32)), reward, terminated, truncated, info
+
+
+class DropLastObservationWrapper(gym.ObservationWrapper):
+    """Drops the last observation entry but keeps the wrapped env's space: a wrapper that forgot its space."""
+
+    def observation(self, observation):
+        return observation[:-1]

@@ -22,6 +22,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.envs.checks import (CheckedAsyncVectorEnv, CheckedSyncVectorEnv, check_custom_env, check_env_kwargs,
+                                      env_label)
 from rl_lightning.envs.transforms import wrap_sub_envs
 
 EnvSource = Union[str, Callable[..., gym.Env]]
@@ -103,6 +105,25 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
     raise ConfigurationError(f"{setting}={env!r} is not a registered Gymnasium env id; {hint}")
 
 
+def is_custom_env(env: EnvSource) -> bool:
+    """Whether ``env`` is a user's own env class or factory: not a registered id and not a vector env (Unity)."""
+    factory = resolve_env(env)  # also imports the module that registers a "package.module:EnvName-v0"
+    if isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
+        return False
+    return not (isinstance(env, str) and env.partition(":")[2 if ":" in env else 0] in gym.registry)
+
+
+def check_env_source(env: EnvSource, env_kwargs: dict[str, Any] | None = None) -> None:
+    """Check a user's own env class or factory once with Gymnasium's env checker (``checks.check_custom_env``).
+
+    Registered ids (Gymnasium's and the ones a module registers) and vector envs of their own (Unity) are not
+    checked. The instance checked is built from ``env_kwargs`` apart from any training env.
+    """
+    if is_custom_env(env):
+        factory = resolve_env(env)
+        check_custom_env(env, lambda: factory(**dict(env_kwargs or {})))
+
+
 def _apply_wrapper(env: gym.Env, spec: WrapperSpec) -> gym.Env:
     if isinstance(spec, str):
         return _import_object(spec)(env)
@@ -177,6 +198,7 @@ def make_vector_env(
         raise ConfigurationError(f"vectorization={vectorization!r} must be 'sync' or 'async'")
     factory = resolve_env(env)
     _check_wrappers(wrappers)
+    check_env_kwargs(env, factory, env_kwargs)
     kwargs = dict(env_kwargs or {})
     if isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
         # A vector env of its own (e.g. "unity": the agents are the sub-envs); num_envs and vectorization don't apply.
@@ -202,10 +224,10 @@ def make_vector_env(
         return e
 
     fns = [make_one for _ in range(num_envs)]
-    if vectorization == "sync":
-        venv = gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    else:
-        venv = gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    # Their reset and step name the env when an observation does not fit its space (rl_lightning.envs.checks).
+    vector_class = CheckedSyncVectorEnv if vectorization == "sync" else CheckedAsyncVectorEnv
+    venv = vector_class(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    venv.env_label = env_label(env)
     if record_statistics:
         venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
     if seed is not None:

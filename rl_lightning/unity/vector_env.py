@@ -10,7 +10,6 @@ import queue
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import time
@@ -42,6 +41,8 @@ from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from rl_lightning.envs.spaces import HYBRID_KEYS, hybrid_action_space, is_hybrid
 from rl_lightning.errors import ConfigurationError, EnvironmentFault
+from rl_lightning.unity.launch import (TAIL_LINES, capturing_output, exec_failure, free_worker_id, output_tail,
+                                       port_is_free)
 from rl_lightning.unity.parameters import Curriculum, parse_parameters
 from rl_lightning.unity.stats import UnityStat, UnityStats
 
@@ -63,18 +64,15 @@ def resolve_file_name(file_name: str | None) -> str | None:
     for candidate in candidates:
         if os.path.isfile(candidate):
             if not os.access(candidate, os.X_OK):
-                raise ConfigurationError(f"file_name={file_name!r}: {candidate} is not executable (chmod +x it)")
+                raise ConfigurationError(f"file_name={file_name!r}: {candidate} is not executable; make it executable "
+                                         f"with chmod +x {shlex.quote(candidate)}")
             return path
     raise ConfigurationError(f"file_name={file_name!r}: no Unity build at {path} (tried {', '.join(candidates)})")
 
 
 def _check_port_free(port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("localhost", port))
-        except OSError:
-            raise UnityWorkerInUseException(port) from None
+    if not port_is_free(port):
+        raise UnityWorkerInUseException(port)
 
 
 def command_line_arguments(args: Sequence[Any] | None) -> list[str]:
@@ -202,14 +200,14 @@ def _exit_description(returncode: int) -> str:
     return f"exited with return code {returncode}"
 
 
-def _last_line(path: str) -> str | None:
+def _last_lines(path: str, n: int = 1) -> list[str]:
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - 4096))
-            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+            f.seek(max(0, os.path.getsize(path) - 4096 * n))
+            lines = [line.rstrip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return None
-    return lines[-1] if lines else None
+        return []
+    return lines[-n:]
 
 
 class UnityProcess(UnityEnvironment):
@@ -230,11 +228,15 @@ class UnityProcess(UnityEnvironment):
         self.process: subprocess.Popen | None = None  # kept after closing, for error messages
         self.png_observations: dict[str, tuple[bool, ...]] = {}  # filled by _update_behavior_specs
         try:
-            super().__init__(**kwargs)
+            with capturing_output():  # the build's last output lines, for a start-up failure's message
+                super().__init__(**kwargs)
         except UnityWorkerInUseException:
             raise
         except UnityException as e:
             raise self.fault(e, "while starting") from e
+        except OSError as e:  # exec refused the file; mlagents leaves its gRPC server open
+            self._close(0)
+            raise exec_failure(kwargs.get("file_name"), e) from None
         self.process = self._process
 
     def _update_behavior_specs(self, output: UnityOutputProto) -> None:
@@ -292,9 +294,13 @@ class UnityProcess(UnityEnvironment):
         self._close(0)
         message = f"{self.describe()} {what} {during}"
         log_file = self.log_file()
-        last = _last_line(log_file) if log_file else None
-        if last:
-            message += f"; the last line of its log: {last}"
+        source, lines = "log", _last_lines(log_file, TAIL_LINES) if log_file else []
+        if not lines and during == "while starting":
+            source, lines = "output", output_tail(process)  # stdout and stderr, which mlagents would discard
+        if lines:
+            message += f"; the last line of its {source}: {lines[-1].strip()}"
+        if during == "while starting" and lines:  # a build that exits at start-up: the lines that say why
+            message += f"\nThe last {len(lines)} lines of its {source}:\n" + "\n".join(f"    {line}" for line in lines)
         return UnityProcessError(message)
 
     def log_file(self) -> str | None:
@@ -550,10 +556,13 @@ class UnityVectorEnv(gym.vector.VectorEnv):
                         additional_args=command_line_arguments(additional_args), log_folder=log_folder,
                         side_channels=list(self.channels[k]), num_areas=num_areas))
                 except UnityWorkerInUseException:
+                    first_port = port - worker_id - k
+                    free = free_worker_id(first_port, worker_id + num_processes, num_processes)
+                    hint = f"worker_id={free} has {'its port' if num_processes == 1 else 'the ports'} free now" \
+                        if free is not None else "no free ports were found above it"
                     raise ConfigurationError(
-                        f"worker_id={worker_id + k}: its port is already in use by another Unity environment; "
-                        f"give each concurrent run its own worker_id (e.g. worker_id={worker_id + num_processes})"
-                    ) from None
+                        f"worker_id={worker_id + k}: its port is already in use by another Unity environment (port {port}); "
+                        f"give each concurrent run its own worker_id ({hint})") from None
             if num_processes > 1:
                 self._pool = ThreadPoolExecutor(max_workers=num_processes, thread_name_prefix="unity-step")
             self._exchange_all("reset")
