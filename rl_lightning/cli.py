@@ -32,7 +32,8 @@ from typing import Any, NoReturn
 
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+import lightning as L
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.errors import RLLightningError
@@ -82,6 +83,16 @@ def _show_traceback() -> bool:
     return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
 
 
+class _SaveConfig(SaveConfigCallback):
+    """Lightning's config saving, except without a logger: there is no run folder then, and Lightning would write
+    ``config.yaml`` into the working directory (its ``trainer.log_dir`` falls back to ``default_root_dir``)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.logger is None:
+            return
+        super().setup(trainer, pl_module, stage)
+
+
 class RLLightningCLI(LightningCLI):
     """LightningCLI with the library's trainer defaults and any ``RLModule`` subclass as the model.
 
@@ -102,6 +113,7 @@ class RLLightningCLI(LightningCLI):
             model_class=RLModule,
             subclass_mode_model=True,
             seed_everything_default=False,  # the model's `seed` argument seeds networks and envs
+            save_config_callback=_SaveConfig,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             args=args,
@@ -311,8 +323,10 @@ def _remove_unused_run_folder(cli: RLLightningCLI | None) -> None:
     if existed or not folder.is_dir() or any(folder.rglob("*.ckpt")):
         return
     shutil.rmtree(folder, ignore_errors=True)
-    parent = folder.parent
-    if parent.is_dir() and not any(parent.iterdir()):
+    # Then the folders above it that are left empty: the run name's, and the logger's save_dir (lightning_logs).
+    for parent in list(folder.parents)[:2]:
+        if parent == Path.cwd() or not parent.is_dir() or any(parent.iterdir()):
+            break
         parent.rmdir()
 
 

@@ -33,7 +33,8 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def written_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()]
+    """Everything under ``folder``: files and (empty) folders."""
+    return list(folder.rglob("*"))
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -112,6 +113,7 @@ def test_evaluating_a_checkpoint_takes_the_configs_evaluation_settings(ppo_run, 
                    "--trainer.enable_progress_bar=false")
     assert proc.returncode == 0, proc.stderr
     assert "Evaluation after 512 env steps" in proc.stdout and "over 3 episodes" in proc.stdout
+    assert written_files(tmp_path) == []  # no logger: no config.yaml in the working directory either
     # The number of env copies matters to resume a fit, not to evaluate.
     assert "num_envs" not in proc.stderr
 

@@ -181,6 +181,7 @@ def test_a_bogus_env_kwargs_key_on_the_command_line_names_the_key_and_the_env(tm
     proc = subprocess.run([sys.executable, "-m", "rl_lightning", "fit", "--config", str(ROOT / "configs/ppo_cartpole.yaml"),
                            "--model.init_args.env_kwargs", '{"bogus": 1}'],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("*"))
     assert "env_kwargs key 'bogus' is not accepted by env='CartPole-v1'" in proc.stderr, proc.stderr[-2000:]
     assert "gymnasium/envs/registration.py" not in proc.stderr  # stopped before gym.make was called
