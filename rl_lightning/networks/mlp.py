@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from rl_lightning.errors import ConfigurationError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -22,7 +24,7 @@ def activation_class(name: str) -> type[nn.Module]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(ACTIVATIONS)}") from None
+        raise ConfigurationError(f"activation={name!r} is unknown; choose one of {sorted(ACTIVATIONS)}") from None
 
 
 class MLP(nn.Sequential):
