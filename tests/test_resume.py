@@ -173,7 +173,9 @@ def test_replay_buffer_survives_a_resume_on_envs_that_restart(tmp_path):
     args = dict(env="CartPole-v1", num_envs=2, vectorization="async", learning_starts=64, batch_size=32,
                 buffer_size=500, train_freq=8, hidden_sizes=[16], total_steps=1024, steps_per_epoch=256,
                 eval_episodes=0, seed=0)
-    trainer_kwargs = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    # default_root_dir: the resumed fit's default ModelCheckpoint writes there (not into the working directory)
+    trainer_kwargs = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                          default_root_dir=tmp_path)
     with pytest.warns(UserWarning, match="stops training before total_steps"):
         L.Trainer(max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=1)],
                   **trainer_kwargs).fit(DQN(**args))
