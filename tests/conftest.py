@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Tests that take minutes (train to a return, start process groups, run notebooks): left out of a plain
 # `pytest` so that it stays the quick suite; `pytest --all` (what .ci/run runs) or `-m <marker>` selects them.
-SLOW_MARKERS = ("learning", "ddp", "notebooks", "readme")
+SLOW_MARKERS = ("learning", "ddp", "notebooks", "slow")
 
 
 def pytest_addoption(parser):

@@ -71,7 +71,6 @@ def activated_env() -> dict[str, str]:
                 OMP_NUM_THREADS="1")
 
 
-@pytest.mark.readme
 def test_python_snippets_run_as_written_one_after_another(tmp_path):
     """Each snippet runs alone, in a fresh interpreter, in one folder (a later one may read what an earlier wrote)."""
     blocks = readme_blocks("python")

@@ -130,6 +130,7 @@ PPO_CARTPOLE = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lam
                     lr_schedule="linear", clip_range_schedule="linear", hidden_sizes=[64, 64])
 
 
+@pytest.mark.learning  # trains PPO to a return twice (30 s to a minute per kind)
 @pytest.mark.parametrize("kind", ["async", "unity"])
 def test_envs_without_saved_state_restart_and_learning_goes_on(kind, tmp_path):
     """Async and Unity envs cannot be saved: they restart on resume, and everything else continues."""
