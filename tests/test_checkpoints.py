@@ -125,6 +125,7 @@ def wait_for_a_save_in_progress(folder, pid, timeout):
     raise AssertionError(f"no checkpoint save started within {timeout} s")
 
 
+@pytest.mark.slow  # six training processes killed in turn: about a minute
 def test_sigkill_at_random_moments_never_leaves_an_unreadable_last_checkpoint(tmp_path):
     rng = random.Random(0)
     last = tmp_path / "last.ckpt"

@@ -21,14 +21,15 @@ from rl_lightning.errors import ConfigurationError
 from rl_lightning.export import export_onnx, load_model
 from rl_lightning.export import main as export_main
 
+# buffer_size: 64 training steps need no more; the default 1M preallocates GBs for image observations.
 MODELS = {
     "PPO-discrete": (PPO, dict(env="CartPole-v1", n_steps=32, batch_size=32, hidden_sizes=[16])),
     "PPO-continuous": (PPO, dict(env="Pendulum-v1", n_steps=32, batch_size=32, hidden_sizes=[16])),
     "A2C": (A2C, dict(env="Acrobot-v1", n_steps=8, hidden_sizes=[16])),
-    "DQN": (DQN, dict(env="CartPole-v1", learning_starts=32, batch_size=16, hidden_sizes=[16])),
-    "DDPG": (DDPG, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16])),
+    "DQN": (DQN, dict(env="CartPole-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
+    "DDPG": (DDPG, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
     "DQN-image": (DQN, dict(env=GoalImageEnv, learning_starts=32, batch_size=16, hidden_sizes=[16],
-                            cnn_features=32)),
+                            cnn_features=32, buffer_size=1000)),
     "PPO-masked-multidiscrete": (PPO, dict(env=ShiftingMaskEnv, n_steps=32, batch_size=32, hidden_sizes=[16])),
 }
 

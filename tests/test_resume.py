@@ -130,6 +130,7 @@ PPO_CARTPOLE = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lam
                     lr_schedule="linear", clip_range_schedule="linear", hidden_sizes=[64, 64])
 
 
+@pytest.mark.learning  # trains PPO to a return twice (30 s to a minute per kind)
 @pytest.mark.parametrize("kind", ["async", "unity"])
 def test_envs_without_saved_state_restart_and_learning_goes_on(kind, tmp_path):
     """Async and Unity envs cannot be saved: they restart on resume, and everything else continues."""
@@ -173,7 +174,9 @@ def test_replay_buffer_survives_a_resume_on_envs_that_restart(tmp_path):
     args = dict(env="CartPole-v1", num_envs=2, vectorization="async", learning_starts=64, batch_size=32,
                 buffer_size=500, train_freq=8, hidden_sizes=[16], total_steps=1024, steps_per_epoch=256,
                 eval_episodes=0, seed=0)
-    trainer_kwargs = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    # default_root_dir: the resumed fit's default ModelCheckpoint writes there (not into the working directory)
+    trainer_kwargs = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                          default_root_dir=tmp_path)
     with pytest.warns(UserWarning, match="stops training before total_steps"):
         L.Trainer(max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=1)],
                   **trainer_kwargs).fit(DQN(**args))
