@@ -220,3 +220,27 @@ def test_export_last_takes_the_newest_run(ppo_run, tmp_path):
     assert f"Exporting {last}" in proc.stdout and (tmp_path / "policy.onnx").is_file()
     proc = command(tmp_path, "export", "--ckpt_path=last", "--output", str(tmp_path / "x.onnx"))
     assert proc.returncode == 2 and "no last.ckpt under 'lightning_logs'" in error_line(proc)
+
+
+def test_which_settings_may_change_with_a_checkpoint():
+    from rl_lightning import DDPG, DQN
+    from rl_lightning.checkpointing import settings_differences
+
+    saved = dict(PPO(env="unity", env_kwargs={"file_name": "old/Game.x86_64", "worker_id": 1}).hparams)
+    current = {**saved, "env_kwargs": {"file_name": "new/Game.x86_64", "worker_id": 7}, "total_steps": 10**6,
+               "eval_episodes": 3, "learning_rate": 1e-4}
+    blocking, changed = settings_differences(PPO, "PPO", saved, current, resuming=True)
+    assert blocking == []
+    assert sorted(c.split(":")[0] for c in changed) == ["env_kwargs", "eval_episodes", "learning_rate", "total_steps"]
+    assert "env_kwargs: {'file_name': 'old/Game.x86_64', 'worker_id': 1} -> {'file_name': 'new/Game.x86_64'" in changed[0]
+    # The env copies matter to resume a fit (its saved envs and rollouts), not to evaluate.
+    current = {**saved, "num_envs": 4, "hidden_sizes": [8]}
+    assert sorted(settings_differences(PPO, "PPO", saved, current, resuming=True)[0]) == [
+        "hidden_sizes: [64, 64] -> [8]", "num_envs: 1 -> 4"]
+    assert settings_differences(PPO, "PPO", saved, current, resuming=False)[0] == ["hidden_sizes: [64, 64] -> [8]"]
+    # Each family adds its own: the replay buffer's size to resume, DDPG's critic layout to load at all.
+    saved = dict(DDPG(env="Pendulum-v1").hparams)
+    blocking, _ = settings_differences(DDPG, "DDPG", saved, {**saved, "critic_action_layer": 1, "buffer_size": 10},
+                                       resuming=False)
+    assert blocking == ["critic_action_layer: 0 -> 1"]
+    assert settings_differences(DQN, "DDPG", saved, saved, resuming=False) == (["algorithm: DDPG -> DQN"], [])
