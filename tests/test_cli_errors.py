@@ -171,23 +171,45 @@ def damaged(tmp_path: Path, good: Path, damage: str) -> Path:
     return bad
 
 
-@pytest.mark.parametrize("damage, expected", [
+DAMAGES = [
     ("empty", "the file is empty"),
     ("truncated", "is not a zip archive"),
     ("random", "is not a zip archive"),
     ("foreign", "was not written by rl_lightning"),
     ("missing", "does not exist"),
-])
-@pytest.mark.parametrize("subcommand", ["fit", "test", "export"])
-def test_a_damaged_or_foreign_checkpoint_is_one_line_naming_the_file(ppo_run, tmp_path, damage, expected, subcommand):
+]
+
+
+@pytest.mark.parametrize("damage, expected", DAMAGES)
+def test_a_damaged_or_foreign_checkpoint_is_one_line_naming_the_file(ppo_run, tmp_path, damage, expected):
     _, last = ppo_run
     bad = damaged(tmp_path, last, damage)
-    args = (["--output", str(tmp_path / "policy.onnx")] if subcommand == "export" else
-            ["--config", str(CONFIGS / "ppo_cartpole.yaml"), f"--trainer.default_root_dir={tmp_path}"])
-    proc = command(tmp_path, subcommand, *args, f"--ckpt_path={bad}")
+    proc = command(tmp_path, "fit", "--config", str(CONFIGS / "ppo_cartpole.yaml"),
+                   f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={bad}")
     assert proc.returncode == 2
     line = error_line(proc)
     assert f"checkpoint '{bad}'" in line and expected in line
+    assert sorted(written_files(tmp_path)) == sorted([bad] if bad.exists() else [])
+
+
+@pytest.mark.parametrize("damage, expected", DAMAGES)
+@pytest.mark.parametrize("subcommand", ["validate", "test", "export"])
+def test_every_command_names_a_damaged_or_foreign_checkpoint(ppo_run, tmp_path, monkeypatch, capsys, damage,
+                                                             expected, subcommand):
+    # The same entry point as the command, in this process (each subprocess would spend seconds on imports).
+    from rl_lightning.cli import main
+
+    _, last = ppo_run
+    bad = damaged(tmp_path, last, damage)
+    monkeypatch.chdir(tmp_path)
+    args = (["--output", str(tmp_path / "policy.onnx")] if subcommand == "export" else
+            ["--config", str(CONFIGS / "ppo_cartpole.yaml"), f"--trainer.default_root_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_:
+        main([subcommand, *args, f"--ckpt_path={bad}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("rl-lightning: error: ")]
+    assert len(lines) == 1 and f"checkpoint '{bad}'" in lines[0] and expected in lines[0], err
     assert sorted(written_files(tmp_path)) == sorted([bad] if bad.exists() else [])
 
 

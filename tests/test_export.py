@@ -447,9 +447,10 @@ def test_gridworld_export_takes_camera_and_goal_and_returns_unitys_five_actions(
 
 
 def test_export_refuses_a_wrapper_that_cannot_fold_into_the_graph(tmp_path):
-    model = built(DDPG, env="Pendulum-v1", wrappers=["gymnasium.wrappers:ClipAction"], hidden_sizes=[16],
-                  buffer_size=100, learning_starts=16, batch_size=16)
-    with pytest.raises(ConfigurationError, match="gymnasium.wrappers:ClipAction"):
+    rescale = {"class_path": "gymnasium.wrappers:RescaleAction", "init_args": {"min_action": -1.0, "max_action": 1.0}}
+    model = built(DDPG, env="Pendulum-v1", wrappers=[rescale], hidden_sizes=[16], buffer_size=100, learning_starts=16,
+                  batch_size=16)
+    with pytest.raises(ConfigurationError, match="gymnasium.wrappers:RescaleAction"):
         export_onnx(model, tmp_path / "p.onnx", format="mlagents")
     assert list(tmp_path.iterdir()) == []
 
