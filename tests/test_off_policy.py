@@ -53,8 +53,8 @@ def test_sampling_is_uniform_over_the_filled_rows(filled):
     for i in range(filled):
         buf.add(np.zeros((1, 2)), np.zeros(1, dtype=np.int64), np.array([i]), np.zeros((1, 2)), np.zeros(1, bool))
     draws = 70_000
-    gen = torch.Generator().manual_seed(0)
-    rewards = buf.sample(draws, generator=gen)["rewards"].long()
+    torch.manual_seed(0)
+    rewards = buf.sample(draws)["rewards"].long()
     counts = torch.bincount(rewards, minlength=10).double()
     assert counts[filled:].sum() == 0  # never an unfilled row
     expected = draws / filled
@@ -153,8 +153,8 @@ def test_ou_noise_reverts_to_its_mean_at_rate_theta():
     noise.reset(np.array([True, False]))
     assert noise.state[:, 0].tolist() == pytest.approx([0.0, 0.9 ** 5])
     # With noise, the stationary spread is sigma^2 dt / (1 - (1 - theta dt)^2) around mu.
-    gen = torch.Generator().manual_seed(0)
-    noise = OrnsteinUhlenbeckNoise(num_envs=4000, action_dim=1, theta=0.2, sigma=0.3, mu=0.5, dt=1.0, generator=gen)
+    torch.manual_seed(0)
+    noise = OrnsteinUhlenbeckNoise(num_envs=4000, action_dim=1, theta=0.2, sigma=0.3, mu=0.5, dt=1.0)
     for _ in range(200):
         x = noise.sample()
     assert x.mean().item() == pytest.approx(0.5, abs=0.02)

@@ -30,10 +30,9 @@ class OrnsteinUhlenbeckNoise:
     processes of env copies whose episode ended.
     """
 
-    def __init__(self, num_envs: int, action_dim: int, theta: float, sigma: float, mu: float = 0.0, dt: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, num_envs: int, action_dim: int, theta: float, sigma: float, mu: float = 0.0,
+                 dt: float = 1.0) -> None:
         self.theta, self.sigma, self.mu, self.dt = theta, sigma, mu, dt
-        self.generator = generator
         self.state = torch.full((num_envs, action_dim), float(mu))
 
     def reset(self, mask: np.ndarray | None = None) -> None:
@@ -43,7 +42,7 @@ class OrnsteinUhlenbeckNoise:
             self.state[torch.as_tensor(mask)] = self.mu
 
     def sample(self) -> torch.Tensor:
-        noise = torch.randn(self.state.shape, generator=self.generator)
+        noise = torch.randn(self.state.shape)
         self.state += self.theta * (self.mu - self.state) * self.dt + self.sigma * math.sqrt(self.dt) * noise
         return self.state.clone()
 

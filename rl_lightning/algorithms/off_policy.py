@@ -200,7 +200,7 @@ class OffPolicyModule(RLModule):
         # One vectorised test per stored field, before anything is sampled from them.
         self.check_stored_finite(start_rows, start_steps, trace)
         if self.env_steps < hp.learning_starts:
-            return {}  # still warming up: no updates (Lightning skips a None batch without calling training_step)
+            return {}  # still warming up: an empty batch, on which train_on_batch makes no update
         return buf.sample(hp.gradient_steps * hp.batch_size)
 
     def check_stored_finite(self, start_rows: int, start_steps: int, trace: list[tuple[int, np.ndarray]]) -> None:

@@ -157,11 +157,11 @@ class ReplayBuffer:
                                 .cpu().numpy())
         return skipped, fields
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, Obs]:
+    def sample(self, batch_size: int) -> dict[str, Obs]:
         """A uniformly drawn batch (with replacement) as a dict; observations are dicts for Dict spaces."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
         return self.gather(idx)
 
     def gather(self, idx: torch.Tensor) -> dict[str, Obs]:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch.utils.data import IterableDataset
 
-if TYPE_CHECKING:
-    from rl_lightning.algorithms.base import RLModule
+
+class Collector(Protocol):
+    """What the stream needs of the module it feeds (``RLModule``): the epoch's length and one collection."""
+
+    def batches_this_epoch(self) -> int: ...
+
+    def collect(self) -> Any: ...
 
 
 class ExperienceStream(IterableDataset):
@@ -29,7 +34,7 @@ class ExperienceStream(IterableDataset):
     equally long because the module counts env steps over all ranks.
     """
 
-    def __init__(self, module: RLModule) -> None:
+    def __init__(self, module: Collector) -> None:
         super().__init__()
         self.module = module
 

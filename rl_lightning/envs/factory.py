@@ -176,7 +176,6 @@ def make_vector_env(
     seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[WrapperSpec] = (),
-    record_statistics: bool = True,
 ) -> gym.vector.VectorEnv:
     """Build a seeded vector env of ``num_envs`` copies of ``env``.
 
@@ -190,7 +189,6 @@ def make_vector_env(
         env_kwargs: keyword arguments for ``gym.make`` or the env class.
         wrappers: applied to each sub-env in order, innermost first (for a vector env of its own, such as
             Unity's, only observation and action wrappers, applied to each sub-env's observations and actions).
-        record_statistics: wrap the vector env in ``RecordEpisodeStatistics``.
     """
     if num_envs < 1:
         raise ConfigurationError(f"num_envs={num_envs} must be >= 1")
@@ -215,7 +213,7 @@ def make_vector_env(
         if seed is not None:  # random exploration draws from the action spaces
             venv.action_space.seed(seed)
             venv.single_action_space.seed(seed)
-        return gym.wrappers.vector.RecordEpisodeStatistics(venv) if record_statistics and not own_statistics else venv
+        return gym.wrappers.vector.RecordEpisodeStatistics(venv) if not own_statistics else venv
 
     def make_one() -> gym.Env:
         e = factory(**kwargs)
@@ -228,8 +226,7 @@ def make_vector_env(
     vector_class = CheckedSyncVectorEnv if vectorization == "sync" else CheckedAsyncVectorEnv
     venv = vector_class(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     venv.env_label = env_label(env)
-    if record_statistics:
-        venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
     if seed is not None:
         # Sub-env observations are seeded by the first `reset(seed=seed)`;
         # the action spaces (random exploration) are seeded here.

@@ -28,19 +28,15 @@ def activation_class(name: str) -> type[nn.Module]:
 
 
 class MLP(nn.Sequential):
-    """``Linear -> activation`` for each hidden size; an optional final ``Linear`` to ``out_dim``."""
+    """``Linear -> activation`` for each hidden size; ``out_dim`` is the size of what it gives."""
 
-    def __init__(self, in_dim: int, hidden_sizes: Sequence[int], activation: str = "tanh",
-                 out_dim: int | None = None) -> None:
+    def __init__(self, in_dim: int, hidden_sizes: Sequence[int], activation: str = "tanh") -> None:
         layers: list[nn.Module] = []
         act = activation_class(activation)
         last = in_dim
         for size in hidden_sizes:
             layers += [nn.Linear(last, size), act()]
             last = size
-        if out_dim is not None:
-            layers.append(nn.Linear(last, out_dim))
-            last = out_dim
         super().__init__(*layers)
         self.out_dim = last
 

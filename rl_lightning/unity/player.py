@@ -26,7 +26,8 @@ during a run (a destroyed agent sends one last done step, as Unity's
 ``UnityEnvironment(file_name=<path of rl-lightning-unity-player>, additional_args=[...])``
 or by hand with ``--mlagents-port``.
 
-Protocol facts are written down in the project's Unity protocol notes; the
+The protocol is what ``mlagents_envs`` speaks (``rpc_communicator.py``, ``rpc_utils.py``, ``environment.py``)
+and Unity's ``com.unity.ml-agents`` runtime answers (``Runtime/Communicator/RpcCommunicator.cs``); the
 message types are those generated in ``mlagents_envs.communicator_objects``.
 """
 
