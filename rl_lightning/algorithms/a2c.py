@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from rl_lightning.algorithms.on_policy import OnPolicyModule
+from rl_lightning.data.rollout import normalize_advantages
 
 
 class A2C(OnPolicyModule):
@@ -37,8 +38,8 @@ class A2C(OnPolicyModule):
         dist, values = self.policy(rollout["obs"], rollout.get("action_mask"))
         log_probs = dist.log_prob(rollout["actions"])
         advantages = rollout["advantages"]
-        if hp.normalize_advantage and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if hp.normalize_advantage:
+            advantages = normalize_advantages(advantages)
         # Policy gradient theorem with a learned baseline (Mnih et al. 2016, Algorithm S3).
         policy_loss = -(log_probs * advantages).mean()
         value_loss = self.value_loss_fn(values, rollout["returns"])

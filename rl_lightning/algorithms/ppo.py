@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 
 from rl_lightning.algorithms.on_policy import OnPolicyModule
-from rl_lightning.data.rollout import minibatch
+from rl_lightning.data.rollout import minibatch, normalize_advantages
 from rl_lightning.errors import ConfigurationError
 
 
@@ -120,8 +120,8 @@ class PPO(OnPolicyModule):
                 dist, values = self.policy(mb["obs"], mb.get("action_mask"))
                 log_probs = dist.log_prob(mb["actions"])
                 advantages = mb["advantages"]
-                if hp.normalize_advantage and advantages.shape[0] > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                if hp.normalize_advantage:
+                    advantages = normalize_advantages(advantages)
                 policy_loss, ratio = clipped_surrogate_loss(log_probs, mb["log_probs"], advantages, clip_range)
                 value_loss = self.value_loss_fn(values, mb["returns"])
                 # Without an entropy bonus the entropy stays out of the graph (a diagnostic only).

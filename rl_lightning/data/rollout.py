@@ -56,6 +56,13 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
     return advantages, advantages + values
 
 
+def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
+    """Advantages standardised to mean 0 and standard deviation 1 (as given when there is only one)."""
+    if advantages.numel() <= 1:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty((), dtype=dtype).numpy().dtype
 
