@@ -366,7 +366,7 @@ def test_vector_env_matches_unity_observations_to_dict_keys_by_name(vector_env):
 
 
 def test_command_line_arguments_from_yaml_go_to_the_player_as_strings_and_json():
-    from rl_lightning.unity.vector_env import command_line_arguments
+    from rl_lightning.unity.process import command_line_arguments
 
     # YAML reads `8` as a number and a JSON argument as a mapping; the player gets text it can parse.
     assert command_line_arguments(["--agents", 8, "--env-kwargs", {"terminate_at": 20}, "--x", [1, 2]]) == [
