@@ -10,6 +10,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from rl_lightning.lightning_compat import end_epoch_in_checkpoint
+
 
 class LastCheckpoint(ModelCheckpoint):
     """Writes ``last.ckpt`` at the end of every epoch, and when SIGTERM or Ctrl-C stops ``fit``.
@@ -56,30 +58,6 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             print(f"Stopped by {'SIGTERM' if isinstance(exception, SIGTERMException) else 'Ctrl-C'}: saved "
                   f"{self.last_checkpoint_path}", file=sys.stderr, flush=True)
-
-
-def end_epoch_in_checkpoint(checkpoint: dict[str, Any]) -> None:
-    """Make a checkpoint written in the middle of an epoch resume as if that epoch had ended after its last whole batch.
-
-    Lightning resumes a mid-epoch checkpoint inside the epoch (``FitLoop.update_restart_stage`` in
-    ``lightning/pytorch/loops/fit_loop.py``) and counts its batches against a dataloader length that
-    ``ExperienceStream`` computes afresh from the env steps left, so the resumed epoch came out short and, in the
-    budget's last epoch, training ended before ``total_steps``. Marked as finished (every counter of the epoch
-    and of its batches at "completed", as in a checkpoint written after an epoch's end), the run resumes at the
-    next epoch, whose length and the budget's remaining epochs follow from the env steps. The interrupted epoch
-    has no evaluation.
-    """
-    loop = checkpoint.get("loops", {}).get("fit_loop")
-    if loop is None:
-        return
-    epochs = loop["epoch_progress"]
-    for counters in (epochs["total"], epochs["current"]):
-        counters.update(dict.fromkeys(("ready", "started", "processed", "completed"), counters["started"]))
-    batches = loop["epoch_loop.batch_progress"]
-    for counters in (batches["total"], batches["current"]):  # a batch being collected when the signal came is dropped
-        counters.update(dict.fromkeys(("ready", "started", "processed"), counters["completed"]))
-    batches["is_last_batch"] = True
-    checkpoint["epoch"] = epochs["current"]["completed"]
 
 
 def output_is_interactive() -> bool:

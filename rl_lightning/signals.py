@@ -23,6 +23,8 @@ from typing import Any
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from rl_lightning.lightning_compat import attached_trainer
+
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 """143: the exit status of a run stopped by SIGTERM, as a shell reports a process ended by that signal."""
 
@@ -36,7 +38,7 @@ class Terminated(SIGTERMException):
 
 def termination_requested(module: Any) -> bool:
     """Whether SIGTERM arrived during the Trainer call ``module`` runs in: cheap enough to ask every env step."""
-    trainer = module._trainer
+    trainer = attached_trainer(module)
     return trainer is not None and trainer.received_sigterm
 
 

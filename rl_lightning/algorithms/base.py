@@ -14,7 +14,6 @@ import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -30,6 +29,8 @@ from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
+from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch, logs_due,
+                                           replace_default_checkpoint_io, set_max_epochs)
 from rl_lightning.signals import exit_code_for
 
 # Collection runs in the trainer process on purpose (the generator uses the live policy),
@@ -63,8 +64,7 @@ class _RunSupport(L.Callback):
     """
 
     def setup(self, trainer: L.Trainer, pl_module: RLModule, stage: str) -> None:
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        replace_default_checkpoint_io(trainer, AtomicCheckpointIO())
 
     def on_exception(self, trainer: L.Trainer, pl_module: RLModule, exception: BaseException) -> None:
         exit_code_for(exception)
@@ -309,7 +309,8 @@ class RLModule(L.LightningModule):
             self.env_spaces = spaces_before_wrappers(envs, len(self.hparams.wrappers or ()))
 
     def _world_size(self) -> int:
-        return self._trainer.world_size if self._trainer is not None else 1
+        trainer = attached_trainer(self)
+        return trainer.world_size if trainer is not None else 1
 
     def _gather_num_envs(self) -> list[int]:
         # Once per fit, so that counting the global env steps of each batch needs no collective. Unity ranks can
@@ -410,7 +411,7 @@ class RLModule(L.LightningModule):
         if max_epochs is None or max_epochs < 0:
             # Unbounded: the budget ends training; telling the loop how many epochs that is
             # lets progress bars show "epoch 3/9" instead of an open end.
-            self.trainer.fit_loop.max_epochs = self.current_epoch + needed
+            set_max_epochs(self.trainer, self.current_epoch + needed)
         elif max_epochs - self.current_epoch < needed:
             warnings.warn(f"trainer.max_epochs={max_epochs} stops training before total_steps="
                           f"{self.hparams.total_steps} env steps ({needed} epochs of {self.hparams.steps_per_epoch} "
@@ -477,14 +478,12 @@ class RLModule(L.LightningModule):
     def _log_due(self) -> bool:
         """Whether this batch writes a training point (see ``log_interval``)."""
         trainer = self.trainer
-        loop = trainer.fit_loop.epoch_loop
         if (trainer.should_stop or self.env_steps >= self.hparams.total_steps
-                or loop.batch_progress.current.ready >= trainer.num_training_batches):
+                or batches_fetched_this_epoch(trainer) >= trainer.num_training_batches):
             return True  # the epoch's (or the run's) last batch: epoch-end callbacks see fresh values
         if self._last_log is not None and self.env_steps - self._last_log[1] < self.hparams.log_interval:
             return False
-        connector = getattr(trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
+        return logs_due(trainer)
 
     def log_training(self, metrics: dict[str, torch.Tensor | float], end_of_batch: bool = True) -> None:
         """Log the algorithm's diagnostics with episode statistics and throughput, against env steps.
@@ -502,7 +501,7 @@ class RLModule(L.LightningModule):
                 value = value.detach()
             pending[key] = pending[key] + value if key in pending else value
             counts[key] = counts.get(key, 0) + 1
-        if not end_of_batch or (self._trainer is not None and not self._log_due()):
+        if not end_of_batch or (attached_trainer(self) is not None and not self._log_due()):
             return
         means = {key: value / counts[key] for key, value in pending.items()}
         self._pending, self._pending_counts = {}, {}
@@ -635,7 +634,7 @@ class RLModule(L.LightningModule):
             checkpoint["rl_lightning"]["run_state"] = self._gather_run_states()
 
     def _fitting(self) -> bool:
-        return self._trainer is not None and self.trainer.state.fn == "fit"
+        return attached_trainer(self) is not None and self.trainer.state.fn == "fit"
 
     def run_state(self) -> dict[str, Any]:
         """What this process's next env steps and updates depend on beyond the weights, optimizers and counters.
@@ -693,7 +692,8 @@ class RLModule(L.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        path = self._trainer.ckpt_path if self._trainer is not None else None
+        trainer = attached_trainer(self)
+        path = trainer.ckpt_path if trainer is not None else None
         state = self._check_checkpoint(checkpoint, path)
         # This run's settings are what runs (see settings_differences): those that define the networks (and, to
         # resume a fit, the saved run state) must be the checkpoint's, the others take this run's values.

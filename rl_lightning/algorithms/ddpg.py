@@ -10,13 +10,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_finite_action_bounds
+from rl_lightning.lightning_compat import attached_trainer, find_unused_parameters_under_ddp
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.mlp import activation_class
 from rl_lightning.networks.target import make_target, soft_update
@@ -146,14 +146,12 @@ class DDPG(OffPolicyModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        if stage == "fit" and isinstance(strategy, DDPStrategy):
+        if stage == "fit":
             # The critic's backward gives the actor no gradients, and DDP by default waits for every parameter's
             # gradient before it averages them ("Expected to have finished reduction ..." at the next backward).
             # DDP's unused-parameter detection marks the actor's ready instead; the updates stay as they are.
-            # Lightning keeps the kwargs it passes to DistributedDataParallel in this dict and wraps the model after
-            # setup; an explicit DDPStrategy(find_unused_parameters=...) is left as given.
-            strategy._ddp_kwargs.setdefault("find_unused_parameters", True)
+            # An explicit DDPStrategy(find_unused_parameters=...) is left as given.
+            find_unused_parameters_under_ddp(attached_trainer(self))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [make_optimizer(torch.optim.Adam, self.actor.parameters(), lr=self.hparams.actor_learning_rate),

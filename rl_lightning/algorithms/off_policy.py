@@ -17,6 +17,7 @@ from rl_lightning.envs.factory import final_observations
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import all_finite, check_collect_budget, env_label, first_non_finite, non_finite_env_fault
+from rl_lightning.lightning_compat import attached_trainer
 from rl_lightning.signals import Terminated, termination_requested
 
 
@@ -141,7 +142,7 @@ class OffPolicyModule(RLModule):
             mask = self._initial_info.get("action_mask")
             self._action_mask = None if mask is None else np.asarray(mask, dtype=bool)
             # Allocated (after a memory check) where the module will live, before training starts.
-            device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+            device = self.trainer.strategy.root_device if attached_trainer(self) is not None else torch.device("cpu")
             self.buffer = ReplayBuffer(self.hparams.buffer_size, self.observation_space, self.action_space,
                                        device=device,
                                        action_mask_size=None if mask is None else self._action_mask.shape[-1])

@@ -18,6 +18,7 @@ from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError, EnvironmentFault
 from rl_lightning.guards import (all_finite, check_collect_budget, check_collected, env_label, first_non_finite,
                                  non_finite_env_fault, obs_fields)
+from rl_lightning.lightning_compat import attached_trainer
 from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
 from rl_lightning.signals import Terminated, termination_requested
 
@@ -190,7 +191,7 @@ class OnPolicyModule(RLModule):
                                  f"n_steps={hp.n_steps} x num_envs={self.num_envs_all_ranks}",
                                  "lower n_steps or num_envs, or raise total_steps")
             obs_shape, obs_dtype = self.observation_storage()
-            device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+            device = self.trainer.strategy.root_device if attached_trainer(self) is not None else self.device
             check_rollout_memory(hp.n_steps, self.num_envs, obs_shape, self.policy_action_shape(), device,
                                  obs_dtype=obs_dtype,
                                  action_mask_size=None if self._action_mask is None else self._action_mask.shape[-1])

@@ -16,10 +16,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from rl_lightning.guards import non_finite_loss
+from rl_lightning.lightning_compat import count_optimizer_steps, optimizer_step_progress, plain_precision
 
 # Hooks Lightning calls around every backward and optimizer step; the direct route skips them.
 UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
@@ -62,9 +62,8 @@ class GradientStepper:
         self.strategy = trainer.strategy
         callbacks_hook = any(is_overridden(h, cb, L.Callback) for cb in trainer.callbacks for h in UPDATE_HOOKS)
         module_hook = any(is_overridden(h, module, L.LightningModule) for h in (*UPDATE_HOOKS, "backward"))
-        self.direct = type(self.strategy.precision_plugin) is Precision and not callbacks_hook and not module_hook
-        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        self._progress = getattr(getattr(loop, "manual_optimization", None), "optim_step_progress", None)
+        self.direct = plain_precision(self.strategy) and not callbacks_hook and not module_hook
+        self._progress = optimizer_step_progress(trainer)
         self._params: dict[int, list[torch.Tensor]] = {}
 
     def _params_of(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -120,6 +119,4 @@ class GradientStepper:
         self._check_finite(loss, norms)
         for opt in raw:
             opt.step()
-            if self._progress is not None:
-                self._progress.increment_ready()
-                self._progress.increment_completed()
+            count_optimizer_steps(self._progress)
