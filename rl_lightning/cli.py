@@ -131,9 +131,11 @@ class RLLightningCLI(LightningCLI):
         # `export` and `configs` are handled by `main` before this parser runs; listed here so that `--help` shows them.
         from jsonargparse import ArgumentParser
 
+        action = getattr(parser, "_subcommands_action", None)  # jsonargparse has no public way to add one
+        if action is None:  # another jsonargparse: `--help` then lists Lightning's subcommands only
+            return
         for name, text in (("export", EXPORT_HELP), ("configs", CONFIGS_HELP)):
-            parser._subcommands_action.add_subcommand(  # noqa: SLF001 - jsonargparse has no public way to add one
-                name, ArgumentParser(description=text), help=text)
+            action.add_subcommand(name, ArgumentParser(description=text), help=text)
 
     def _parse_ckpt_path(self) -> None:
         """Lightning 2.6 (``LightningCLI._parse_ckpt_path`` in ``lightning/pytorch/cli.py``) loads an explicit
