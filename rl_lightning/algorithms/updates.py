@@ -97,6 +97,8 @@ class GradientStepper:
         before any optimizer steps, so the weights stay as they were."""
         module = self.module
         if not self.direct:
+            # The loss only: under a mixed-precision plugin, inf gradients are the loss scaler's business (it skips
+            # that step and lowers its scale), not a fault.
             self._check_finite(loss)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
