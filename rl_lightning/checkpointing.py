@@ -89,6 +89,19 @@ def _comparable(value: Any) -> Any:
     return value
 
 
+RENAMED_SETTINGS = {"rollouts_per_batch": "rounds_per_batch"}
+"""Settings that took another name: older checkpoints still load (``rename_settings``), older configs are told."""
+
+
+def rename_settings(hyper_parameters: dict[str, Any]) -> list[str]:
+    """Give ``hyper_parameters`` (of an older checkpoint) the settings' current names, in place; returns the renamed
+    ones."""
+    renamed = [old for old in RENAMED_SETTINGS if old in hyper_parameters]
+    for old in renamed:
+        hyper_parameters[RENAMED_SETTINGS[old]] = hyper_parameters.pop(old)
+    return renamed
+
+
 def settings_differences(model_class: type, saved_algorithm: str, saved: dict[str, Any], current: dict[str, Any],
                          resuming: bool) -> tuple[list[str], list[str]]:
     """How a run's settings (``current``) differ from those a checkpoint was written with (``saved``).

@@ -37,8 +37,8 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.errors import RLLightningError
-from rl_lightning.checkpointing import (CheckpointError, load_checkpoint_file, require_rl_lightning_state,
-                                        settings_differences)
+from rl_lightning.checkpointing import (RENAMED_SETTINGS, CheckpointError, load_checkpoint_file,
+                                        require_rl_lightning_state, settings_differences)
 
 # Deprecation notices from inside Lightning (its CLI on newer jsonargparse, its pytree use on
 # newer torch): nothing a user of this command can act on.
@@ -64,8 +64,11 @@ class _ArgumentParser(LightningArgumentParser):
         if not getattr(self, "exit_on_error", True) or _show_traceback():
             super().error(message, ex)
         prog = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "")
-        print(f"rl-lightning: error: {condense_parser_message(message)}\n(the accepted options: {prog} --help)",
-              file=sys.stderr)
+        message = condense_parser_message(message)
+        for old, new in RENAMED_SETTINGS.items():
+            if f"'{old}'" in message:
+                message += f" ({old} is now called {new})"
+        print(f"rl-lightning: error: {message}\n(the accepted options: {prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 

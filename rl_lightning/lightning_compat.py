@@ -131,7 +131,7 @@ def end_epoch_in_checkpoint(checkpoint: dict[str, Any]) -> None:
 
     Lightning resumes a mid-epoch checkpoint inside the epoch (``FitLoop.update_restart_stage`` in
     ``lightning/pytorch/loops/fit_loop.py``) and counts its batches against a dataloader length that
-    ``ExperienceStream`` computes afresh from the env steps left, so the resumed epoch came out short and, in the
+    ``RoundStream`` computes afresh from the env steps left, so the resumed epoch came out short and, in the
     budget's last epoch, training ended before ``total_steps``. Marked as finished (every counter of the epoch
     and of its batches at "completed", as in a checkpoint written after an epoch's end), the run resumes at the
     next epoch, whose length and the budget's remaining epochs follow from the env steps. The interrupted epoch

@@ -66,7 +66,7 @@ class RankProbe(L.Callback):
             "env_steps": pl_module.env_steps,
             "episodes": pl_module.episodes,
             "num_envs": pl_module.num_envs,
-            "steps_per_batch": pl_module.steps_per_batch,
+            "rounds_per_batch": pl_module.rounds_per_batch,
             "batches": self.batches,
             "local_returns": self.local_returns,
             "resumed": self.resumed,

@@ -47,7 +47,9 @@ def written_files(folder: Path) -> list[Path]:
     (["--config", str(CONFIGS / "ddpg_pendulum.yaml"), "--model.init_args.env=CartPole-v1"],
      "DDPG needs a 1-D Box (continuous) action space; the env's is Discrete(2)"),  # raised in setup
     (["--config", str(CONFIGS / "no_such.yaml")], "no_such.yaml"),
-], ids=["init", "unknown-key", "bad-value", "setup", "missing-config"])
+    (["--config", str(CONFIGS / "ppo_cartpole.yaml"), "--model.init_args.rollouts_per_batch=2"],
+     "Option 'rollouts_per_batch' is not accepted (rollouts_per_batch is now called rounds_per_batch)"),
+], ids=["init", "unknown-key", "bad-value", "setup", "missing-config", "renamed-key"])
 def test_a_bad_setting_is_one_line_with_status_2_and_no_run_folder(tmp_path, args, expected):
     proc = command(tmp_path, "fit", *args, *tiny(tmp_path)[:4], f"--trainer.default_root_dir={tmp_path}")
     assert proc.returncode == 2, proc.stderr

@@ -101,7 +101,7 @@ def test_ranks_end_with_identical_parameters_and_a_global_step_budget(name, tmp_
     # The budget counts both ranks' steps: each stepped its envs for half of it, not for all of it.
     assert [r["env_steps"] for r in ranks] == [total, total]
     # Both ranks ran the same batches (else one would wait for the other's collectives forever).
-    assert ranks[0]["batches"] == ranks[1]["batches"] and ranks[0]["steps_per_batch"] == ranks[1]["steps_per_batch"]
+    assert ranks[0]["batches"] == ranks[1]["batches"] and ranks[0]["rounds_per_batch"] == ranks[1]["rounds_per_batch"]
     # Differently seeded envs: the ranks saw different episodes.
     assert ranks[0]["local_returns"] != ranks[1]["local_returns"]
 

@@ -83,7 +83,7 @@ def test_rollout_collected_through_the_mirror_stores_the_policys_log_probs_and_v
     model = A2C(env="CartPole-v1", num_envs=3, n_steps=16, hidden_sizes=[16], seed=4)
     model.setup("fit")
     assert model.policy.host() is not None
-    batch = model.collect()
+    batch = model.collect_round()
     dist, values = model.policy(batch["obs"])
     assert torch.allclose(batch["log_probs"], dist.log_prob(batch["actions"]), atol=1e-5)
     assert torch.allclose(batch["values"], values, atol=1e-6)

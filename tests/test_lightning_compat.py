@@ -69,7 +69,7 @@ def count_steps(module):
 RUNS = {
     # one rollout (32 env steps) per batch, 4 batches an epoch, 2 epochs; DQN: one round (8 env steps) per batch
     "PPO": lambda: PPO(env="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, n_epochs=2, total_steps=256,
-                       steps_per_epoch=128, rollouts_per_batch=1, hidden_sizes=[16], eval_episodes=0, seed=0),
+                       steps_per_epoch=128, rounds_per_batch=1, hidden_sizes=[16], eval_episodes=0, seed=0),
     "DQN": lambda: DQN(env="CartPole-v1", num_envs=2, total_steps=240, steps_per_epoch=120, train_freq=4,
                        learning_starts=64, buffer_size=500, batch_size=16, rounds_per_batch=1, hidden_sizes=[16],
                        eval_episodes=0, seed=0),
@@ -181,7 +181,7 @@ def test_mid_epoch_checkpoint_has_the_loop_layout_that_end_epoch_in_checkpoint_r
                 trainer.save_checkpoint(tmp_path / "mid.ckpt")
 
     model = PPO(env="CartPole-v1", num_envs=2, n_steps=16, batch_size=32, n_epochs=1, total_steps=256,
-                steps_per_epoch=96, rollouts_per_batch=1, hidden_sizes=[16], eval_episodes=0, seed=0)
+                steps_per_epoch=96, rounds_per_batch=1, hidden_sizes=[16], eval_episodes=0, seed=0)
     L.Trainer(max_epochs=-1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
               num_sanity_val_steps=0, logger=False, default_root_dir=tmp_path, callbacks=[SaveMidEpoch()]).fit(model)
     checkpoint = torch.load(tmp_path / "mid.ckpt", weights_only=False)

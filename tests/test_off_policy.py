@@ -99,7 +99,7 @@ def test_td_targets_zero_the_future_on_termination_and_bootstrap_on_truncation()
 def test_collected_transitions_keep_the_final_observation_and_only_termination(env_kwargs):
     model = DQN(env=CounterEnv, env_kwargs=env_kwargs, learning_starts=64, batch_size=32, train_freq=8)
     model.setup("fit")
-    model.collect()
+    model.collect_round()
     buf = model.buffer
     obs, next_obs = buf.storage["obs"][:8, 0].tolist(), buf.storage["next_obs"][:8, 0].tolist()
     assert obs == [0, 1, 2, 0, 1, 2, 0, 1]

@@ -21,7 +21,7 @@ def test_collect_bootstraps_truncation_from_final_obs_and_zeroes_termination():
     model = A2C(env=CounterEnv, env_kwargs={"truncate_at": 3}, n_steps=7, gamma=0.5, gae_lambda=0.0,
                 reward_scale=0.1)
     model.setup("fit")
-    batch = model.collect()
+    batch = model.collect_round()
     v = lambda x: model.policy.value(torch.tensor([[float(x)]])).item()  # noqa: E731
     obs = [0, 1, 2, 0, 1, 2, 0]  # the env truncates after 3 steps and resets at once
     for t, o in enumerate(obs):
@@ -32,7 +32,7 @@ def test_collect_bootstraps_truncation_from_final_obs_and_zeroes_termination():
 
     model = A2C(env=CounterEnv, env_kwargs={"terminate_at": 3}, n_steps=3, gamma=0.5, gae_lambda=0.0)
     model.setup("fit")
-    batch = model.collect()
+    batch = model.collect_round()
     v = lambda x: model.policy.value(torch.tensor([[float(x)]])).item()  # noqa: E731
     assert batch["advantages"][2].item() == pytest.approx(1.0 - v(2), abs=1e-6)  # terminal: no future value
 
@@ -54,8 +54,8 @@ def test_bad_input_is_rejected_before_training():
         PPO(env="CartPol-v1")
     with pytest.raises(ConfigurationError, match=r"batch_size=256 must be between 1 and the rollout size .* = 128"):
         PPO(num_envs=4, n_steps=32, batch_size=256)
-    with pytest.raises(ConfigurationError, match="rollouts_per_batch=0 must be a positive integer"):
-        A2C(rollouts_per_batch=0)
+    with pytest.raises(ConfigurationError, match="rounds_per_batch=0 must be a positive integer"):
+        A2C(rounds_per_batch=0)
     for budget in (0, -5):
         with pytest.raises(ConfigurationError, match=rf"total_steps={budget} must be a positive integer"):
             A2C(total_steps=budget)

@@ -152,6 +152,6 @@ def test_ppo_trains_on_dict_observations_and_acts_on_one_or_a_batch(tmp_path):
 def test_envs_without_masks_store_and_use_none():
     model = A2C(env="CartPole-v1", num_envs=2, n_steps=4)
     model.setup("fit")
-    batch = model.collect()
+    batch = model.collect_round()
     assert model._action_mask is None and model.rollout.action_masks is None
     assert "action_mask" not in batch and batch["obs"].dtype == torch.float32

@@ -231,7 +231,7 @@ def fit_on_levels(tmp_path: Path, worker_id: int, total_steps: int, ckpt_path: s
     model = A2C(env="unity", env_kwargs={"file_name": PLAYER, "worker_id": worker_id, "timeout_wait": 10,
                                          "additional_args": ["--env", "toy_envs:ParameterRewardEnv", "--agents", "2"],
                                          "parameters": level_curriculum()},
-                n_steps=8, rollouts_per_batch=1, hidden_sizes=[8], total_steps=total_steps, steps_per_epoch=160,
+                n_steps=8, rounds_per_batch=1, hidden_sizes=[8], total_steps=total_steps, steps_per_epoch=160,
                 **{"eval_episodes": 0, "log_interval": 16, **kwargs})
     trainer = L.Trainer(max_epochs=-1, logger=TensorBoardLogger(tmp_path, name="run"), log_every_n_steps=1,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,

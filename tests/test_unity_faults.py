@@ -91,7 +91,7 @@ def ppo_on_unity(timeout_wait: int, num_processes: int = 1) -> PPO:
                                         "num_processes": num_processes, "additional_args": AGENTS},
                eval_env_kwargs={"base_port": free_port(), "num_processes": 1},
                n_steps=16 // num_processes, batch_size=32, n_epochs=1, total_steps=10_000, steps_per_epoch=64,
-               eval_episodes=1, eval_num_envs=1, rollouts_per_batch=1)
+               eval_episodes=1, eval_num_envs=1, rounds_per_batch=1)
 
 
 def fit(model: PPO, tmp_path: Path, callback: L.Callback) -> None:

@@ -85,7 +85,7 @@ def test_replay_stores_one_transition_per_decision_and_none_for_empty_rows(vecto
     module.setup("fit")
     try:
         for _ in range(400):
-            module.collect()
+            module.collect_round()
     finally:
         module.close_envs()
     n = module.buffer.size
@@ -178,7 +178,7 @@ def test_ppo_rollouts_hold_one_sample_per_decision_and_carry_open_ones(vector_en
     try:
         sizes, carried = [], 0
         for _ in range(10):
-            batch = module.collect()
+            batch = module.collect_round()
             sizes.append(len(batch["returns"]))
             carried += module.rollout._carry is not None
     finally:

@@ -79,7 +79,7 @@ def test_training_logs_unity_stats_per_point_with_their_aggregation(tmp_path, mo
         file_name=PLAYER, worker_id=WORKER_ID + 1, timeout_wait=20,
         additional_args=["--env", "toy_envs:StatsEnv", "--env-kwargs", f'{{"truncate_at": {truncate_at}}}',
                          "--agents", str(agents)]),
-        n_steps=8, rollouts_per_batch=1, hidden_sizes=[8], total_steps=1024, steps_per_epoch=512, log_interval=96,
+        n_steps=8, rounds_per_batch=1, hidden_sizes=[8], total_steps=1024, steps_per_epoch=512, log_interval=96,
         eval_episodes=0, seed=0)
     L.Trainer(max_epochs=-1, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
               log_every_n_steps=1, enable_model_summary=False,

@@ -32,7 +32,7 @@ class A2C(OnPolicyModule):
         super().__init__(n_steps=n_steps, learning_rate=learning_rate, gae_lambda=gae_lambda,
                          normalize_advantage=normalize_advantage, **kwargs)
 
-    def train_on_batch(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
+    def train_round(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
         frac = self.apply_lr_schedule()
         dist, values = self.policy(rollout["obs"], rollout.get("action_mask"))
@@ -45,7 +45,7 @@ class A2C(OnPolicyModule):
         value_loss = self.value_loss_fn(values, rollout["returns"])
         # Without an entropy bonus the entropy stays out of the graph (a diagnostic only).
         entropy = dist.entropy().mean() if hp.ent_coef != 0 else None
-        self.update(policy_loss, value_loss, entropy)
+        self.actor_critic_step(policy_loss, value_loss, entropy)
         if entropy is None:
             with torch.no_grad():
                 entropy = dist.entropy().mean()

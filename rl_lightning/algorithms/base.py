@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import pickle
 import time
@@ -19,15 +20,17 @@ from torch.utils.data import DataLoader
 
 from rl_lightning.callbacks import EpochProgress, LastCheckpoint
 from rl_lightning.checkpointing import (AtomicCheckpointIO, CheckpointError, env_state, load_checkpoint_file,
-                                        require_rl_lightning_state, restore_env_state, rng_state, set_rng_state,
-                                        settings_differences)
+                                        rename_settings, require_rl_lightning_state, restore_env_state, rng_state,
+                                        set_rng_state, settings_differences)
 from rl_lightning.algorithms.updates import GradientStepper
-from rl_lightning.data.stream import EvaluationRequests, ExperienceStream
+from rl_lightning.algorithms.schedule import RoundSchedule
+from rl_lightning.data.stream import EvaluationRequests, RoundStream
 from rl_lightning.envs.checks import check_env_kwargs
 from rl_lightning.envs.factory import EnvSource, check_env_source, import_path_of, make_vector_env, resolve_env
 from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.guards import check_collect_budget
 from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
 from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch, logs_due,
                                            replace_default_checkpoint_io, set_max_epochs)
@@ -77,19 +80,17 @@ class _RunSupport(L.Callback):
 class RLModule(L.LightningModule):
     """A LightningModule that trains a policy on environments it builds and steps itself.
 
-    Subclasses implement ``build_networks``, ``collect_size``, ``collect``
-    (step the envs, return what one round of updates trains on),
-    ``train_on_batch`` (those updates), ``configure_optimizers`` and
-    ``predict_actions``. A training batch is ``collects_per_batch`` rounds of
-    collect-then-update: the dataloader collects the first round's data,
-    ``training_step`` updates on it, then collects and updates on the others, so
-    the updates are exactly those of one round per batch while Lightning's
-    per-batch work (hooks, loop bookkeeping, logging) is shared by several rounds.
+    Training is a sequence of rounds: every sub-env takes ``ROUND_UNIT`` steps (the algorithm's own setting,
+    ``n_steps`` or ``train_freq``), then the algorithm updates on what they collected. Subclasses implement
+    ``build_networks``, ``collect_round`` (step the envs for one round, return its data), ``train_round`` (that
+    round's updates, each through ``gradient_step``), ``configure_optimizers`` and ``predict_actions``. The
+    dataloader yields, per training batch, how many rounds ``training_step`` runs (``rounds_per_batch``); the
+    division of the budget into rounds, batches and epochs is ``RoundSchedule``'s.
 
     Training is measured in environment steps: ``env_steps`` counts every
     transition collected (all sub-envs), training ends once it reaches
     ``total_steps``, and TensorBoard plots every metric against it. One epoch is
-    ``steps_per_epoch`` env steps (rounded up to whole batches); validation
+    ``steps_per_epoch`` env steps (rounded up to whole rounds); validation
     (evaluation episodes) and checkpoint callbacks run at its end.
 
     Under DDP (``strategy="ddp"``) each process (rank) steps its own envs, seeded
@@ -126,7 +127,16 @@ class RLModule(L.LightningModule):
         check_env: check a custom env class or factory (not a registered id, not Unity) once at setup with Gymnasium's
             env checker: an observation of the wrong shape or dtype stops the run naming the env and its space, other
             findings are warnings. About a millisecond for a small env; ``False`` skips it.
+        gamma: discount factor.
+        reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
+        max_grad_norm: clip each optimizer's gradient norm to this before it steps; ``None`` disables clipping.
+        rounds_per_batch: rounds (collect, then update) per training batch. ``None`` chooses enough for about 256
+            env steps per batch, 1 when a round has that many, never more than an epoch's worth. The updates, epochs
+            and budget are those of one round per batch; several rounds share Lightning's per-batch work.
     """
+
+    ROUND_UNIT: str
+    """The setting that gives each sub-env's steps per round (``"n_steps"``, ``"train_freq"``)."""
 
     MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers")
     """Settings that define the networks or their spaces: a checkpoint loads only into a model with the same ones
@@ -151,6 +161,10 @@ class RLModule(L.LightningModule):
         eval_env_kwargs: dict[str, Any] | None = None,
         log_interval: int = 1000,
         check_env: bool = True,
+        gamma: float = 0.99,
+        reward_scale: float = 1.0,
+        max_grad_norm: float | None = None,
+        rounds_per_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -169,6 +183,16 @@ class RLModule(L.LightningModule):
                 raise ConfigurationError(f"{name}={value!r} must be a positive integer")
         if eval_episodes < 0:
             raise ConfigurationError(f"eval_episodes={eval_episodes} must be >= 0")
+        unit = self.hparams.get(self.ROUND_UNIT)
+        if not isinstance(unit, int) or unit < 1:
+            raise ConfigurationError(f"{self.ROUND_UNIT}={unit!r} must be a positive integer")
+        if rounds_per_batch is not None and (not isinstance(rounds_per_batch, int) or rounds_per_batch < 1):
+            raise ConfigurationError(f"rounds_per_batch={rounds_per_batch!r} must be a positive integer, or null to "
+                                     f"choose it from {self.ROUND_UNIT}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ConfigurationError(f"gamma={gamma} must lie in [0, 1]")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ConfigurationError(f"max_grad_norm={max_grad_norm} must be > 0, or null for no clipping")
         self.envs: gym.vector.VectorEnv | None = None
         self.eval_envs: gym.vector.VectorEnv | None = None
         self.observation_space: gym.Space | None = None
@@ -196,7 +220,6 @@ class RLModule(L.LightningModule):
         # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
         self._decision: np.ndarray | None = None
         self._stepper: GradientStepper | None = None
-        self._epoch_end_steps: int | None = None  # env_steps at which this epoch's rounds end (set as it starts)
         self._reapply_optimizer_settings = False  # see on_load_checkpoint
 
     # ------------------------------------------------------------------ algorithm interface
@@ -204,39 +227,14 @@ class RLModule(L.LightningModule):
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         """Create the networks for these spaces; raise ``ConfigurationError`` for spaces the algorithm can't handle."""
 
-    @property
     @abstractmethod
-    def collect_size(self) -> int:
-        """Environment steps (of this process, all its sub-envs) one ``collect()`` makes."""
-
-    @property
-    def collects_per_batch(self) -> int:
-        """Collect-then-update rounds per training batch (subclasses choose, see ``auto_collects_per_batch``)."""
-        return 1
-
-    AUTO_BATCH_STEPS = 256
-
-    def auto_collects_per_batch(self, setting: int | None) -> int:
-        """``setting``, or when ``None``: enough rounds for about ``AUTO_BATCH_STEPS`` env steps per batch (1 when
-        one round has that many), never more than an epoch's worth."""
-        if setting is not None:
-            return setting
-        wanted = math.ceil(self.AUTO_BATCH_STEPS / self.collect_size)
-        per_epoch = math.ceil(self.hparams.steps_per_epoch / self.env_steps_per_collect)
-        return max(1, min(wanted, per_epoch))
-
-    @property
-    def steps_per_batch(self) -> int:
-        """Environment steps (of this process) one training batch collects: ``collects_per_batch`` rounds."""
-        return self.collect_size * self.collects_per_batch
+    def collect_round(self) -> Any:
+        """Step the envs for one round with the current policy, advance ``env_steps``, return what the round's
+        updates train on."""
 
     @abstractmethod
-    def train_on_batch(self, batch: Any) -> dict[str, Any]:
-        """The updates of one round on ``collect()``'s output; returns the diagnostics to log."""
-
-    @abstractmethod
-    def collect(self) -> Any:
-        """Step the envs for one batch with the current policy, advance ``env_steps``, return the batch."""
+    def train_round(self, data: Any) -> dict[str, Any]:
+        """The updates of one round on ``collect_round()``'s data; returns the diagnostics to log."""
 
     @abstractmethod
     def predict_actions(self, obs: torch.Tensor, deterministic: bool = True,
@@ -296,6 +294,11 @@ class RLModule(L.LightningModule):
                 self._num_envs_by_rank = self._gather_num_envs()
                 # After the networks: the same initial weights on every rank, different action and minibatch draws.
                 torch.manual_seed(self._rank_seed())
+            # Here, once the envs are built: a Unity env's sub-envs (and DDP's ranks) are only counted now.
+            unit = self.ROUND_UNIT
+            check_collect_budget(self.round_steps, self.hparams.total_steps,
+                                 f"{unit}={self.hparams[unit]} x num_envs={self.num_envs_all_ranks}",
+                                 f"lower {unit} or num_envs, or raise total_steps")
         needs_eval = stage in ("validate", "test") or (stage == "fit" and self.hparams.eval_episodes > 0)
         if needs_eval and self.eval_envs is None:
             if self.hparams.eval_episodes < 1:
@@ -364,16 +367,6 @@ class RLModule(L.LightningModule):
         """Sub-envs of all DDP ranks together: each env step of the ranks adds this many to ``env_steps``."""
         return sum(self._num_envs_by_rank) if self._num_envs_by_rank else self.num_envs
 
-    @property
-    def env_steps_per_collect(self) -> int:
-        """Env steps one ``collect()`` adds to ``env_steps``: ``collect_size`` of every DDP rank."""
-        return self.collect_size // self.num_envs * self.num_envs_all_ranks
-
-    @property
-    def env_steps_per_batch(self) -> int:
-        """Env steps one training batch adds to ``env_steps``: ``steps_per_batch`` of every DDP rank."""
-        return self.steps_per_batch // self.num_envs * self.num_envs_all_ranks
-
     def obs_to_tensor(self, obs: Any) -> Any:
         """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest float32."""
         if isinstance(obs, dict):
@@ -382,31 +375,43 @@ class RLModule(L.LightningModule):
         dtype = torch.uint8 if obs.dtype == np.uint8 else torch.float32
         return torch.as_tensor(obs, dtype=dtype, device=self.device)
 
-    # ------------------------------------------------------------------ budget and epochs
-    def batches_this_epoch(self) -> int:
-        """Batches in the coming epoch: ``steps_per_epoch`` worth, fewer when the budget runs out first.
+    # ------------------------------------------------------------------ rounds, batches, epochs and the budget
+    @property
+    def round_steps(self) -> int:
+        """Env steps one round adds to ``env_steps``: ``ROUND_UNIT`` steps of every sub-env of every DDP rank."""
+        return self.hparams[self.ROUND_UNIT] * self.num_envs_all_ranks
 
-        The same on every DDP rank (the counts are global): a rank with a batch more would wait for the others forever.
-        """
-        per_epoch = math.ceil(self.hparams.steps_per_epoch / self.env_steps_per_batch)
-        remaining = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / self.env_steps_per_batch)
-        return min(per_epoch, remaining)
+    AUTO_BATCH_STEPS = 256
 
-    def env_steps_per_epoch(self) -> int:
-        """Env steps of a full epoch (all ranks): ``steps_per_epoch`` rounded up to whole rounds (``collect()``
-        calls), not batches: an epoch's last batch may hold fewer rounds."""
-        per_collect = self.env_steps_per_collect
-        return math.ceil(self.hparams.steps_per_epoch / per_collect) * per_collect
+    @property
+    def rounds_per_batch(self) -> int:
+        """The ``rounds_per_batch`` setting or, when ``None``: enough rounds for about ``AUTO_BATCH_STEPS`` env steps
+        of this process per batch (1 when one round has that many), never more than an epoch's worth."""
+        setting = self.hparams.rounds_per_batch
+        if setting is not None:
+            return setting
+        wanted = math.ceil(self.AUTO_BATCH_STEPS / (self.hparams[self.ROUND_UNIT] * self.num_envs))
+        return max(1, min(wanted, math.ceil(self.hparams.steps_per_epoch / self.round_steps)))
+
+    @property
+    def schedule(self) -> RoundSchedule:
+        """How the budget divides into rounds, batches and epochs (with the envs' real count, once they are built)."""
+        hp = self.hparams
+        return RoundSchedule(hp.total_steps, hp.steps_per_epoch, self.round_steps, self.rounds_per_batch)
+
+    def epoch_batches(self) -> list[int]:
+        """The rounds of each batch of the epoch starting now (the same on every DDP rank: the counts are global)."""
+        return self.schedule.epoch_batches(self.env_steps)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(ExperienceStream(self), batch_size=None, num_workers=0, generator=_private_generator())
+        return DataLoader(RoundStream(self.epoch_batches), batch_size=None, num_workers=0, generator=_private_generator())
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # collected directly on the module's device
 
     def on_train_start(self) -> None:
         # Here, not in on_fit_start: a resumed run's loop counters (current_epoch) are restored by now.
-        needed = math.ceil(max(self.hparams.total_steps - self.env_steps, 0) / self.env_steps_per_epoch())
+        needed = self.schedule.epochs_left(self.env_steps)
         max_epochs = self.trainer.max_epochs
         if max_epochs is None or max_epochs < 0:
             # Unbounded: the budget ends training; telling the loop how many epochs that is
@@ -437,30 +442,24 @@ class RLModule(L.LightningModule):
             for group, new_group in zip(restored.param_groups, fresh.param_groups):
                 group.update({k: v for k, v in new_group.items() if k != "params"})
 
-    def on_train_epoch_start(self) -> None:
-        self._epoch_end_steps = self.env_steps + self.env_steps_per_epoch()
-
-    def training_step(self, batch: Any) -> None:
-        """Update on the dataloader's round, then collect and update on up to ``collects_per_batch - 1`` more
-        (not past the epoch's end or the budget); then write a training point if one is due (``log_training``)."""
-        self.log_training(self.train_on_batch(batch), end_of_batch=False)
-        rounds = 1
-        end = min(self.hparams.total_steps, self._epoch_end_steps or self.hparams.total_steps)
-        while rounds < self.collects_per_batch and self.env_steps < end:
-            self.log_training(self.train_on_batch(self.collect()), end_of_batch=False)
-            rounds += 1
+    def training_step(self, rounds: int) -> None:
+        """Run ``rounds`` rounds (the dataloader's item): each collects with the live policy, then updates on what
+        it collected; then write a training point if one is due (``log_training``)."""
+        for _ in range(rounds):
+            self.log_training(self.train_round(self.collect_round()), end_of_batch=False)
         self.log_training({})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.env_steps >= self.hparams.total_steps:
+        if self.schedule.spent(self.env_steps):  # no epoch after this one
             self.trainer.should_stop = True
 
-    def gradient_update(self, loss: torch.Tensor, optimizers: list[Any], max_grad_norm: float | None) -> None:
-        """One gradient step: zero the grads of ``optimizers``, back-propagate ``loss``, clip each optimizer's
-        gradient norm to ``max_grad_norm`` (``None``: no clipping) and step them (see ``GradientStepper``)."""
+    def gradient_step(self, loss: torch.Tensor, optimizers: Any) -> None:
+        """One gradient step: zero the grads of ``optimizers`` (one or a list), back-propagate ``loss``, clip each
+        optimizer's gradient norm to ``max_grad_norm`` and step them (see ``GradientStepper``)."""
         if self._stepper is None:  # made in on_train_start; a training_step called outside fit needs one too
             self._stepper = GradientStepper(self)
-        self._stepper.step(loss, optimizers, max_grad_norm)
+        self._stepper.gradient_step(loss, optimizers if isinstance(optimizers, (list, tuple)) else [optimizers],
+                                    self.hparams.max_grad_norm)
 
     # ------------------------------------------------------------------ episode statistics and logging
     def record_episodes(self, info: dict[str, Any]) -> None:
@@ -688,7 +687,13 @@ class RLModule(L.LightningModule):
 
         The model needs no environment: its networks are rebuilt from the spaces stored in the checkpoint.
         """
-        cls._check_checkpoint(load_checkpoint_file(checkpoint_path, mmap=True), checkpoint_path)
+        checkpoint = load_checkpoint_file(checkpoint_path, mmap=True)
+        cls._check_checkpoint(checkpoint, checkpoint_path)
+        if rename_settings(checkpoint.get("hyper_parameters", {})):  # written before a setting was renamed
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            buffer.seek(0)
+            checkpoint_path = buffer
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -203,7 +203,7 @@ class DDPG(OffPolicyModule):
         return self.scale_action(action)
 
     # ------------------------------------------------------------------ learning
-    def train_on_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def train_round(self, batch: dict[str, Any]) -> dict[str, Any]:
         hp = self.hparams
         metrics: dict[str, Any] = self.buffer_metrics()
         if batch:
@@ -216,14 +216,14 @@ class DDPG(OffPolicyModule):
                     target = mb["rewards"] + hp.gamma * (~mb["terminated"]).float() * next_q
                 q = self.critic(mb["obs"], mb["actions"])
                 critic_loss = F.mse_loss(q, target)
-                self.gradient_step(critic_opt, critic_loss)
+                self.gradient_step(critic_loss, critic_opt)
                 # Deterministic policy gradient (Silver et al. 2014): ascend Q(s, mu(s)). The gradient passes
                 # through the critic to the action; the critic's own weight gradients are not needed, so they
                 # are not computed (a third less backward work through the critic).
                 self.critic.requires_grad_(False)
                 try:
                     actor_loss = -self.critic(mb["obs"], self.actor(mb["obs"])).mean()
-                    self.gradient_step(actor_opt, actor_loss)
+                    self.gradient_step(actor_loss, actor_opt)
                 finally:
                     self.critic.requires_grad_(True)
                 soft_update(self.critic_target, self.critic, hp.tau)

@@ -143,12 +143,12 @@ class DQN(OffPolicyModule):
                                 for m in self._action_mask])
         return actions, actions
 
-    def collect(self) -> dict[str, Any]:
+    def collect_round(self) -> dict[str, Any]:
         # On the CPU an MLP Q-network acts through a NumPy mirror (rl_lightning.networks.host): a fraction of the
         # dispatch cost of its tensor operations on one row per env. Made for each round: the weights' storage
         # is read directly, so it always sees the latest update.
         self._host_q = HostMLP.of(self.q_net) if self.device.type == "cpu" else None
-        return super().collect()
+        return super().collect_round()
 
     def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor | np.ndarray]:
         host = self._host_q
@@ -179,7 +179,7 @@ class DQN(OffPolicyModule):
             soft_update(self.q_target, self.q_net, 1.0 - (1.0 - self.hparams.tau) ** due)
             self.target_updates += due
 
-    def train_on_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def train_round(self, batch: dict[str, Any]) -> dict[str, Any]:
         hp = self.hparams
         self.update_target()
         metrics: dict[str, Any] = {"model/epsilon": self.epsilon, **self.buffer_metrics()}
@@ -193,7 +193,7 @@ class DQN(OffPolicyModule):
                                          self.q_net(mb["next_obs"]) if hp.double_q else None,
                                          mb.get("next_action_mask"))
                 loss = F.smooth_l1_loss(q, target) if hp.loss == "huber" else F.mse_loss(q, target)
-                self.gradient_step(opt, loss)
+                self.gradient_step(loss, opt)
                 losses.append(loss.detach())
                 q_means.append(q.detach().mean())
             metrics["model/loss"] = torch.stack(losses).mean()

@@ -16,7 +16,7 @@ from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.factory import final_observations
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.guards import all_finite, check_collect_budget, env_label, first_non_finite, non_finite_env_fault
+from rl_lightning.guards import all_finite, env_label, first_non_finite, non_finite_env_fault
 from rl_lightning.lightning_compat import attached_trainer
 from rl_lightning.signals import Terminated, termination_requested
 
@@ -28,9 +28,9 @@ class OffPolicyModule(RLModule):
     followed by ``gradient_steps`` updates on minibatches of ``batch_size``
     sampled uniformly from it (none before ``learning_starts`` env steps, which
     are played with uniformly random actions, or with the policy and its
-    exploration when ``random_warmup`` is off). A training batch holds
-    ``rounds_per_batch`` rounds (see ``RLModule``): with ``train_freq=1``
-    Lightning's per-batch work would otherwise come with every env step.
+    exploration when ``random_warmup`` is off). With ``train_freq=1`` a round is
+    one env step: ``rounds_per_batch`` (see ``RLModule``) shares Lightning's
+    per-batch work among many of them.
 
     Under DDP each rank fills its own replay buffer from its own envs and samples
     its minibatches from it; checkpoints hold every rank's buffer.
@@ -42,20 +42,16 @@ class OffPolicyModule(RLModule):
         random_warmup: play uniformly random actions until ``learning_starts``; ``False`` plays the (untrained)
             policy with its exploration (epsilon, action noise) from the first step, as programs that only delay
             training do.
-        train_freq: steps of each env copy between training phases.
-        gradient_steps: gradient steps per training phase.
-        gamma: discount factor.
+        train_freq: steps of each env copy per round (between training phases).
+        gradient_steps: gradient steps per round.
         hidden_sizes: hidden layer sizes of the MLPs (after the conv net for images).
         activation: hidden activation: tanh, relu, elu, gelu, silu or leaky_relu.
         cnn_features: width of the linear layer after the conv net, for image observations.
         image_layout: ``"hwc"``, ``"chw"`` or ``"auto"`` (channels are the smaller end of the shape).
-        max_grad_norm: clip each optimizer's gradient norm to this; ``None`` disables clipping.
-        reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
         buffer_in_checkpoint: save the replay buffer in checkpoints (switch off for very large buffers).
-        rounds_per_batch: rounds (``train_freq`` env steps, then ``gradient_steps`` updates) per training batch.
-            ``None`` chooses enough for about 256 env steps per batch, 1 when a round has that many, never more than
-            an epoch's worth. The updates, epochs and budget are those of one round per batch.
     """
+
+    ROUND_UNIT = "train_freq"
 
     MODEL_SETTINGS = RLModule.MODEL_SETTINGS + ("hidden_sizes", "activation", "cnn_features", "image_layout")
     RESUME_SETTINGS = RLModule.RESUME_SETTINGS + ("buffer_size",)
@@ -68,22 +64,15 @@ class OffPolicyModule(RLModule):
         random_warmup: bool = True,
         train_freq: int = 1,
         gradient_steps: int = 1,
-        gamma: float = 0.99,
         hidden_sizes: list[int] = [256, 256],  # noqa: B006 (a list so the CLI writes it back as YAML)
         activation: str = "relu",
         cnn_features: int = 512,
         image_layout: Literal["auto", "hwc", "chw"] = "auto",
-        max_grad_norm: float | None = None,
-        reward_scale: float = 1.0,
         buffer_in_checkpoint: bool = True,
-        rounds_per_batch: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if rounds_per_batch is not None and (not isinstance(rounds_per_batch, int) or rounds_per_batch < 1):
-            raise ConfigurationError(f"rounds_per_batch={rounds_per_batch!r} must be a positive integer, or null to "
-                                     "choose it from train_freq")
-        for name in ("buffer_size", "batch_size", "train_freq", "gradient_steps"):
+        for name in ("buffer_size", "batch_size", "gradient_steps"):
             if getattr(self.hparams, name) < 1:
                 raise ConfigurationError(f"{name}={getattr(self.hparams, name)} must be >= 1")
         if learning_starts < 0:
@@ -95,20 +84,10 @@ class OffPolicyModule(RLModule):
             raise ConfigurationError(f"batch_size={batch_size} is larger than learning_starts={learning_starts}: the "
                                      "first updates would sample fewer distinct transitions than a batch; raise "
                                      "learning_starts to at least batch_size")
-        if not 0.0 <= gamma <= 1.0:
-            raise ConfigurationError(f"gamma={gamma} must lie in [0, 1]")
         self.buffer: ReplayBuffer | None = None
         self._saved_buffer: dict[str, Any] | None = None
         self._action_mask: np.ndarray | None = None  # masks of the envs' current observations, if they give them
         self._decisions = DecisionTransitions()
-
-    @property
-    def collect_size(self) -> int:
-        return self.hparams.train_freq * self.num_envs
-
-    @property
-    def collects_per_batch(self) -> int:
-        return self.auto_collects_per_batch(self.hparams.rounds_per_batch)
 
     # ------------------------------------------------------------------ acting, per algorithm
     @abstractmethod
@@ -130,11 +109,7 @@ class OffPolicyModule(RLModule):
         if self.envs is not envs:  # new envs, new episodes: no transition of the old ones is left open
             self._decisions = DecisionTransitions()
         if stage == "fit":
-            # Here, once the envs are built: a Unity env's sub-envs (and DDP's ranks) are only counted now.
             hp = self.hparams
-            check_collect_budget(self.env_steps_per_collect, hp.total_steps,
-                                 f"train_freq={hp.train_freq} x num_envs={self.num_envs_all_ranks}",
-                                 "lower train_freq or num_envs, or raise total_steps")
             if hp.learning_starts >= hp.total_steps and self.env_steps < hp.total_steps:
                 rank_zero_warn(f"learning_starts={hp.learning_starts} >= total_steps={hp.total_steps}: the run will "
                                "fill the replay buffer and never update the networks", stacklevel=1)
@@ -151,7 +126,7 @@ class OffPolicyModule(RLModule):
                 self._saved_buffer = None
 
     @torch.no_grad()
-    def collect(self) -> dict[str, Any]:
+    def collect_round(self) -> dict[str, Any]:
         hp = self.hparams
         envs, buf = self.envs, self.buffer
         obs = self._obs
@@ -201,7 +176,7 @@ class OffPolicyModule(RLModule):
         # One vectorised test per stored field, before anything is sampled from them.
         self.check_stored_finite(start_rows, start_steps, trace)
         if self.env_steps < hp.learning_starts:
-            return {}  # still warming up: an empty batch, on which train_on_batch makes no update
+            return {}  # still warming up: nothing to sample, and train_round makes no update
         return buf.sample(hp.gradient_steps * hp.batch_size)
 
     def check_stored_finite(self, start_rows: int, start_steps: int, trace: list[tuple[int, np.ndarray]]) -> None:
@@ -233,9 +208,6 @@ class OffPolicyModule(RLModule):
         """The ``gradient_steps`` minibatches of a sampled training batch."""
         b = self.hparams.batch_size
         return [minibatch(batch, slice(i * b, (i + 1) * b)) for i in range(self.hparams.gradient_steps)]
-
-    def gradient_step(self, optimizer: Any, loss: torch.Tensor) -> None:
-        self.gradient_update(loss, [optimizer], self.hparams.max_grad_norm)
 
     def buffer_metrics(self) -> dict[str, float]:
         return {"buffer/fill": self.buffer.size / self.buffer.capacity}

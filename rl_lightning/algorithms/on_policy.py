@@ -16,7 +16,7 @@ from rl_lightning.data.replay import Obs, storage_dtype
 from rl_lightning.data.rollout import RolloutBuffer, check_rollout_memory
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError, EnvironmentFault
-from rl_lightning.guards import (all_finite, check_collect_budget, check_collected, env_label, first_non_finite,
+from rl_lightning.guards import (all_finite, check_collected, env_label, first_non_finite,
                                  non_finite_env_fault, obs_fields)
 from rl_lightning.lightning_compat import attached_trainer
 from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
@@ -28,11 +28,8 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": t
 class OnPolicyModule(RLModule):
     """An actor-critic trained on rollouts of ``n_steps`` per env copy, with advantages from GAE.
 
-    Each rollout of ``n_steps * num_envs`` transitions is collected with the
-    current policy right before the update that uses it. A training batch holds
-    ``rollouts_per_batch`` such rollout-then-update rounds (see ``RLModule``):
-    the updates are exactly those of one rollout per batch while Lightning's
-    per-batch work is shared by several small rollouts.
+    Each round is a rollout of ``n_steps`` per env copy, collected with the
+    current policy right before the update that uses it.
 
     Observations may be a Box (vectors or images) or a Dict of them. Envs that
     give ``info["action_mask"]`` (True/1 = allowed; for ``MultiDiscrete`` the
@@ -45,8 +42,7 @@ class OnPolicyModule(RLModule):
     as one float row (continuous values, then branch indices), the env and ``act`` get the space's dict.
 
     Args:
-        n_steps: steps per env copy in each rollout.
-        gamma: discount factor.
+        n_steps: steps per env copy in each rollout (each round).
         gae_lambda: GAE lambda; 0 gives one-step TD advantages, 1 Monte-Carlo ones.
         learning_rate: actor learning rate (the only one with ``shared_trunk``).
         critic_learning_rate: critic learning rate; ``None`` uses ``learning_rate``.
@@ -65,11 +61,9 @@ class OnPolicyModule(RLModule):
         value_loss: ``"mse"`` or ``"smooth_l1"`` between predicted values and returns.
         max_grad_norm: clip each optimizer's gradient norm to this; ``None`` disables clipping.
         normalize_advantage: standardise advantages (per minibatch).
-        reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
-        rollouts_per_batch: rollouts (each followed by its update) per training batch. ``None`` chooses enough for
-            about 256 env steps per batch, 1 when a rollout has that many, never more than an epoch's worth.
-            Epochs and the budget end where one rollout per batch would end them.
     """
+
+    ROUND_UNIT = "n_steps"
 
     MODEL_SETTINGS = RLModule.MODEL_SETTINGS + ("hidden_sizes", "activation", "shared_trunk")
     RESUME_SETTINGS = RLModule.RESUME_SETTINGS + ("optimizer",)
@@ -77,7 +71,6 @@ class OnPolicyModule(RLModule):
     def __init__(
         self,
         n_steps: int = 128,
-        gamma: float = 0.99,
         gae_lambda: float = 0.95,
         learning_rate: float = 3e-4,
         critic_learning_rate: float | None = None,
@@ -95,24 +88,17 @@ class OnPolicyModule(RLModule):
         value_loss: Literal["mse", "smooth_l1"] = "mse",
         max_grad_norm: float | None = 0.5,
         normalize_advantage: bool = True,
-        reward_scale: float = 1.0,
-        rollouts_per_batch: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        if n_steps < 1:
-            raise ConfigurationError(f"n_steps={n_steps} must be >= 1")
-        if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
-            raise ConfigurationError(f"gamma={gamma} and gae_lambda={gae_lambda} must lie in [0, 1]")
+        super().__init__(max_grad_norm=max_grad_norm, **kwargs)
+        if not 0.0 <= gae_lambda <= 1.0:
+            raise ConfigurationError(f"gae_lambda={gae_lambda} must lie in [0, 1]")
         if learning_rate <= 0 or (critic_learning_rate is not None and critic_learning_rate <= 0):
             raise ConfigurationError("learning_rate and critic_learning_rate must be > 0")
         if optimizer not in OPTIMIZERS:
             raise ConfigurationError(f"optimizer={optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
         if value_loss not in ("mse", "smooth_l1"):
             raise ConfigurationError(f"value_loss={value_loss!r}: choose 'mse' or 'smooth_l1'")
-        if rollouts_per_batch is not None and (not isinstance(rollouts_per_batch, int) or rollouts_per_batch < 1):
-            raise ConfigurationError(f"rollouts_per_batch={rollouts_per_batch!r} must be a positive integer, or null "
-                                     "to choose it from the rollout size")
         self.policy: ActorCritic | None = None
         self.rollout: RolloutBuffer | None = None
         # Masks of the envs' current observations (bool, True = allowed), or None for envs without masks.
@@ -122,19 +108,6 @@ class OnPolicyModule(RLModule):
     def rollout_size(self) -> int:
         """Transitions in one rollout of this process: ``n_steps`` per sub-env."""
         return self.hparams.n_steps * self.num_envs
-
-    @property
-    def collect_size(self) -> int:
-        return self.rollout_size
-
-    @property
-    def rollouts_per_batch(self) -> int:
-        """The ``rollouts_per_batch`` setting, or the automatic choice."""
-        return self.auto_collects_per_batch(self.hparams.rollouts_per_batch)
-
-    @property
-    def collects_per_batch(self) -> int:
-        return self.rollouts_per_batch
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         check_action_space(action_space, type(self).__name__)
@@ -185,11 +158,7 @@ class OnPolicyModule(RLModule):
                 self._action_mask = self.read_action_mask(self._initial_info)
                 self._check_action_mask(self._action_mask)
         if stage == "fit":
-            # Here, once the envs are built: a Unity env's sub-envs (and DDP's ranks) are only counted now.
             hp = self.hparams
-            check_collect_budget(self.env_steps_per_collect, hp.total_steps,
-                                 f"n_steps={hp.n_steps} x num_envs={self.num_envs_all_ranks}",
-                                 "lower n_steps or num_envs, or raise total_steps")
             obs_shape, obs_dtype = self.observation_storage()
             device = self.trainer.strategy.root_device if attached_trainer(self) is not None else self.device
             check_rollout_memory(hp.n_steps, self.num_envs, obs_shape, self.policy_action_shape(), device,
@@ -262,7 +231,7 @@ class OnPolicyModule(RLModule):
         ])
 
     @torch.no_grad()
-    def collect(self) -> dict[str, Any]:
+    def collect_round(self) -> dict[str, Any]:
         hp = self.hparams
         policy, envs = self.policy, self.envs
         mask = self._action_mask
@@ -322,7 +291,7 @@ class OnPolicyModule(RLModule):
         self.check_rollout_finite(buf, hp.n_steps, next_obs, start_steps)
         self._obs = next_obs
         self._action_mask = mask
-        self.env_steps += self.env_steps_per_collect  # all ranks' steps: they collect in lockstep
+        self.env_steps += self.round_steps  # all ranks' steps: they collect in lockstep
         last_obs = self.obs_to_tensor(next_obs) if obs is None else obs
         return buf.finish(policy.value(last_obs), hp.gamma, hp.gae_lambda, self._decision)
 
@@ -361,8 +330,10 @@ class OnPolicyModule(RLModule):
             return F.smooth_l1_loss(values, returns)
         return F.mse_loss(values, returns)
 
-    def update(self, policy_loss: torch.Tensor, value_loss: torch.Tensor, entropy: torch.Tensor | None) -> None:
-        """One gradient step: actor loss = policy - ent_coef * entropy, critic loss = vf_coef * value.
+    def actor_critic_step(self, policy_loss: torch.Tensor, value_loss: torch.Tensor,
+                          entropy: torch.Tensor | None) -> None:
+        """One gradient step of actor and critic: actor loss = policy - ent_coef * entropy, critic loss =
+        vf_coef * value.
 
         With separate networks both losses are back-propagated at once (their
         parameters are disjoint) and each optimizer clips and steps its own.
@@ -372,7 +343,7 @@ class OnPolicyModule(RLModule):
         loss = policy_loss + hp.vf_coef * value_loss
         if entropy is not None and hp.ent_coef != 0:
             loss = loss - hp.ent_coef * entropy
-        self.gradient_update(loss, self.optimizers_list(), hp.max_grad_norm)
+        self.gradient_step(loss, self.optimizers_list())
 
     @staticmethod
     def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:

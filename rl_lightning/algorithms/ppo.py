@@ -86,7 +86,7 @@ class PPO(OnPolicyModule):
                 "rollout; give every rank's Unity env the same number of agents, or choose batch_size so that "
                 "they agree")
 
-    def train_on_batch(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
+    def train_round(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
         frac = self.apply_lr_schedule()
         clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
@@ -126,7 +126,7 @@ class PPO(OnPolicyModule):
                 value_loss = self.value_loss_fn(values, mb["returns"])
                 # Without an entropy bonus the entropy stays out of the graph (a diagnostic only).
                 entropy = dist.entropy().mean() if hp.ent_coef != 0 else None
-                self.update(policy_loss, value_loss, entropy)
+                self.actor_critic_step(policy_loss, value_loss, entropy)
                 if last_epoch or (hp.target_kl is not None and i == len(minibatches) - 1):
                     with torch.no_grad():
                         # Unbiased low-variance KL estimator (Schulman, "Approximating KL divergence", k3).

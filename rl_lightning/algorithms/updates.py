@@ -92,7 +92,7 @@ class GradientStepper:
         if not finite:
             raise non_finite_loss("loss or its gradient norm", getattr(self.module, "env_steps", 0))
 
-    def step(self, loss: torch.Tensor, optimizers: Sequence[Any], max_grad_norm: float | None) -> None:
+    def gradient_step(self, loss: torch.Tensor, optimizers: Sequence[Any], max_grad_norm: float | None) -> None:
         """Zero the grads, back-propagate, clip, step; a non-finite loss (or gradient norm) raises ``NonFiniteLoss``
         before any optimizer steps, so the weights stay as they were."""
         module = self.module

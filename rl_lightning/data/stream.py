@@ -1,49 +1,35 @@
-"""The IterableDataset through which Lightning's training loop drives environment collection."""
+"""The IterableDatasets Lightning's loops iterate: the rounds of each training batch, and one evaluation request."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
 
 from torch.utils.data import IterableDataset
 
 
-class Collector(Protocol):
-    """What the stream needs of the module it feeds (``RLModule``): the epoch's length and one collection."""
+class RoundStream(IterableDataset):
+    """One epoch of training batches for Lightning's training loop, as round counts.
 
-    def batches_this_epoch(self) -> int: ...
+    Each item is the number of rounds (collect, then update: see ``rl_lightning.algorithms.schedule``) that the
+    next ``training_step`` runs; the module collects each round's data with its live policy right before that
+    round's updates, so on-policy data stays on-policy whatever Lightning fetches ahead. ``plan`` gives the
+    epoch's batches from the run's progress when the epoch starts (fewer in the last epoch of the budget); the
+    length is exact, so Lightning's progress bar and epoch-end logic see the real number of batches. Use it with
+    ``DataLoader(stream, batch_size=None, num_workers=0)``.
 
-    def collect(self) -> Any: ...
-
-
-class ExperienceStream(IterableDataset):
-    """One epoch of training batches, each collected from the environments on demand.
-
-    Iterating calls ``module.collect()`` once per batch: it steps the envs with
-    the live policy and returns the data of the batch's first round for the next
-    ``training_step``, which collects the batch's further rounds itself, each
-    after the previous round's updates (see ``RLModule.collects_per_batch``). The
-    length is exact (the epoch's batches, fewer in the last epoch of the
-    budget), so Lightning does not pre-fetch: a batch is collected only after
-    the previous update has been applied, which keeps on-policy data on-policy.
-    Use it with ``DataLoader(stream, batch_size=None, num_workers=0)`` so the
-    generator runs in the trainer process, next to the policy.
-
-    Under DDP every rank iterates its own stream over its own envs (Lightning
-    puts no ``DistributedSampler`` on an IterableDataset), and the streams are
-    equally long because the module counts env steps over all ranks.
+    Under DDP every rank iterates its own stream (Lightning puts no ``DistributedSampler`` on an IterableDataset),
+    and the streams are equally long because the schedule counts env steps over all ranks.
     """
 
-    def __init__(self, module: Collector) -> None:
+    def __init__(self, plan: Callable[[], list[int]]) -> None:
         super().__init__()
-        self.module = module
+        self.plan = plan
 
     def __len__(self) -> int:
-        return self.module.batches_this_epoch()
+        return len(self.plan())
 
-    def __iter__(self) -> Iterator[Any]:
-        for _ in range(len(self)):
-            yield self.module.collect()
+    def __iter__(self) -> Iterator[int]:
+        yield from self.plan()
 
 
 class EvaluationRequests(IterableDataset):
