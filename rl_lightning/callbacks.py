@@ -1,4 +1,5 @@
-"""Callbacks of the library's runs: ``last.ckpt`` that is always current, and progress lines off a terminal."""
+"""Callbacks of the library's runs: ``last.ckpt`` that is always current, progress lines off a terminal, and what
+every run gets (atomic checkpoints, envs closed on errors)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from rl_lightning.lightning_compat import end_epoch_in_checkpoint
+from rl_lightning.checkpointing import AtomicCheckpointIO
+from rl_lightning.lightning_compat import end_epoch_in_checkpoint, replace_default_checkpoint_io
+from rl_lightning.signals import exit_code_for
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -91,3 +94,25 @@ class EpochProgress(L.Callback):
         if "eval/return_mean" in metrics:
             parts.append(f"eval return {float(metrics['eval/return_mean']):.2f}")
         print(", ".join(parts), flush=True)
+
+
+class RunSupport(L.Callback):
+    """What every run of an ``RLModule`` gets, with any trainer.
+
+    - Checkpoints are written atomically (``AtomicCheckpointIO``) unless the trainer was given its own
+      checkpoint IO plugin.
+    - The module's envs are closed when fit/validate/test raise or are interrupted (Ctrl-C, SIGTERM): Lightning
+      then calls ``on_exception`` on callbacks only, not on the LightningModule, nor its ``teardown``. A
+      ``LastCheckpoint`` saves first (while the envs it saves are open; Lightning calls checkpoint callbacks
+      last), and a run stopped by SIGTERM exits with 143 (``rl_lightning.signals``).
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        replace_default_checkpoint_io(trainer, AtomicCheckpointIO())
+
+    def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
+        exit_code_for(exception)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, LastCheckpoint):
+                callback.on_exception(trainer, pl_module, exception)
+        pl_module.close_envs()

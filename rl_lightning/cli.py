@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import sys
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
+from torchmetrics import Metric
 
 from rl_lightning.errors import EnvironmentFault
 
@@ -41,15 +43,6 @@ class EvaluationResult:
     def length_mean(self) -> float:
         return float(self.lengths.mean())
 
-    @classmethod
-    def combine(cls, results: list[EvaluationResult]) -> EvaluationResult:
-        """The episodes of several evaluations as one (e.g. those of the DDP ranks, each on its own envs)."""
-        successes = None
-        if all(r.successes is not None for r in results):
-            successes = np.concatenate([r.successes for r in results])
-        return cls(np.concatenate([r.returns for r in results]), np.concatenate([r.lengths for r in results]),
-                   successes)
-
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         metrics = {f"{prefix}/return_mean": self.return_mean, f"{prefix}/return_std": self.return_std,
                    f"{prefix}/length_mean": self.length_mean}
@@ -64,6 +57,38 @@ class EvaluationResult:
         if self.successes is not None:
             text += f", success rate {self.success_rate:.2f}"
         return text + ")"
+
+
+class EvaluationEpisodes(Metric):
+    """The evaluation episodes of every DDP rank as one ``EvaluationResult``: each rank ``update``s with its own
+    episodes, and ``compute`` gathers them all (in rank order, whatever each rank's count) on every rank.
+
+    A torchmetrics ``Metric`` for its cross-rank gather of uneven lists (``dist_reduce_fx="cat"``), once per
+    evaluation; with one process ``compute`` involves no collective. Its states are not saved in checkpoints.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("returns", default=[], dist_reduce_fx="cat")
+        self.add_state("lengths", default=[], dist_reduce_fx="cat")
+        self.add_state("successes", default=[], dist_reduce_fx="cat")  # 1/0, or -1 where the env did not say
+
+    def update(self, result: EvaluationResult) -> None:
+        self.returns.append(torch.as_tensor(result.returns, dtype=torch.float64, device=self.device))
+        self.lengths.append(torch.as_tensor(result.lengths, dtype=torch.int64, device=self.device))
+        successes = (np.full(len(result.returns), -1) if result.successes is None
+                     else result.successes.astype(np.int64))
+        self.successes.append(torch.as_tensor(successes, dtype=torch.int64, device=self.device))
+
+    def compute(self) -> EvaluationResult:
+        def cat(state: Any) -> np.ndarray:
+            return (torch.cat(state) if isinstance(state, list) else state).cpu().numpy()
+
+        successes = cat(self.successes)
+        return EvaluationResult(cat(self.returns), cat(self.lengths),
+                                successes.astype(bool) if len(successes) and (successes >= 0).all() else None)
 
 
 def _episode_success(info: dict, i: int) -> bool | None:

@@ -31,6 +31,18 @@ def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
     return module._trainer
 
 
+def world_size(module: L.LightningModule) -> int:
+    """Processes of the run ``module`` is in (DDP ranks); 1 outside any Trainer call."""
+    trainer = attached_trainer(module)
+    return trainer.world_size if trainer is not None else 1
+
+
+def fitting(module: L.LightningModule) -> bool:
+    """Whether ``module`` is in a ``Trainer.fit`` call (not validate, test, or none)."""
+    trainer = attached_trainer(module)
+    return trainer is not None and trainer.state.fn == "fit"
+
+
 def optimizer_step_progress(trainer: L.Trainer) -> Any | None:
     """The counter behind ``trainer.global_step`` under manual optimization, for ``count_optimizer_steps``.
 

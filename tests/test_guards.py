@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gymnasium as gym
 import lightning as L
 import numpy as np
 import pytest

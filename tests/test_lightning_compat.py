@@ -59,8 +59,8 @@ def count_steps(module):
 
     def on_train_start():
         type(module).on_train_start(module)
-        stepper, step = module._stepper, module._stepper.step
-        stepper.step = lambda loss, optimizers, max_grad_norm: (calls.append(len(optimizers)),
+        stepper, step = module._stepper, module._stepper.gradient_step
+        stepper.gradient_step = lambda loss, optimizers, max_grad_norm: (calls.append(len(optimizers)),
                                                                 step(loss, optimizers, max_grad_norm))
     module.on_train_start = on_train_start
     return calls

@@ -8,7 +8,7 @@ import torch
 from toy_envs import CounterEnv, GoalImageEnv, MaskedEnv
 
 from rl_lightning import DDPG, DQN, ConfigurationError
-from rl_lightning.algorithms.ddpg import OrnsteinUhlenbeckNoise
+from rl_lightning.networks.noise import OrnsteinUhlenbeckNoise
 from rl_lightning.algorithms.dqn import dqn_targets, linear_schedule
 from rl_lightning.data.replay import ReplayBuffer
 from rl_lightning.envs.transforms import GoalConditionedImage
@@ -230,6 +230,17 @@ def test_goal_conditioned_image_gives_the_seed_six_channel_input():
     assert (obs[..., 3 * (1 - goal):3 * (1 - goal) + 3] == 0).all()
 
 
+class FirstBatchState(L.Callback):
+    """Reads a value off the module when the first training batch starts (a resumed run's state is restored by then)."""
+
+    def __init__(self, read):
+        self.read, self.value, self.done = read, None, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self.done:
+            self.value, self.done = self.read(pl_module), True
+
+
 def test_replay_buffer_and_target_network_come_back_from_a_checkpoint(tmp_path):
     model = DQN(env="CartPole-v1", learning_starts=64, batch_size=32, train_freq=16, gradient_steps=4,
                 total_steps=256, steps_per_epoch=256, eval_episodes=0, target_update_interval=100)
@@ -263,16 +274,21 @@ def test_dqn_trains_on_goal_conditioned_images_from_a_yaml_style_wrapper(tmp_pat
 
 
 def test_ddpg_ou_noise_state_survives_a_checkpoint(tmp_path):
-    model = DDPG(env="Pendulum-v1", action_noise="ou", noise_sigma=0.3, ou_theta=0.15, learning_starts=32,
-                 batch_size=32, train_freq=8, total_steps=96, steps_per_epoch=96, eval_episodes=0, hidden_sizes=[16])
-    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(model)
+    # Written at the end of fit's last epoch (the noise is run state: a resumed fit has it at its first batch).
+    def ddpg(total_steps):
+        return DDPG(env="Pendulum-v1", action_noise="ou", noise_sigma=0.3, ou_theta=0.15, learning_starts=32,
+                    batch_size=32, train_freq=8, total_steps=total_steps, steps_per_epoch=96, eval_episodes=0,
+                    hidden_sizes=[16])
+
+    model = ddpg(96)
+    saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="ddpg")
+    L.Trainer(max_epochs=-1, logger=False, callbacks=[saver], enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=tmp_path).fit(model)
     assert model.noise is not None and model.noise.state.abs().sum() > 0
-    trainer.save_checkpoint(tmp_path / "ddpg.ckpt")
-    loaded = DDPG.load_from_checkpoint(tmp_path / "ddpg.ckpt")
-    loaded.setup("fit")
-    assert torch.equal(loaded.ou_process().state, model.noise.state)
+    seen = FirstBatchState(lambda m: None if m.noise is None else m.noise.state.clone())
+    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[seen],
+              enable_model_summary=False, default_root_dir=tmp_path).fit(ddpg(104), ckpt_path=tmp_path / "ddpg.ckpt")
+    assert seen.value is not None and torch.equal(seen.value, model.noise.state)
 
 
 def test_dqn_orthogonal_init_option():

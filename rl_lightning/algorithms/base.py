@@ -1,12 +1,14 @@
-"""The base every algorithm builds on: environments, the env-step budget, collection, logging, evaluation."""
+"""The base every algorithm builds on: its settings, environments, the round loop, logging, acting and evaluation.
+
+Beside it: ``schedule`` divides the env-step budget into rounds, batches and epochs; ``training_log`` accumulates
+what a training point logs; ``checkpoints`` is what a checkpoint holds and how a run resumes; ``updates`` makes one
+gradient step. The two families (``on_policy``, ``off_policy``) add collection and storage; the algorithm files
+add their networks, acting and losses.
+"""
 
 from __future__ import annotations
 
-import inspect
-import io
 import math
-import pickle
-import time
 import warnings
 from abc import abstractmethod
 from typing import Any, Literal
@@ -15,37 +17,30 @@ import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from rl_lightning.callbacks import EpochProgress, LastCheckpoint
-from rl_lightning.checkpointing import (AtomicCheckpointIO, CheckpointError, env_state, load_checkpoint_file,
-                                        rename_settings, require_rl_lightning_state, restore_env_state, rng_state,
-                                        set_rng_state, settings_differences)
+from rl_lightning.callbacks import EpochProgress, RunSupport
 from rl_lightning.algorithms.updates import GradientStepper
+from rl_lightning.algorithms.checkpoints import CheckpointedRun
 from rl_lightning.algorithms.schedule import RoundSchedule
+from rl_lightning.algorithms.training_log import TrainingLog
 from rl_lightning.data.stream import EvaluationRequests, RoundStream
 from rl_lightning.envs.checks import check_env_kwargs
 from rl_lightning.envs.factory import EnvSource, check_env_source, import_path_of, make_vector_env, resolve_env
-from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
-from rl_lightning.evaluation import EvaluationResult, evaluate_episodes
-from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch, logs_due,
-                                           replace_default_checkpoint_io, set_max_epochs)
-from rl_lightning.signals import exit_code_for
+from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult, evaluate_episodes
+from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch, fitting, logs_due,
+                                           set_max_epochs, world_size)
 
-# Collection runs in the trainer process on purpose (the generator uses the live policy),
-# and the stream's exact __len__ is what stops Lightning from pre-fetching a batch.
+# The dataloaders yield round counts and evaluation requests in the trainer process (collection itself runs in
+# training_step, with the live policy): no worker processes, and an exact __len__ on purpose.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation envs are seeded apart from training envs so they never replay the same episodes."""
-
-WORKER_ID_PER_RANK = 100
-"""Under DDP, rank ``r`` adds ``r * WORKER_ID_PER_RANK`` to a Unity env's ``worker_id``, for ports of its own."""
 
 
 def _private_generator() -> torch.Generator:
@@ -55,29 +50,7 @@ def _private_generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-class _RunSupport(L.Callback):
-    """What every run of an ``RLModule`` gets, with any trainer.
-
-    - Checkpoints are written atomically (``AtomicCheckpointIO``) unless the trainer was given its own
-      checkpoint IO plugin.
-    - The module's envs are closed when fit/validate/test raise or are interrupted (Ctrl-C, SIGTERM): Lightning
-      then calls ``on_exception`` on callbacks only, not on the LightningModule, nor its ``teardown``. A
-      ``LastCheckpoint`` saves first (while the envs it saves are open; Lightning calls checkpoint callbacks
-      last), and a run stopped by SIGTERM exits with 143 (``rl_lightning.signals``).
-    """
-
-    def setup(self, trainer: L.Trainer, pl_module: RLModule, stage: str) -> None:
-        replace_default_checkpoint_io(trainer, AtomicCheckpointIO())
-
-    def on_exception(self, trainer: L.Trainer, pl_module: RLModule, exception: BaseException) -> None:
-        exit_code_for(exception)
-        for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, LastCheckpoint):
-                callback.on_exception(trainer, pl_module, exception)
-        pl_module.close_envs()
-
-
-class RLModule(L.LightningModule):
+class RLModule(CheckpointedRun):
     """A LightningModule that trains a policy on environments it builds and steps itself.
 
     Training is a sequence of rounds: every sub-env takes ``ROUND_UNIT`` steps (the algorithm's own setting,
@@ -202,25 +175,17 @@ class RLModule(L.LightningModule):
         self.env_steps = 0
         self.episodes = 0
         self._num_envs_by_rank: list[int] | None = None  # under DDP: each rank's training sub-envs, from setup
-        self._finished_returns: list[np.ndarray] = []
-        self._finished_lengths: list[np.ndarray] = []
-        # Called with the returns of the episodes of each env step that ended some (e.g. a curriculum's callback).
-        self.episode_listeners: list[Any] = []
+        self.training_log = TrainingLog()
         self._obs: np.ndarray | None = None  # the envs' current observations
         self._initial_info: dict[str, Any] = {}
-        self._last_log: tuple[float, int] | None = None
-        # Sums of the diagnostics of the rounds since the last logged point, and how many rounds gave each.
-        self._pending: dict[str, Any] = {}
-        self._pending_counts: dict[str, int] = {}
         self._unity_stats_reducer: Any = None  # a Unity env's custom metrics over the ranks (rl_lightning.unity.stats)
         self.last_evaluation: EvaluationResult | None = None
-        self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
+        self.evaluation_episodes = EvaluationEpisodes()  # gathers the evaluation episodes of all ranks
         self._action_mask: Any = None  # action masks of the envs' current observations, when the envs give them
         # Envs whose sub-envs do not all act at every step (Unity: agents between decisions, sub-envs without an
         # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
         self._decision: np.ndarray | None = None
         self._stepper: GradientStepper | None = None
-        self._reapply_optimizer_settings = False  # see on_load_checkpoint
 
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
@@ -259,12 +224,8 @@ class RLModule(L.LightningModule):
             seed = self._rank_seed() + EVAL_SEED_OFFSET
         else:
             num_envs, seed = hp.num_envs, self._rank_seed()
-        if self.global_rank > 0 and self.env_sets_num_envs:
-            worker_id = inspect.signature(resolve_env(hp.env)).parameters.get("worker_id")
-            if worker_id is not None:  # Unity: one port per process, so one range of ports per rank
-                kwargs["worker_id"] = kwargs.get("worker_id", worker_id.default) + self.global_rank * WORKER_ID_PER_RANK
         return make_vector_env(hp.env, num_envs=num_envs, vectorization=hp.vectorization, seed=seed,
-                               env_kwargs=kwargs, wrappers=hp.wrappers or ())
+                               env_kwargs=kwargs, wrappers=hp.wrappers or (), rank=self.global_rank)
 
     def _attach_spaces(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         if self.observation_space is None:
@@ -290,7 +251,7 @@ class RLModule(L.LightningModule):
                 self._note_env_spaces(self.envs)
                 self._obs = obs
                 self._decision = self._initial_info.get("decision")
-            if self._world_size() > 1:
+            if world_size(self) > 1:
                 self._num_envs_by_rank = self._gather_num_envs()
                 # After the networks: the same initial weights on every rank, different action and minibatch draws.
                 torch.manual_seed(self._rank_seed())
@@ -311,14 +272,10 @@ class RLModule(L.LightningModule):
         if self.env_spaces is None:
             self.env_spaces = spaces_before_wrappers(envs, len(self.hparams.wrappers or ()))
 
-    def _world_size(self) -> int:
-        trainer = attached_trainer(self)
-        return trainer.world_size if trainer is not None else 1
-
     def _gather_num_envs(self) -> list[int]:
         # Once per fit, so that counting the global env steps of each batch needs no collective. Unity ranks can
         # have different agent counts; every rank still collects one batch per training step.
-        gathered: list[Any] = [None] * self._world_size()
+        gathered: list[Any] = [None] * world_size(self)
         torch.distributed.all_gather_object(gathered, self.num_envs)
         return gathered
 
@@ -327,7 +284,7 @@ class RLModule(L.LightningModule):
 
         Every rank must call it at the same point, as with any collective.
         """
-        if self._world_size() == 1:
+        if world_size(self) == 1:
             return tensor
         return self.trainer.strategy.reduce(tensor.clone(), reduce_op=op)  # Lightning reduces in place
 
@@ -352,7 +309,7 @@ class RLModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         from rl_lightning.unity.parameters import CurriculumCallback, has_curriculum  # mlagents only when needed
 
-        callbacks: list[L.Callback] = [_RunSupport(), EpochProgress()]
+        callbacks: list[L.Callback] = [RunSupport(), EpochProgress()]
         if has_curriculum((self.hparams.env_kwargs or {}).get("parameters")):  # a Unity curriculum, moved on in fit
             callbacks.append(CurriculumCallback())
         return callbacks
@@ -421,26 +378,11 @@ class RLModule(L.LightningModule):
             warnings.warn(f"trainer.max_epochs={max_epochs} stops training before total_steps="
                           f"{self.hparams.total_steps} env steps ({needed} epochs of {self.hparams.steps_per_epoch} "
                           "steps needed); set trainer.max_epochs=-1 to let total_steps end training", stacklevel=1)
-        self._last_log = (time.perf_counter(), self.env_steps)
+        self.training_log.restart_clock(self.env_steps)
         self._stepper = GradientStepper(self)
-        # A resumed run's own state goes in last, right before the first batch: after Lightning restored the
-        # weights, optimizers and loops, with nothing between it and the first env step drawing random numbers.
-        if self._resume_state is not None:
-            self.load_run_state(self._resume_state)
-            self._resume_state = None
-        if self._reapply_optimizer_settings:
-            self._apply_configured_optimizer_settings()
-            self._reapply_optimizer_settings = False
-
-    def _apply_configured_optimizer_settings(self) -> None:
-        """Give the restored optimizers this run's hyperparameters (``configure_optimizers``'), keeping their state."""
-        configured = self.configure_optimizers()
-        configured = configured if isinstance(configured, (list, tuple)) else [configured]
-        live = self.optimizers()
-        live = live if isinstance(live, list) else [live]
-        for restored, fresh in zip(live, configured):
-            for group, new_group in zip(restored.param_groups, fresh.param_groups):
-                group.update({k: v for k, v in new_group.items() if k != "params"})
+        # Last, right before the first batch: after Lightning restored the weights, optimizers and loops, with
+        # nothing between it and the first env step drawing random numbers.
+        self.restore_run_state()
 
     def training_step(self, rounds: int) -> None:
         """Run ``rounds`` rounds (the dataloader's item): each collects with the live policy, then updates on what
@@ -462,17 +404,17 @@ class RLModule(L.LightningModule):
                                     self.hparams.max_grad_norm)
 
     # ------------------------------------------------------------------ episode statistics and logging
+    @property
+    def episode_listeners(self) -> list[Any]:
+        """Called with the returns of the episodes of each env step that ended some (e.g. a curriculum's callback)."""
+        return self.training_log.episode_listeners
+
     def record_episodes(self, info: dict[str, Any]) -> None:
         """Keep the returns and lengths of episodes that ended in this env step (from ``RecordEpisodeStatistics``).
 
         They are counted in ``episodes`` and logged by the next ``log_training``, with those of the other ranks.
         """
-        mask = info.get("_episode")
-        if mask is not None and mask.any():
-            self._finished_returns.append(info["episode"]["r"][mask])
-            self._finished_lengths.append(info["episode"]["l"][mask])
-            for listener in self.episode_listeners:
-                listener(self._finished_returns[-1])
+        self.training_log.record_episodes(info)
 
     def _log_due(self) -> bool:
         """Whether this batch writes a training point (see ``log_interval``)."""
@@ -480,7 +422,8 @@ class RLModule(L.LightningModule):
         if (trainer.should_stop or self.env_steps >= self.hparams.total_steps
                 or batches_fetched_this_epoch(trainer) >= trainer.num_training_batches):
             return True  # the epoch's (or the run's) last batch: epoch-end callbacks see fresh values
-        if self._last_log is not None and self.env_steps - self._last_log[1] < self.hparams.log_interval:
+        since = self.training_log.steps_since_point(self.env_steps)
+        if since is not None and since < self.hparams.log_interval:
             return False
         return logs_due(trainer)
 
@@ -488,23 +431,17 @@ class RLModule(L.LightningModule):
         """Log the algorithm's diagnostics with episode statistics and throughput, against env steps.
 
         ``training_step`` calls it with each round's diagnostics (``metrics``, this rank's: rank 0's reach the
-        logger), which are summed (detached, no host copy), and at the end of every batch, when a point may be
-        written: each diagnostic's mean over the rounds that gave it since the last point, every ``log_interval``
-        env steps. The episode statistics are those of the episodes all ranks finished since the last point.
-        Under DDP every rank writes its points on the same batches (the rule depends only on the global step
-        counts), as the reduction of the episode statistics needs.
+        logger) and at the end of every batch, when a point may be written: each diagnostic's mean over the rounds
+        that gave it since the last point, every ``log_interval`` env steps (``TrainingLog``). The episode
+        statistics are those of the episodes all ranks finished since the last point. Under DDP every rank writes
+        its points on the same batches (the rule depends only on the global step counts), as the reduction of the
+        episode statistics needs.
         """
-        pending, counts = self._pending, self._pending_counts
-        for key, value in metrics.items():
-            if isinstance(value, torch.Tensor):
-                value = value.detach()
-            pending[key] = pending[key] + value if key in pending else value
-            counts[key] = counts.get(key, 0) + 1
+        self.training_log.add_round(metrics)
         if not end_of_batch or (attached_trainer(self) is not None and not self._log_due()):
             return
-        means = {key: value / counts[key] for key, value in pending.items()}
-        self._pending, self._pending_counts = {}, {}
-        count, return_sum, length_sum = self._episode_totals()
+        reduce = (lambda t: self.reduce_across_ranks(t.to(self.device))) if world_size(self) > 1 else None
+        means, (count, return_sum, length_sum), rate = self.training_log.point(self.env_steps, reduce)
         if count > 0:
             self.episodes += count
             self.log("run/score", return_sum / count, prog_bar=True, batch_size=1)
@@ -514,29 +451,12 @@ class RLModule(L.LightningModule):
             from rl_lightning.unity.stats import training_point_stats  # mlagents_envs only when needed
 
             self.log_dict(training_point_stats(self), batch_size=1)  # unity/<key>: what the build's StatsRecorder sent
-        now = time.perf_counter()
-        if self._last_log is not None and now > self._last_log[0]:
-            sps = (self.env_steps - self._last_log[1]) / (now - self._last_log[0])
-            self.log("time/steps_per_second", sps, prog_bar=True, batch_size=1)
-        self._last_log = (now, self.env_steps)
+        if rate is not None:
+            self.log("time/steps_per_second", rate, prog_bar=True, batch_size=1)
         self.log_dict(means, batch_size=1)
         self.log("env_steps", float(self.env_steps), prog_bar=True, logger=False, batch_size=1)
         # Lightning uses a logged "step" as the logger's x-axis: environment steps, not optimizer steps.
         self.log("step", float(self.env_steps), batch_size=1)
-
-    def _episode_totals(self) -> tuple[int, float, float]:
-        """Count, return sum and length sum of the episodes finished since the last call, over all ranks."""
-        # Our own sums instead of torchmetrics' MeanMetric: under DDP it syncs inside compute(), a collective each rank
-        # would have to call, also a rank without finished episodes, and one per state. This is one all_reduce of
-        # three numbers per logged point, and none in a single process.
-        returns = np.concatenate(self._finished_returns) if self._finished_returns else np.zeros(0)
-        lengths = np.concatenate(self._finished_lengths) if self._finished_lengths else np.zeros(0)
-        self._finished_returns.clear()
-        self._finished_lengths.clear()
-        totals = np.array([len(returns), returns.sum(dtype=np.float64), lengths.sum(dtype=np.float64)])
-        if self._world_size() > 1:
-            totals = self.reduce_across_ranks(torch.as_tensor(totals, device=self.device)).cpu().numpy()
-        return int(totals[0]), float(totals[1]), float(totals[2])
 
     # ------------------------------------------------------------------ acting and evaluation
     @torch.no_grad()
@@ -583,13 +503,11 @@ class RLModule(L.LightningModule):
     def _evaluation_step(self) -> None:
         if self.trainer.sanity_checking or self.eval_envs is None:  # eval_episodes=0 turns evaluation off in fit
             return
-        result = self.evaluate()
-        if self._world_size() > 1:
-            # Each rank played its own episodes: the metrics are those of all of them, the same on every rank
-            # (ModelCheckpoint monitors them on each). Once per evaluation, so a gather of the episodes is cheap.
-            results: list[Any] = [None] * self._world_size()
-            torch.distributed.all_gather_object(results, result)
-            result = EvaluationResult.combine(results)
+        # Each rank plays its own episodes: the metrics are those of all of them, the same on every rank
+        # (ModelCheckpoint monitors them on each).
+        self.evaluation_episodes.update(self.evaluate())
+        result = self.evaluation_episodes.compute()
+        self.evaluation_episodes.reset()
         self.last_evaluation = result
         # sync_dist: the values are equal on every rank already; it only tells Lightning so (else it warns).
         self.log_dict(result.metrics("eval"), batch_size=1, prog_bar=True, sync_dist=True)
@@ -612,128 +530,8 @@ class RLModule(L.LightningModule):
             print(f"Evaluation after {self.env_steps} env steps: {self.last_evaluation.summary()}")
 
     def on_validation_end(self) -> None:
-        if not self._fitting():  # `validate`: the result in one line (in fit, the epoch's metrics show it)
+        if not fitting(self):  # `validate`: the result in one line (in fit, the epoch's metrics show it)
             self.on_fit_end()
 
     def on_test_end(self) -> None:
         self.on_fit_end()
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rl_lightning"] = {
-            "algorithm": type(self).__name__,
-            "env_steps": self.env_steps,
-            "episodes": self.episodes,
-            "observation_space": space_to_dict(self.observation_space),
-            "action_space": space_to_dict(self.action_space),
-        }
-        if self.env_spaces is not None:
-            checkpoint["rl_lightning"]["env_spaces"] = [space_to_dict(s) for s in self.env_spaces]
-        if self.envs is not None and self._fitting():
-            checkpoint["rl_lightning"]["run_state"] = self._gather_run_states()
-
-    def _fitting(self) -> bool:
-        return attached_trainer(self) is not None and self.trainer.state.fn == "fit"
-
-    def run_state(self) -> dict[str, Any]:
-        """What this process's next env steps and updates depend on beyond the weights, optimizers and counters.
-
-        Subclasses add their own entries (``super().run_state()`` first) and read them back in ``load_run_state``.
-        """
-        return {
-            "rng": rng_state(),
-            "envs": env_state(self.envs),  # None: the envs restart on resume (Unity, async envs)
-            "obs": self._obs,
-            "finished_returns": list(self._finished_returns),
-            "finished_lengths": list(self._finished_lengths),
-            "action_mask": self._action_mask,
-        }
-
-    def load_run_state(self, state: dict[str, Any]) -> None:
-        """Restore ``run_state()`` into a module whose envs are built (called when a resumed fit starts)."""
-        # Envs without saved state (Unity, async, Box2D) keep the new episodes setup started, with their
-        # observations and masks. Stored transitions need no change: one-step targets bootstrap from the stored
-        # next observation whether or not its episode goes on, and rollouts end at each batch.
-        if state["envs"] is not None:
-            restore_env_state(self.envs, state["envs"])
-            self._obs = state["obs"]
-            self._action_mask = state["action_mask"]
-        self._finished_returns = list(state["finished_returns"])
-        self._finished_lengths = list(state["finished_lengths"])
-        set_rng_state(state["rng"])
-
-    def _gather_run_states(self) -> list[bytes]:
-        # One entry per process: under DDP each rank has its own envs, generators and episodes. Pickled,
-        # so that the checkpoint still loads with weights_only=True (the states are only read to resume).
-        mine = pickle.dumps(self.run_state())
-        if self.trainer.world_size == 1:
-            return [mine]
-        gathered: list[Any] = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(gathered, mine)
-        return gathered
-
-    @classmethod
-    def _check_checkpoint(cls, checkpoint: dict[str, Any], path: Any = None) -> dict[str, Any]:
-        state = require_rl_lightning_state(checkpoint, path)
-        if state["algorithm"] != cls.__name__:
-            where = f"checkpoint {str(path)!r}" if path is not None else "the checkpoint"
-            raise CheckpointError(f"{where} holds a {state['algorithm']} model; load it with "
-                                  f"{state['algorithm']}, not {cls.__name__}")
-        return state
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> RLModule:  # type: ignore[override]
-        """Lightning's ``load_from_checkpoint``, after checking the checkpoint holds this algorithm.
-
-        The model needs no environment: its networks are rebuilt from the spaces stored in the checkpoint.
-        """
-        checkpoint = load_checkpoint_file(checkpoint_path, mmap=True)
-        cls._check_checkpoint(checkpoint, checkpoint_path)
-        if rename_settings(checkpoint.get("hyper_parameters", {})):  # written before a setting was renamed
-            buffer = io.BytesIO()
-            torch.save(checkpoint, buffer)
-            buffer.seek(0)
-            checkpoint_path = buffer
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainer = attached_trainer(self)
-        path = trainer.ckpt_path if trainer is not None else None
-        state = self._check_checkpoint(checkpoint, path)
-        # This run's settings are what runs (see settings_differences): those that define the networks (and, to
-        # resume a fit, the saved run state) must be the checkpoint's, the others take this run's values.
-        blocking, changed = settings_differences(type(self), state["algorithm"], checkpoint.get("hyper_parameters", {}),
-                                                 dict(self.hparams), resuming=self._fitting())
-        if blocking:
-            where = f"checkpoint {str(path)!r}" if path is not None else "the checkpoint"
-            raise CheckpointError(f"{where} was written with other settings than this run's, which must match to "
-                                  f"{'resume' if self._fitting() else 'load'} it (checkpoint -> this run): "
-                                  f"{'; '.join(blocking)}. Use the settings of the checkpoint's run (its config.yaml) "
-                                  "or train a new run without ckpt_path")
-        if changed and self._fitting():
-            rank_zero_info("Resuming with this run's settings where they differ from the checkpoint's: "
-                           + "; ".join(changed))
-        # Lightning restores the optimizers' hyperparameters (learning rates, eps) with their state: this run's go back
-        # in once training starts. Only when settings changed, so that a plain resume stays bit-identical.
-        self._reapply_optimizer_settings = bool(changed) and self._fitting()
-        spaces = space_from_dict(state["observation_space"]), space_from_dict(state["action_space"])
-        if self.observation_space is not None and spaces != (self.observation_space, self.action_space):
-            raise ConfigurationError(
-                f"the checkpoint's model was trained on observations {spaces[0]} and actions {spaces[1]}, but this "
-                f"run's env has observations {self.observation_space} and actions {self.action_space}: resume or "
-                "evaluate it with the env it was trained on")
-        self._attach_spaces(*spaces)
-        if state.get("env_spaces") and self.env_spaces is None:
-            self.env_spaces = tuple(space_from_dict(s) for s in state["env_spaces"])
-        self.env_steps = state["env_steps"]
-        self.episodes = state["episodes"]
-        self._resume_state = None
-        run_states = state.get("run_state")
-        if run_states and self._fitting():
-            rank = self.global_rank
-            if len(run_states) != self._world_size():
-                rank_zero_warn(f"the checkpoint was written by {len(run_states)} process(es), this run has "
-                               f"{self._world_size()}: ranks beyond {len(run_states) - 1} start their envs and "
-                               "generators afresh", stacklevel=1)
-            if rank < len(run_states):
-                self._resume_state = pickle.loads(run_states[rank])  # noqa: S301 - the run's own checkpoint

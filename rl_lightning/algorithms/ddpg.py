@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -18,69 +16,9 @@ from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_finite_action_bounds
 from rl_lightning.lightning_compat import attached_trainer, find_unused_parameters_under_ddp
 from rl_lightning.networks.encoders import make_encoder
-from rl_lightning.networks.mlp import activation_class
+from rl_lightning.networks.critics import CriticWithActionJoin
+from rl_lightning.networks.noise import OrnsteinUhlenbeckNoise
 from rl_lightning.networks.target import make_target, soft_update
-
-
-class OrnsteinUhlenbeckNoise:
-    """Temporally correlated exploration noise, one process per env copy (Uhlenbeck & Ornstein 1930).
-
-    ``x <- x + theta * (mu - x) * dt + sigma * sqrt(dt) * N(0, 1)``: the state is
-    pulled back towards ``mu`` at rate ``theta``; ``reset(mask)`` restarts the
-    processes of env copies whose episode ended.
-    """
-
-    def __init__(self, num_envs: int, action_dim: int, theta: float, sigma: float, mu: float = 0.0,
-                 dt: float = 1.0) -> None:
-        self.theta, self.sigma, self.mu, self.dt = theta, sigma, mu, dt
-        self.state = torch.full((num_envs, action_dim), float(mu))
-
-    def reset(self, mask: np.ndarray | None = None) -> None:
-        if mask is None:
-            self.state.fill_(self.mu)
-        else:
-            self.state[torch.as_tensor(mask)] = self.mu
-
-    def sample(self) -> torch.Tensor:
-        noise = torch.randn(self.state.shape)
-        self.state += self.theta * (self.mu - self.state) * self.dt + self.sigma * math.sqrt(self.dt) * noise
-        return self.state.clone()
-
-
-class CriticWithActionJoin(nn.Module):
-    """Q(s, a): observation features through an MLP, with the action concatenated before hidden layer ``action_layer``.
-
-    ``action_layer = 0`` joins it with the input; ``1`` after the first hidden layer
-    (Lillicrap et al. 2016, sec. 7, and seed S2).
-    """
-
-    def __init__(self, observation_space: gym.Space, action_dim: int, hidden_sizes: Sequence[int], activation: str,
-                 action_layer: int, cnn_features: int, image_layout: Any) -> None:
-        super().__init__()
-        if not 0 <= action_layer <= len(hidden_sizes):
-            raise ConfigurationError(f"critic_action_layer={action_layer} must lie in [0, {len(hidden_sizes)}] "
-                                     f"for hidden_sizes={list(hidden_sizes)}")
-        # Features only (flatten for vectors, conv net for images); the hidden layers come below.
-        self.encoder = make_encoder(observation_space, (), activation, cnn_features, image_layout=image_layout)
-        self.action_layer = action_layer
-        act = activation_class(activation)
-        layers, last = [], self.encoder.out_dim
-        for i, size in enumerate(hidden_sizes):
-            extra = action_dim if i == action_layer else 0
-            layers.append(nn.Sequential(nn.Linear(last + extra, size), act()))
-            last = size
-        self.hidden = nn.ModuleList(layers)
-        self.out = nn.Linear(last + (action_dim if action_layer == len(hidden_sizes) else 0), 1)
-
-    def forward(self, obs: Any, action: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(obs)
-        for i, layer in enumerate(self.hidden):
-            if i == self.action_layer:
-                h = torch.cat([h, action], dim=-1)
-            h = layer(h)
-        if self.action_layer == len(self.hidden):
-            h = torch.cat([h, action], dim=-1)
-        return self.out(h).squeeze(-1)
 
 
 class DDPG(OffPolicyModule):
@@ -126,7 +64,6 @@ class DDPG(OffPolicyModule):
         self.actor: nn.Module | None = None
         self.critic: CriticWithActionJoin | None = None
         self.noise: OrnsteinUhlenbeckNoise | None = None
-        self._saved_noise_state: torch.Tensor | None = None
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         self.check_box_or_discrete(action_space, "DDPG", gym.spaces.Box)
@@ -167,13 +104,11 @@ class DDPG(OffPolicyModule):
         return self.scale_action(stored).cpu().numpy(), stored
 
     def ou_process(self) -> OrnsteinUhlenbeckNoise:
-        """The OU noise process, built on first use (from a checkpoint's state when resuming)."""
+        """The OU noise processes of the env copies, built on first use."""
         if self.noise is None:
             hp = self.hparams
             self.noise = OrnsteinUhlenbeckNoise(self.num_envs, self.action_low.shape[0], hp.ou_theta, hp.noise_sigma,
                                                 dt=hp.ou_dt)
-            if self._saved_noise_state is not None and self._saved_noise_state.shape == self.noise.state.shape:
-                self.noise.state.copy_(self._saved_noise_state)
         return self.noise
 
     def exploration_noise(self) -> torch.Tensor | None:
@@ -237,22 +172,11 @@ class DDPG(OffPolicyModule):
         return metrics
 
     def run_state(self) -> dict[str, Any]:
-        # Each DDP rank's own noise processes (the checkpoint's top-level entry is rank 0's).
+        # Each DDP rank's own noise processes.
         return {**super().run_state(), "ou_noise_state": None if self.noise is None else self.noise.state.clone()}
 
     def load_run_state(self, state: dict[str, Any]) -> None:
         super().load_run_state(state)
-        self._saved_noise_state = state.get("ou_noise_state", self._saved_noise_state)
-        if self.noise is not None and self._saved_noise_state is not None:
-            self.noise.state.copy_(self._saved_noise_state)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.noise is not None:
-            checkpoint["rl_lightning"]["ou_noise_state"] = self.noise.state.clone()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._saved_noise_state = checkpoint["rl_lightning"].get("ou_noise_state")
-        if self.noise is not None and self._saved_noise_state is not None:
-            self.noise.state.copy_(self._saved_noise_state)
+        saved = state.get("ou_noise_state")
+        if saved is not None and saved.shape == self.ou_process().state.shape:
+            self.noise.state.copy_(saved)

@@ -61,6 +61,8 @@ class DQN(OffPolicyModule):
             Q head) instead of PyTorch's default; keeps more ReLU units alive on sparse images.
     """
 
+    COUNTERS = OffPolicyModule.COUNTERS + ("target_updates",)
+
     def __init__(
         self,
         learning_rate: float = 1e-4,
@@ -199,11 +201,3 @@ class DQN(OffPolicyModule):
             metrics["model/loss"] = torch.stack(losses).mean()
             metrics["model/q_mean"] = torch.stack(q_means).mean()
         return metrics
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["rl_lightning"]["target_updates"] = self.target_updates
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.target_updates = checkpoint["rl_lightning"].get("target_updates", 0)

@@ -17,7 +17,7 @@ from rl_lightning.envs.factory import final_observations
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import all_finite, env_label, first_non_finite, non_finite_env_fault
-from rl_lightning.lightning_compat import attached_trainer
+from rl_lightning.lightning_compat import attached_trainer, fitting, world_size
 from rl_lightning.signals import Terminated, termination_requested
 
 
@@ -229,9 +229,9 @@ class OffPolicyModule(RLModule):
         Lightning calls ``on_save_checkpoint`` on every rank, so every rank takes part.
         """
         mine = self.buffer.state_dict()  # on the CPU: no device of another rank ends up in the pickle
-        if self._world_size() == 1 or not self._fitting():
+        if world_size(self) == 1 or not fitting(self):
             return [mine]
-        gathered: list[Any] | None = [None] * self._world_size() if self.global_rank == 0 else None
+        gathered: list[Any] | None = [None] * world_size(self) if self.global_rank == 0 else None
         torch.distributed.gather_object(mine, gathered, dst=0)
         return gathered
 
@@ -239,12 +239,12 @@ class OffPolicyModule(RLModule):
         super().on_load_checkpoint(checkpoint)
         state = checkpoint["rl_lightning"]
         saved = state.get("replay_buffer")
-        if saved is not None and self._fitting():
+        if saved is not None and fitting(self):
             # Each rank resumes with its own buffer.
             buffers = [saved, *state.get("replay_buffers_of_other_ranks", [])]
-            if len(buffers) != self._world_size():
+            if len(buffers) != world_size(self):
                 rank_zero_warn(f"the checkpoint holds the replay buffers of {len(buffers)} process(es), this run has "
-                               f"{self._world_size()}: rank r resumes with a copy of saved rank r % {len(buffers)}'s",
+                               f"{world_size(self)}: rank r resumes with a copy of saved rank r % {len(buffers)}'s",
                                stacklevel=1)
             saved = buffers[self.global_rank % len(buffers)]
         if saved is not None and self.buffer is not None:

@@ -169,6 +169,10 @@ def final_observations(next_obs: Any, info: dict[str, Any]) -> Any:
     return out
 
 
+WORKER_ID_PER_RANK = 100
+"""Under DDP, rank ``r`` adds ``r * WORKER_ID_PER_RANK`` to a Unity env's ``worker_id``, for ports of its own."""
+
+
 def make_vector_env(
     env: EnvSource,
     num_envs: int = 1,
@@ -176,6 +180,7 @@ def make_vector_env(
     seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[WrapperSpec] = (),
+    rank: int = 0,
 ) -> gym.vector.VectorEnv:
     """Build a seeded vector env of ``num_envs`` copies of ``env``.
 
@@ -189,6 +194,8 @@ def make_vector_env(
         env_kwargs: keyword arguments for ``gym.make`` or the env class.
         wrappers: applied to each sub-env in order, innermost first (for a vector env of its own, such as
             Unity's, only observation and action wrappers, applied to each sub-env's observations and actions).
+        rank: the DDP rank building it: a vector env of its own that takes a ``worker_id`` (Unity: its ports are
+            ``base_port + worker_id``) gets ``rank * WORKER_ID_PER_RANK`` added to it, so each rank has its own ports.
     """
     if num_envs < 1:
         raise ConfigurationError(f"num_envs={num_envs} must be >= 1")
@@ -200,8 +207,12 @@ def make_vector_env(
     kwargs = dict(env_kwargs or {})
     if isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
         # A vector env of its own (e.g. "unity": the agents are the sub-envs); num_envs and vectorization don't apply.
-        if seed is not None and "seed" in inspect.signature(factory).parameters:
+        parameters = inspect.signature(factory).parameters
+        if seed is not None and "seed" in parameters:
             kwargs.setdefault("seed", seed)
+        worker_id = parameters.get("worker_id")
+        if rank > 0 and worker_id is not None:
+            kwargs["worker_id"] = kwargs.get("worker_id", worker_id.default) + rank * WORKER_ID_PER_RANK
         venv = factory(**kwargs)
         own_statistics = getattr(venv, "records_episode_statistics", False)  # Unity: per agent, not per slot
         try:

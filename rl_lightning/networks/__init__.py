@@ -1,6 +1,10 @@
-"""Networks: MLP bodies and actor-critic heads."""
+"""Networks and what acts through them: encoders chosen from the observation space, MLP bodies, the actor-critic
+of PPO/A2C, the action-joining critic of DDPG, target-network updates, exploration noise and the NumPy mirrors
+used for acting on the CPU."""
 
 from rl_lightning.networks.actor_critic import ActorCritic
+from rl_lightning.networks.critics import CriticWithActionJoin
 from rl_lightning.networks.mlp import MLP
+from rl_lightning.networks.noise import OrnsteinUhlenbeckNoise
 
-__all__ = ["MLP", "ActorCritic"]
+__all__ = ["MLP", "ActorCritic", "CriticWithActionJoin", "OrnsteinUhlenbeckNoise"]

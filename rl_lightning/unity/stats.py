@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 from mlagents_envs.side_channel.stats_side_channel import StatsAggregationMethod, StatsSideChannel
 
+from rl_lightning.lightning_compat import world_size
+
 AVERAGE, MOST_RECENT, SUM, HISTOGRAM = (StatsAggregationMethod.AVERAGE, StatsAggregationMethod.MOST_RECENT,
                                         StatsAggregationMethod.SUM, StatsAggregationMethod.HISTOGRAM)
 
@@ -171,9 +173,9 @@ def training_point_stats(module: Any) -> dict[str, float]:
             return module.reduce_across_ranks(torch.tensor(vector, dtype=torch.float64, device=module.device)).tolist()
 
         def all_gather(obj: Any) -> list[Any]:
-            gathered: list[Any] = [None] * module._world_size()
+            gathered: list[Any] = [None] * world_size(module)
             torch.distributed.all_gather_object(gathered, obj)
             return gathered
 
-        module._unity_stats_reducer = UnityStatsReducer(all_reduce, all_gather, module._world_size())
+        module._unity_stats_reducer = UnityStatsReducer(all_reduce, all_gather, world_size(module))
     return {f"unity/{key}": value for key, value in module._unity_stats_reducer.reduce(unity.read_stats()).items()}
