@@ -27,6 +27,7 @@ from rl_lightning.algorithms.training_log import TrainingLog
 from rl_lightning.data.stream import EvaluationRequests, RoundStream
 from rl_lightning.envs.checks import check_env_kwargs
 from rl_lightning.envs.factory import EnvSource, check_env_source, import_path_of, make_vector_env, resolve_env
+from rl_lightning.envs.spaces import action_space_kind, check_action_space
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
@@ -48,6 +49,20 @@ def _private_generator() -> torch.Generator:
     generator. Lightning creates them a different number of times in a resumed run than in an uninterrupted one,
     and the policy's and the buffer's draws must not depend on that."""
     return torch.Generator().manual_seed(0)
+
+
+def algorithms_acting_in(action_space: gym.Space) -> list[str]:
+    """The library's algorithms (``RLModule`` subclasses in ``rl_lightning.algorithms``) that act in ``action_space``."""
+    kind, found = action_space_kind(action_space), []
+    classes = list(RLModule.__subclasses__())
+    while classes:
+        cls = classes.pop(0)
+        classes.extend(cls.__subclasses__())
+        # An algorithm, not a family base: it has its updates (abstract methods are not enforced on a LightningModule).
+        if (cls.__module__.startswith("rl_lightning.algorithms.") and cls.train_round is not RLModule.train_round
+                and kind in getattr(cls, "ACTION_SPACES", ())):
+            found.append(cls.__name__)
+    return found
 
 
 class RLModule(CheckpointedRun):
@@ -110,6 +125,9 @@ class RLModule(CheckpointedRun):
 
     ROUND_UNIT: str
     """The setting that gives each sub-env's steps per round (``"n_steps"``, ``"train_freq"``)."""
+    ACTION_SPACES: tuple[str, ...]
+    """The kinds of action space the algorithm acts in (``rl_lightning.envs.spaces.ACTION_SPACE_KINDS``), checked before
+    its networks are built."""
 
     MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers")
     """Settings that define the networks or their spaces: a checkpoint loads only into a model with the same ones
@@ -190,7 +208,8 @@ class RLModule(CheckpointedRun):
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
-        """Create the networks for these spaces; raise ``ConfigurationError`` for spaces the algorithm can't handle."""
+        """Create the networks for these spaces (of a kind in ``ACTION_SPACES``); raise ``ConfigurationError`` for
+        anything else the algorithm cannot handle."""
 
     @abstractmethod
     def collect_round(self) -> Any:
@@ -229,6 +248,8 @@ class RLModule(CheckpointedRun):
 
     def _attach_spaces(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         if self.observation_space is None:
+            check_action_space(action_space, type(self).__name__, self.ACTION_SPACES,
+                               algorithms_acting_in(action_space))
             self.build_networks(observation_space, action_space)
             self.observation_space, self.action_space = observation_space, action_space
         elif (observation_space, action_space) != (self.observation_space, self.action_space):

@@ -38,6 +38,7 @@ class DDPG(OffPolicyModule):
         ou_dt: time step of the OU noise.
     """
 
+    ACTION_SPACES = ("box",)
     MODEL_SETTINGS = OffPolicyModule.MODEL_SETTINGS + ("critic_action_layer",)
 
     def __init__(
@@ -66,7 +67,6 @@ class DDPG(OffPolicyModule):
         self.noise: OrnsteinUhlenbeckNoise | None = None
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
-        self.check_box_or_discrete(action_space, "DDPG", gym.spaces.Box)
         check_finite_action_bounds(action_space, "DDPG")  # its tanh output is scaled onto [low, high]
         hp = self.hparams
         action_dim = int(action_space.shape[0])

@@ -61,6 +61,7 @@ class DQN(OffPolicyModule):
             Q head) instead of PyTorch's default; keeps more ReLU units alive on sparse images.
     """
 
+    ACTION_SPACES = ("discrete",)
     COUNTERS = OffPolicyModule.COUNTERS + ("target_updates",)
 
     def __init__(
@@ -97,7 +98,6 @@ class DQN(OffPolicyModule):
         self._host_q: HostMLP | None = None  # the Q-network's NumPy mirror during collection (see collect)
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
-        self.check_box_or_discrete(action_space, "DQN", gym.spaces.Discrete)
         hp = self.hparams
         encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
                                image_layout=hp.image_layout)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -14,7 +13,6 @@ from rl_lightning.algorithms.base import RLModule
 from rl_lightning.data.replay import DecisionTransitions, ReplayBuffer
 from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.factory import final_observations
-from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import all_finite, env_label, first_non_finite, non_finite_env_fault
 from rl_lightning.lightning_compat import attached_trainer, fitting, world_size
@@ -251,16 +249,3 @@ class OffPolicyModule(RLModule):
             self.buffer.load_state_dict(saved)
         else:
             self._saved_buffer = saved  # loaded once setup has built the buffer
-
-    @staticmethod
-    def check_box_or_discrete(space: gym.Space, algorithm: str, want: type) -> None:
-        if is_hybrid(space):
-            raise ConfigurationError(
-                f"{algorithm} cannot act in a hybrid action space (continuous {space['continuous'].shape[0]} + "
-                f"discrete branches {space['discrete'].nvec.tolist()}, an ML-Agents hybrid action spec); "
-                "train it with PPO or A2C")
-        if not isinstance(space, want) or (want is gym.spaces.Box and len(space.shape) != 1):
-            kind = "a Discrete" if want is gym.spaces.Discrete else "a 1-D Box (continuous)"
-            other = "DDPG" if algorithm == "DQN" else "DQN"
-            raise ConfigurationError(f"{algorithm} needs {kind} action space; the env's is {space} "
-                                     f"(use {other} or PPO for it)")

@@ -19,7 +19,7 @@ from rl_lightning.errors import ConfigurationError, EnvironmentFault
 from rl_lightning.guards import (all_finite, check_collected, env_label, first_non_finite,
                                  non_finite_env_fault, obs_fields)
 from rl_lightning.lightning_compat import attached_trainer
-from rl_lightning.networks.actor_critic import ActorCritic, check_action_space, to_env_action
+from rl_lightning.networks.actor_critic import ActorCritic, to_env_action
 from rl_lightning.signals import Terminated, termination_requested
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
@@ -64,6 +64,7 @@ class OnPolicyModule(RLModule):
     """
 
     ROUND_UNIT = "n_steps"
+    ACTION_SPACES = ("discrete", "multi_discrete", "box", "hybrid")
 
     MODEL_SETTINGS = RLModule.MODEL_SETTINGS + ("hidden_sizes", "activation", "shared_trunk")
     RESUME_SETTINGS = RLModule.RESUME_SETTINGS + ("optimizer",)
@@ -110,7 +111,6 @@ class OnPolicyModule(RLModule):
         return self.hparams.n_steps * self.num_envs
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
-        check_action_space(action_space, type(self).__name__)
         hp = self.hparams
         self.policy = ActorCritic(observation_space, action_space, hp.hidden_sizes, hp.activation, hp.shared_trunk,
                                   hp.ortho_init, hp.log_std_init)

@@ -8,6 +8,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rl_lightning.errors import ConfigurationError
+
 
 def _bound(values: np.ndarray) -> Any:
     # A bound that is the same everywhere (the usual case, images too) is stored as one number.
@@ -79,3 +81,46 @@ def is_hybrid(space: gym.Space) -> bool:
     return (isinstance(space, gym.spaces.Dict) and tuple(space.spaces) == HYBRID_KEYS
             and isinstance(space["continuous"], gym.spaces.Box) and len(space["continuous"].shape) == 1
             and isinstance(space["discrete"], gym.spaces.MultiDiscrete) and space["discrete"].nvec.ndim == 1)
+
+
+ACTION_SPACE_KINDS = {
+    "discrete": "Discrete",
+    "multi_discrete": "MultiDiscrete",
+    "box": "1-D Box (continuous)",
+    "hybrid": "hybrid (continuous + discrete branches)",
+}
+"""The kinds of action space an algorithm may declare it acts in (``RLModule.ACTION_SPACES``), as messages name them."""
+
+
+def action_space_kind(space: gym.Space) -> str | None:
+    """Which of ``ACTION_SPACE_KINDS`` ``space`` is, or ``None``."""
+    if is_hybrid(space):
+        return "hybrid"
+    if isinstance(space, gym.spaces.Discrete):
+        return "discrete"
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return "multi_discrete"
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return "box"
+    return None
+
+
+def describe_action_space(space: gym.Space) -> str:
+    if is_hybrid(space):
+        return (f"a hybrid action space (continuous {space['continuous'].shape[0]} + discrete branches "
+                f"{space['discrete'].nvec.tolist()}, an ML-Agents hybrid action spec)")
+    return str(space)
+
+
+def check_action_space(space: gym.Space, algorithm: str, supported: Sequence[str],
+                       alternatives: Sequence[str] = ()) -> None:
+    """Raise ``ConfigurationError`` unless ``space`` is of a kind in ``supported``, naming what the algorithm needs
+    and ``alternatives`` (algorithms that act in it)."""
+    if action_space_kind(space) in supported:
+        return
+    names = [ACTION_SPACE_KINDS[kind] for kind in supported]
+    needs = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    advice = (f"; train it with {', '.join(alternatives[:-1])} or {alternatives[-1]}" if len(alternatives) > 1
+              else f"; train it with {alternatives[0]}" if alternatives else "")
+    raise ConfigurationError(f"{algorithm} needs a {needs} action space; the env's is "
+                             f"{describe_action_space(space)}{advice}")

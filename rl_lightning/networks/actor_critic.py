@@ -13,7 +13,6 @@ from torch.distributions import Categorical, Distribution, Normal
 
 from rl_lightning.data.replay import Obs
 from rl_lightning.envs.spaces import is_hybrid
-from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.host import HostActorCritic, HostMLP
 from rl_lightning.networks.mlp import orthogonal_init
@@ -103,20 +102,6 @@ class HybridDistribution(Distribution):
     @property
     def mode(self) -> torch.Tensor:
         return self._join(self.continuous.mean, self.discrete.mode)
-
-
-def check_action_space(action_space: gym.Space, algorithm: str) -> None:
-    """Raise a clear error if an actor-critic cannot act in ``action_space``."""
-    if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-        return
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return
-    if is_hybrid(action_space):
-        return
-    raise ConfigurationError(
-        f"{algorithm} supports Discrete, MultiDiscrete and 1-D Box action spaces and hybrid ones (a Dict of a "
-        "'continuous' Box and a 'discrete' MultiDiscrete); "
-        f"the env's action space is {action_space}")
 
 
 class ActorCritic(nn.Module):
