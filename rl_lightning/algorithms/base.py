@@ -32,8 +32,9 @@ from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
 from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult, evaluate_episodes
-from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch, fitting, logs_due,
-                                           set_max_epochs, world_size)
+from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch,
+                                           find_unused_parameters_under_ddp, fitting, logs_due, set_max_epochs,
+                                           world_size)
 
 # The dataloaders yield round counts and evaluation requests in the trainer process (collection itself runs in
 # training_step, with the live policy): no worker processes, and an exact __len__ on purpose.
@@ -52,7 +53,7 @@ def _private_generator() -> torch.Generator:
 
 
 def algorithms_acting_in(action_space: gym.Space) -> list[str]:
-    """The library's algorithms (``RLModule`` subclasses in ``rl_lightning.algorithms``) that act in ``action_space``."""
+    """The library's algorithms (``RLModule`` subclasses in ``rl_lightning.algorithms``) acting in ``action_space``."""
     kind, found = action_space_kind(action_space), []
     classes = list(RLModule.__subclasses__())
     while classes:
@@ -128,6 +129,11 @@ class RLModule(CheckpointedRun):
     ACTION_SPACES: tuple[str, ...]
     """The kinds of action space the algorithm acts in (``rl_lightning.envs.spaces.ACTION_SPACE_KINDS``), checked before
     its networks are built."""
+    BACKWARD_LEAVES_PARAMETERS_UNUSED = False
+    """Whether a backward of the algorithm leaves some parameters without gradients (DDPG's critic loss, the actor).
+    Under DDP, which by default waits for every parameter's gradient before it averages them ("Expected to have
+    finished reduction ..." at the next backward), its unused-parameter detection then marks them ready instead; an
+    explicit ``DDPStrategy(find_unused_parameters=...)`` is left as given."""
 
     MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers")
     """Settings that define the networks or their spaces: a checkpoint loads only into a model with the same ones
@@ -276,6 +282,8 @@ class RLModule(CheckpointedRun):
                 self._num_envs_by_rank = self._gather_num_envs()
                 # After the networks: the same initial weights on every rank, different action and minibatch draws.
                 torch.manual_seed(self._rank_seed())
+            if self.BACKWARD_LEAVES_PARAMETERS_UNUSED:
+                find_unused_parameters_under_ddp(attached_trainer(self))
             # Here, once the envs are built: a Unity env's sub-envs (and DDP's ranks) are only counted now.
             unit = self.ROUND_UNIT
             check_collect_budget(self.round_steps, self.hparams.total_steps,
@@ -382,7 +390,8 @@ class RLModule(CheckpointedRun):
         return self.schedule.epoch_batches(self.env_steps)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(RoundStream(self.epoch_batches), batch_size=None, num_workers=0, generator=_private_generator())
+        return DataLoader(RoundStream(self.epoch_batches), batch_size=None, num_workers=0,
+                          generator=_private_generator())
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # collected directly on the module's device

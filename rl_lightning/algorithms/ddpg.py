@@ -14,7 +14,6 @@ from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_finite_action_bounds
-from rl_lightning.lightning_compat import attached_trainer, find_unused_parameters_under_ddp
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.critics import CriticWithActionJoin
 from rl_lightning.networks.noise import OrnsteinUhlenbeckNoise
@@ -39,6 +38,8 @@ class DDPG(OffPolicyModule):
     """
 
     ACTION_SPACES = ("box",)
+    # The critic's backward gives the actor no gradients.
+    BACKWARD_LEAVES_PARAMETERS_UNUSED = True
     MODEL_SETTINGS = OffPolicyModule.MODEL_SETTINGS + ("critic_action_layer",)
 
     def __init__(
@@ -80,15 +81,6 @@ class DDPG(OffPolicyModule):
         self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32),
                              persistent=False)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit":
-            # The critic's backward gives the actor no gradients, and DDP by default waits for every parameter's
-            # gradient before it averages them ("Expected to have finished reduction ..." at the next backward).
-            # DDP's unused-parameter detection marks the actor's ready instead; the updates stay as they are.
-            # An explicit DDPStrategy(find_unused_parameters=...) is left as given.
-            find_unused_parameters_under_ddp(attached_trainer(self))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [make_optimizer(torch.optim.Adam, self.actor.parameters(), lr=self.hparams.actor_learning_rate),
