@@ -198,7 +198,7 @@ class RolloutBuffer:
             self.log_probs[t] = torch.as_tensor(log_probs, device=self.device)
             self.values[t] = torch.as_tensor(values, device=self.device)
         if self.action_masks is not None:
-            self.action_masks[t] = action_masks
+            self.action_masks[t] = torch.as_tensor(action_masks, device=self.device)
         if decision is None and not self.tracking:
             return None
         return self._attribute(t, np.ones(self.num_envs, bool) if decision is None else decision)
