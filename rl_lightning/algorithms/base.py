@@ -215,8 +215,7 @@ class RLModule(L.LightningModule):
         self._unity_stats_reducer: Any = None  # a Unity env's custom metrics over the ranks (rl_lightning.unity.stats)
         self.last_evaluation: EvaluationResult | None = None
         self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
-        # The envs' current observations' action masks (bool, True = allowed; rl_lightning.envs.steps), if they give them.
-        self._action_mask: np.ndarray | None = None
+        self._action_mask: np.ndarray | None = None  # the current observations' masks, if any (rl_lightning.envs.steps)
         # Envs whose sub-envs do not all act at every step (Unity: agents between decisions, sub-envs without an
         # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
         self._decision: np.ndarray | None = None

@@ -116,9 +116,9 @@ class OffPolicyModule(RLModule):
             self._action_mask = action_masks(self._initial_info, self.num_envs)
             # Allocated (after a memory check) where the module will live, before training starts.
             device = self.trainer.strategy.root_device if attached_trainer(self) is not None else torch.device("cpu")
+            mask = self._action_mask
             self.buffer = ReplayBuffer(self.hparams.buffer_size, self.observation_space, self.action_space,
-                                       device=device,
-                                       action_mask_size=None if self._action_mask is None else self._action_mask.shape[-1])
+                                       device=device, action_mask_size=None if mask is None else mask.shape[-1])
             if self._saved_buffer is not None:
                 self.buffer.load_state_dict(self._saved_buffer)
                 self._saved_buffer = None

@@ -171,6 +171,11 @@ class OnPolicyModule(RLModule):
             raise ConfigurationError(f"info['action_mask'] has {mask.shape[-1]} columns but the action space "
                                      f"{self.action_space} needs {expected} (one per action, branches side by side)")
 
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        super().load_run_state(state)
+        if isinstance(self._action_mask, torch.Tensor):  # a checkpoint from when the masks were kept as tensors
+            self._action_mask = self._action_mask.cpu().numpy()
+
     def observation_storage(self) -> tuple[Any, Any]:
         """Shapes and dtypes to store observations with (per key for Dict spaces); uint8 images stay uint8."""
         space = self.observation_space
@@ -179,7 +184,7 @@ class OnPolicyModule(RLModule):
                     {k: storage_dtype(s) for k, s in space.spaces.items()})
         return tuple(space.shape), storage_dtype(space)
 
-    def final_values(self, step: EnvStep, rows: np.ndarray, env_steps: int) -> torch.Tensor:
+    def final_obs_values(self, step: EnvStep, rows: np.ndarray, env_steps: int) -> np.ndarray:
         """``V`` of the final observations of the sub-envs ``rows`` whose episodes ``step`` ended (``env_steps``: the
         run's env step, for the message of the ``EnvironmentFault`` a non-finite one raises)."""
         final_obs = step.final_obs(rows, self.observation_space)
@@ -187,7 +192,7 @@ class OnPolicyModule(RLModule):
         if not all_finite(fields):  # tested only at truncations, all of the step's at once
             name, index, value = first_non_finite(fields)
             raise non_finite_env_fault(env_label(self.hparams), name, value, int(rows[index[0]]), env_steps)
-        return self.policy.value(self.obs_to_tensor(final_obs))
+        return self.policy.value(self.obs_to_tensor(final_obs)).cpu().numpy()
 
     def check_rollout_finite(self, buf: RolloutBuffer, rows: int, next_obs: Any, start_steps: int) -> None:
         """Raise ``EnvironmentFault`` if the first ``rows`` stored steps of the rollout, or ``next_obs`` (the
@@ -213,35 +218,26 @@ class OnPolicyModule(RLModule):
     @torch.no_grad()
     def collect_round(self) -> dict[str, Any]:
         hp = self.hparams
-        policy, envs = self.policy, self.envs
-        mask = self._action_mask
+        envs, mask = self.envs, self._action_mask
         if self.rollout is None:
             obs_shape, obs_dtype = self.observation_storage()
             self.rollout = RolloutBuffer(hp.n_steps, self.num_envs, obs_shape, self.policy_action_shape(),
                                          self.policy_action_dtype(), self.device, obs_dtype=obs_dtype,
                                          action_mask_size=None if mask is None else mask.shape[-1])
         buf = self.rollout
-        obs_np = self._obs
-        # On the CPU, MLP policies over Discrete actions act through a NumPy mirror: a fraction of the cost of
-        # PyTorch's per-operation dispatch on a few rows (see rl_lightning.networks.host).
-        host = policy.host() if self.device.type == "cpu" else None
-        obs = None if host is not None else self.obs_to_tensor(obs_np)
-        start_steps = self.env_steps
+        actor = self.policy.rollout_actor(self.obs_to_tensor)  # NumPy in and out (rl_lightning.networks.acting)
+        obs, start_steps = self._obs, self.env_steps
         for t in range(hp.n_steps):
             try:
-                if host is not None:
-                    action, log_prob, value = host.act(obs_np, mask)
-                else:
-                    action, log_prob, value = policy.act(
-                        obs, action_mask=None if mask is None else torch.as_tensor(mask, device=self.device))
+                action, log_prob, value = actor.act(obs, mask)
             except (ValueError, RuntimeError) as err:
                 # A distribution refuses NaN parameters: when the observations acted on are to blame, say so.
                 if not isinstance(err, EnvironmentFault):
-                    self.check_rollout_finite(buf, t, obs_np, start_steps)
+                    self.check_rollout_finite(buf, t, obs, start_steps)
                 raise
             step = step_envs(envs, to_env_action(action, self.action_space), mask)
             # With envs whose rows do not all decide (Unity), a step's outcome belongs to each row's last decision.
-            owner = buf.add(t, obs_np, action, log_prob, value,
+            owner = buf.add(t, obs, action, log_prob, value,
                             step.reward * hp.reward_scale if hp.reward_scale != 1.0 else step.reward,
                             step.terminated, step.ended, mask, self._decision)
             self._decision = step.decision
@@ -251,27 +247,22 @@ class OnPolicyModule(RLModule):
                     bootstrap &= owner >= 0
                 if bootstrap.any():
                     # A time limit is not a terminal state: value the final observation (kept by the autoreset).
-                    idx = np.flatnonzero(bootstrap)
-                    steps = np.full(len(idx), t) if owner is None else owner[idx]
-                    buf.final_values[torch.as_tensor(steps, device=self.device),
-                                     torch.as_tensor(idx, device=self.device)] = self.final_values(
-                        step, idx, start_steps + t * self.num_envs_all_ranks)
+                    rows = np.flatnonzero(bootstrap)
+                    steps = np.full(len(rows), t) if owner is None else owner[rows]
+                    buf.final_values[steps, rows] = self.final_obs_values(
+                        step, rows, start_steps + t * self.num_envs_all_ranks)
                 self.record_episodes(step.info)
             # The next observations and their masks; after a same-step autoreset, already the new episode's.
-            obs_np, mask = step.obs, step.action_mask
-            if host is None:
-                obs = self.obs_to_tensor(obs_np)
+            obs, mask = step.obs, step.action_mask
             if termination_requested(self):
                 # SIGTERM: abandon the rollout (its steps are not counted); the checkpoint keeps the envs as they are.
-                self._obs, self._action_mask = obs_np, mask
+                self._obs, self._action_mask = obs, mask
                 raise Terminated()
         # One vectorised test per stored array, before anything computed from them reaches an update.
-        self.check_rollout_finite(buf, hp.n_steps, obs_np, start_steps)
-        self._obs = obs_np
-        self._action_mask = mask
+        self.check_rollout_finite(buf, hp.n_steps, obs, start_steps)
+        self._obs, self._action_mask = obs, mask
         self.env_steps += self.round_steps  # all ranks' steps: they collect in lockstep
-        last_obs = self.obs_to_tensor(obs_np) if obs is None else obs
-        return buf.finish(policy.value(last_obs), hp.gamma, hp.gae_lambda, self._decision)
+        return buf.finish(self.policy.value(self.obs_to_tensor(obs)), hp.gamma, hp.gae_lambda, self._decision)
 
     def policy_action_shape(self) -> tuple[int, ...]:
         space = self.action_space
