@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -90,13 +91,13 @@ class OffPolicyModule(RLModule):
 
     # ------------------------------------------------------------------ acting, per algorithm
     @abstractmethod
-    def random_actions(self) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
+    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
         """Uniform random ``(env_actions, stored_actions)`` for every env copy (before ``learning_starts``)."""
 
     @abstractmethod
-    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
-        """Exploratory ``(env_actions, stored_actions)`` for the envs' observations ``obs`` (as the envs give them:
-        NumPy, a dict of arrays for Dict spaces); stored actions may stay tensors on the module's device."""
+    def explorer(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+        """What a round explores with: the envs' observations (as they give them: NumPy, a dict of arrays for Dict
+        spaces) -> ``(env_actions, stored_actions)``, NumPy arrays with one row per env copy."""
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         """Called with the mask of env copies whose episode ended this step (e.g. to reset noise)."""
@@ -127,7 +128,7 @@ class OffPolicyModule(RLModule):
     def collect_round(self) -> dict[str, Any]:
         hp = self.hparams
         envs, buf = self.envs, self.buffer
-        obs = self._obs
+        explore, obs = self.explorer(), self._obs
         start_rows, start_steps = buf.added, self.env_steps
         # Envs whose rows do not all decide (Unity): per env step, the rows written before it and their sub-envs.
         trace: list[tuple[int, np.ndarray]] = []
@@ -135,7 +136,7 @@ class OffPolicyModule(RLModule):
             if hp.random_warmup and self.env_steps < hp.learning_starts:
                 env_actions, stored = self.random_actions()
             else:
-                env_actions, stored = self.explore(obs)
+                env_actions, stored = explore(obs)
             step = step_envs(envs, env_actions, self._action_mask)
             reward = step.reward * hp.reward_scale if hp.reward_scale != 1.0 else step.reward
             # A finished episode's real next observation is its final one (the envs already reset), with its mask.
