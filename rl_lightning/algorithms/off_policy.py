@@ -1,4 +1,9 @@
-"""What DQN and DDPG share: a replay buffer fed by the envs, and minibatches sampled from it."""
+"""What DQN and DDPG share: a replay buffer fed by the envs, and minibatches sampled from it.
+
+A round steps the envs with ``rl_lightning.envs.steps``, acts with the algorithm's ``random_actions`` or
+``explorer`` (NumPy in and out) and stores the transitions in a ``ReplayBuffer`` (``rl_lightning.data.replay``;
+through ``DecisionTransitions`` for envs whose rows do not all decide at every step).
+"""
 
 from __future__ import annotations
 
@@ -114,10 +119,9 @@ class OffPolicyModule(RLModule):
                 rank_zero_warn(f"learning_starts={hp.learning_starts} >= total_steps={hp.total_steps}: the run will "
                                "fill the replay buffer and never update the networks", stacklevel=1)
         if stage == "fit" and self.buffer is None:
-            self._action_mask = action_masks(self._initial_info, self.num_envs)
+            self._action_mask = mask = action_masks(self._initial_info, self.num_envs)
             # Allocated (after a memory check) where the module will live, before training starts.
             device = self.trainer.strategy.root_device if attached_trainer(self) is not None else torch.device("cpu")
-            mask = self._action_mask
             self.buffer = ReplayBuffer(self.hparams.buffer_size, self.observation_space, self.action_space,
                                        device=device, action_mask_size=None if mask is None else mask.shape[-1])
             if self._saved_buffer is not None:

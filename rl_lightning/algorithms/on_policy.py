@@ -1,4 +1,9 @@
-"""What PPO and A2C share: an actor-critic, rollout collection with GAE, optimizers and schedules."""
+"""What PPO and A2C share: an actor-critic, rollout collection with GAE, optimizers and schedules.
+
+A rollout steps the envs with ``rl_lightning.envs.steps``, acts through the policy's rollout actor
+(``ActorCritic.rollout_actor``, ``rl_lightning.networks.acting``) and stores each step in a ``RolloutBuffer``
+(``rl_lightning.data.rollout``), all in NumPy until ``RolloutBuffer.finish`` moves the rollout to the device.
+"""
 
 from __future__ import annotations
 
