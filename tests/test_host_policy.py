@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from rl_lightning import A2C
+from rl_lightning.networks.acting import TorchActor, TorchQValues, q_values_of
 from rl_lightning.networks.actor_critic import ActorCritic
+from rl_lightning.networks.host import HostActorCritic
 
 VECTOR = gym.spaces.Box(-1, 1, (4,))
 
@@ -82,7 +84,7 @@ def test_mirror_reads_the_current_weights_and_only_exists_where_it_is_exact():
 def test_rollout_collected_through_the_mirror_stores_the_policys_log_probs_and_values():
     model = A2C(env="CartPole-v1", num_envs=3, n_steps=16, hidden_sizes=[16], seed=4)
     model.setup("fit")
-    assert model.policy.host() is not None
+    assert isinstance(model.policy.rollout_actor(model.obs_to_tensor), HostActorCritic)
     batch = model.collect_round()
     dist, values = model.policy(batch["obs"])
     assert torch.allclose(batch["log_probs"], dist.log_prob(batch["actions"]), atol=1e-5)
@@ -91,23 +93,40 @@ def test_rollout_collected_through_the_mirror_stores_the_policys_log_probs_and_v
     model.close_envs()
 
 
+@torch.no_grad()
+def test_policies_without_an_exact_mirror_act_through_torch_behind_the_same_numpy_boundary():
+    torch.manual_seed(0)
+    policy = ActorCritic(VECTOR, gym.spaces.MultiDiscrete([2, 3]), [8])
+    actor = policy.rollout_actor(lambda obs: torch.as_tensor(obs, dtype=torch.float32))
+    assert isinstance(actor, TorchActor)
+    obs = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    mask = np.ones((6, 5), bool)
+    mask[:, 1] = False  # branch 0 may only take action 0
+    actions, log_probs, values = actor.act(obs, mask)
+    assert all(isinstance(a, np.ndarray) for a in (actions, log_probs, values))
+    assert actions.shape == (6, 2) and (actions[:, 0] == 0).all()
+    dist, expected_values = policy(torch.as_tensor(obs), torch.as_tensor(mask))
+    assert np.allclose(log_probs, dist.log_prob(torch.as_tensor(actions)).numpy())
+    assert np.array_equal(values, expected_values.numpy())
+
+
 def test_dqn_acts_alike_with_and_without_its_mirror(tmp_path, monkeypatch):
     import lightning as L
 
     from rl_lightning import DQN
-    from rl_lightning.algorithms import dqn
+    from rl_lightning.networks.host import HostMLP
 
     runs = []
     for mirror in (True, False):
         if not mirror:
-            monkeypatch.setattr(dqn.HostMLP, "of", classmethod(lambda cls, *modules: None))
+            monkeypatch.setattr(HostMLP, "of", classmethod(lambda cls, *modules: None))
         model = DQN(env="CartPole-v1", num_envs=2, hidden_sizes=[32], total_steps=600, steps_per_epoch=600,
                     learning_starts=100, train_freq=20, gradient_steps=2, batch_size=16, exploration_fraction=0.5,
                     eval_episodes=0, seed=5)
         trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, default_root_dir=tmp_path)
         trainer.fit(model)
-        assert (model._host_q is not None) == mirror
+        assert isinstance(q_values_of(model.q_net, model.obs_to_tensor), TorchQValues) != mirror
         runs.append(model)
     with_mirror, without = runs
     # The same actions from the same draws (epsilon-greedy with learned Q-values), hence the same weights.

@@ -108,19 +108,17 @@ def test_rollout_returns_only_decisions_each_with_the_rewards_until_its_next_dec
     decisions = [[True, True], [False, False], [True, False], [True, False]]
     rewards = [[1.0, 10.0], [2.0, 20.0], [4.0, 40.0], [8.0, 80.0]]
     for t in range(4):
-        buf.values[t] = torch.tensor([0.5 * t, 100.0])
-        buf.add(t, np.full((2, 1), t, np.float32), torch.zeros(2, dtype=torch.long), torch.zeros(2),
-                buf.values[t].clone(), np.array(rewards[t], np.float32), np.zeros(2, bool), np.zeros(2, bool),
-                decision=np.array(decisions[t]))
+        buf.add(t, np.full((2, 1), t, np.float32), np.zeros(2, np.int64), np.zeros(2, np.float32),
+                np.array([0.5 * t, 100.0], np.float32), np.array(rewards[t], np.float32), np.zeros(2, bool),
+                np.zeros(2, bool), decision=np.array(decisions[t]))
     batch = buf.finish(torch.tensor([3.0, 100.0]), gamma=1.0, gae_lambda=1.0, next_decision=np.array([True, False]))
     assert batch["obs"][:, 0].tolist() == [0.0, 2.0, 3.0]  # env 0's decisions; env 1's is carried over
     # Returns with gamma = lambda = 1: the rewards to the end, then V(last obs) = 3.
     assert batch["returns"].tolist() == [1 + 2 + 4 + 8 + 3, 4 + 8 + 3, 8 + 3]
     # The next rollout starts with env 1's open decision, and it gets every reward it earned.
     for t in range(4):
-        buf.values[t] = torch.tensor([0.0, 7.0])
-        buf.add(t, np.full((2, 1), 10 + t, np.float32), torch.zeros(2, dtype=torch.long), torch.zeros(2),
-                buf.values[t].clone(), np.array([0.0, 1.0], np.float32), np.zeros(2, bool),
+        buf.add(t, np.full((2, 1), 10 + t, np.float32), np.zeros(2, np.int64), np.zeros(2, np.float32),
+                np.array([0.0, 7.0], np.float32), np.array([0.0, 1.0], np.float32), np.zeros(2, bool),
                 np.array([False, t == 1]), decision=np.array([True, t == 3]))
     batch = buf.finish(torch.zeros(2), gamma=1.0, gae_lambda=1.0, next_decision=np.ones(2, bool))
     carried = (batch["obs"][:, 0] == 0.0).nonzero().flatten().tolist()

@@ -205,7 +205,7 @@ class RLModule(CheckpointedRun):
         self._unity_stats_reducer: Any = None  # a Unity env's custom metrics over the ranks (rl_lightning.unity.stats)
         self.last_evaluation: EvaluationResult | None = None
         self.evaluation_episodes = EvaluationEpisodes()  # gathers the evaluation episodes of all ranks
-        self._action_mask: Any = None  # action masks of the envs' current observations, when the envs give them
+        self._action_mask: np.ndarray | None = None  # the current observations' masks, if any (rl_lightning.envs.steps)
         # Envs whose sub-envs do not all act at every step (Unity: agents between decisions, sub-envs without an
         # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
         self._decision: np.ndarray | None = None

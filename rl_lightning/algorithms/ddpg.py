@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -91,9 +92,9 @@ class DDPG(OffPolicyModule):
         """[-1, 1] -> the env's bounds."""
         return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
 
-    def random_actions(self) -> tuple[np.ndarray, torch.Tensor]:
+    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
         stored = torch.rand(self.num_envs, self.action_low.shape[0], device=self.device) * 2.0 - 1.0
-        return self.scale_action(stored).cpu().numpy(), stored
+        return self.scale_action(stored).cpu().numpy(), stored.cpu().numpy()
 
     def ou_process(self) -> OrnsteinUhlenbeckNoise:
         """The OU noise processes of the env copies, built on first use."""
@@ -111,12 +112,16 @@ class DDPG(OffPolicyModule):
             return self.ou_process().sample()
         return hp.noise_sigma * torch.randn(self.num_envs, self.action_low.shape[0])
 
-    def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor]:
+    def explorer(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+        return self.explore
+
+    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The actor's actions with exploration noise: scaled to the bounds for the envs, in [-1, 1] to store."""
         action = self.actor(self.obs_to_tensor(obs))
         noise = self.exploration_noise()
         if noise is not None:
             action = (action + noise.to(self.device)).clamp(-1.0, 1.0)
-        return self.scale_action(action).cpu().numpy(), action
+        return self.scale_action(action).cpu().numpy(), action.cpu().numpy()
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         if self.noise is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -15,7 +16,7 @@ from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import make_encoder
-from rl_lightning.networks.host import HostMLP
+from rl_lightning.networks.acting import q_values_of
 from rl_lightning.networks.mlp import orthogonal_init
 from rl_lightning.networks.target import make_target, soft_update
 
@@ -95,7 +96,6 @@ class DQN(OffPolicyModule):
         self.q_net: nn.Module | None = None
         self.q_target: nn.Module | None = None
         self.target_updates = 0  # target updates done; one is due every target_update_interval env steps
-        self._host_q: HostMLP | None = None  # the Q-network's NumPy mirror during collection (see collect)
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         hp = self.hparams
@@ -123,18 +123,18 @@ class DQN(OffPolicyModule):
             q = q.masked_fill(~mask, -torch.inf)
         return q.argmax(dim=-1)
 
-    def epsilon_greedy(self, obs: Any, epsilon: float, mask: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
-        mask_t = None if mask is None else torch.as_tensor(mask, dtype=torch.bool, device=self.device)
-        return self.randomize(self.greedy(obs, mask_t), epsilon, mask_t)
+    def randomize(self, actions: np.ndarray, epsilon: float, mask: np.ndarray | None) -> np.ndarray:
+        """Replace each of ``actions`` with probability ``epsilon`` by a uniformly drawn allowed action.
 
-    def randomize(self, actions: torch.Tensor, epsilon: float, mask_t: torch.Tensor | None) -> torch.Tensor:
-        """Replace each of ``actions`` with probability ``epsilon`` by a uniformly drawn allowed action."""
-        n, n_actions = actions.shape[0], int(self.action_space.n)
+        The draws come from torch's generator on the module's device (seeded, and saved in checkpoints).
+        """
+        n, n_actions = len(actions), int(self.action_space.n)
         explore = torch.rand(n, device=self.device) < epsilon
         if explore.any():
             # Uniform over the allowed actions: sample from the mask's rows as weights.
-            weights = torch.ones(n, n_actions, device=self.device) if mask_t is None else mask_t.float()
-            actions = torch.where(explore, torch.multinomial(weights, 1).squeeze(-1), actions)
+            weights = (torch.ones(n, n_actions, device=self.device) if mask is None
+                       else torch.as_tensor(mask, device=self.device).float())
+            actions = np.where(explore.cpu().numpy(), torch.multinomial(weights, 1).squeeze(-1).cpu().numpy(), actions)
         return actions
 
     def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -145,32 +145,27 @@ class DQN(OffPolicyModule):
                                 for m in self._action_mask])
         return actions, actions
 
-    def collect_round(self) -> dict[str, Any]:
-        # On the CPU an MLP Q-network acts through a NumPy mirror (rl_lightning.networks.host): a fraction of the
-        # dispatch cost of its tensor operations on one row per env. Made for each round: the weights' storage
-        # is read directly, so it always sees the latest update.
-        self._host_q = HostMLP.of(self.q_net) if self.device.type == "cpu" else None
-        return super().collect_round()
+    def explorer(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+        """Epsilon-greedy on the Q-values of ``q_values_of`` (the NumPy mirror of an MLP on the CPU)."""
+        q_values = q_values_of(self.q_net, self.obs_to_tensor)
 
-    def explore(self, obs: Any) -> tuple[np.ndarray, torch.Tensor | np.ndarray]:
-        host = self._host_q
-        if host is None:
-            actions = self.epsilon_greedy(self.obs_to_tensor(obs), self.epsilon, self._action_mask)
-            return actions.cpu().numpy(), actions
-        q = host(np.asarray(obs, dtype=np.float32))
-        mask = self._action_mask
-        if mask is not None:
-            q = np.where(mask, q, -np.inf)
-        # The same random draws as epsilon_greedy: a run acts alike with or without the mirror.
-        actions = self.randomize(torch.from_numpy(q.argmax(axis=-1)), self.epsilon,
-                                 None if mask is None else torch.from_numpy(mask)).numpy()
-        return actions, actions
+        def explore(obs: Any) -> tuple[np.ndarray, np.ndarray]:
+            mask = self._action_mask
+            q = q_values(obs)
+            actions = self.randomize((q if mask is None else np.where(mask, q, -np.inf)).argmax(axis=-1),
+                                     self.epsilon, mask)
+            return actions, actions
+
+        return explore
 
     def predict_actions(self, obs: Any, deterministic: bool = True,
                         action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        actions = self.greedy(obs, action_mask)
         if deterministic:
-            return self.greedy(obs, action_mask)
-        return self.epsilon_greedy(obs, self.hparams.eval_epsilon, action_mask)
+            return actions
+        mask = None if action_mask is None else action_mask.cpu().numpy()
+        return torch.as_tensor(self.randomize(actions.cpu().numpy(), self.hparams.eval_epsilon, mask),
+                               device=self.device)
 
     # ------------------------------------------------------------------ learning
     def update_target(self) -> None:

@@ -1,8 +1,14 @@
-"""What DQN and DDPG share: a replay buffer fed by the envs, and minibatches sampled from it."""
+"""What DQN and DDPG share: a replay buffer fed by the envs, and minibatches sampled from it.
+
+A round steps the envs with ``rl_lightning.envs.steps``, acts with the algorithm's ``random_actions`` or
+``explorer`` (NumPy in and out) and stores the transitions in a ``ReplayBuffer`` (``rl_lightning.data.replay``;
+through ``DecisionTransitions`` for envs whose rows do not all decide at every step).
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -12,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.data.replay import DecisionTransitions, ReplayBuffer
 from rl_lightning.data.rollout import minibatch
-from rl_lightning.envs.factory import final_observations
+from rl_lightning.envs.steps import action_masks, step_envs
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import all_finite, env_label, first_non_finite, non_finite_env_fault
 from rl_lightning.lightning_compat import attached_trainer, fitting, world_size
@@ -84,18 +90,17 @@ class OffPolicyModule(RLModule):
                                      "learning_starts to at least batch_size")
         self.buffer: ReplayBuffer | None = None
         self._saved_buffer: dict[str, Any] | None = None
-        self._action_mask: np.ndarray | None = None  # masks of the envs' current observations, if they give them
         self._decisions = DecisionTransitions()
 
     # ------------------------------------------------------------------ acting, per algorithm
     @abstractmethod
-    def random_actions(self) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
+    def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
         """Uniform random ``(env_actions, stored_actions)`` for every env copy (before ``learning_starts``)."""
 
     @abstractmethod
-    def explore(self, obs: Any) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
-        """Exploratory ``(env_actions, stored_actions)`` for the envs' observations ``obs`` (as the envs give them:
-        NumPy, a dict of arrays for Dict spaces); stored actions may stay tensors on the module's device."""
+    def explorer(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+        """What a round explores with: the envs' observations (as they give them: NumPy, a dict of arrays for Dict
+        spaces) -> ``(env_actions, stored_actions)``, NumPy arrays with one row per env copy."""
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         """Called with the mask of env copies whose episode ended this step (e.g. to reset noise)."""
@@ -112,13 +117,11 @@ class OffPolicyModule(RLModule):
                 rank_zero_warn(f"learning_starts={hp.learning_starts} >= total_steps={hp.total_steps}: the run will "
                                "fill the replay buffer and never update the networks", stacklevel=1)
         if stage == "fit" and self.buffer is None:
-            mask = self._initial_info.get("action_mask")
-            self._action_mask = None if mask is None else np.asarray(mask, dtype=bool)
+            self._action_mask = mask = action_masks(self._initial_info, self.num_envs)
             # Allocated (after a memory check) where the module will live, before training starts.
             device = self.trainer.strategy.root_device if attached_trainer(self) is not None else torch.device("cpu")
             self.buffer = ReplayBuffer(self.hparams.buffer_size, self.observation_space, self.action_space,
-                                       device=device,
-                                       action_mask_size=None if mask is None else self._action_mask.shape[-1])
+                                       device=device, action_mask_size=None if mask is None else mask.shape[-1])
             if self._saved_buffer is not None:
                 self.buffer.load_state_dict(self._saved_buffer)
                 self._saved_buffer = None
@@ -127,7 +130,7 @@ class OffPolicyModule(RLModule):
     def collect_round(self) -> dict[str, Any]:
         hp = self.hparams
         envs, buf = self.envs, self.buffer
-        obs = self._obs
+        explore, obs = self.explorer(), self._obs
         start_rows, start_steps = buf.added, self.env_steps
         # Envs whose rows do not all decide (Unity): per env step, the rows written before it and their sub-envs.
         trace: list[tuple[int, np.ndarray]] = []
@@ -135,36 +138,23 @@ class OffPolicyModule(RLModule):
             if hp.random_warmup and self.env_steps < hp.learning_starts:
                 env_actions, stored = self.random_actions()
             else:
-                env_actions, stored = self.explore(obs)
-            next_obs, reward, terminated, truncated, info = envs.step(env_actions)
-            ended = terminated | truncated
-            next_mask = None
-            if self._action_mask is not None:
-                next_mask = np.asarray(info["action_mask"], dtype=bool)
-                self._action_mask = next_mask
-                if ended.any():
-                    # The final observation's mask, not the reset one's. Unity's TerminalSteps carry no
-                    # mask: then every action counts as allowed for the final observation.
-                    next_mask = next_mask.copy()
-                    final_masks = info.get("final_info", {}).get("action_mask")
-                    for i in np.flatnonzero(ended):
-                        next_mask[i] = final_masks[i] if final_masks is not None else True
-            # A finished episode's real next observation is its final one (the envs already reset).
-            real_next = final_observations(next_obs, info) if ended.any() else next_obs
-            reward = reward * hp.reward_scale if hp.reward_scale != 1.0 else reward
-            next_decision = info.get("decision")
-            if self._decision is None and next_decision is None:
-                buf.add(obs, stored, reward, real_next, terminated, next_mask)
+                env_actions, stored = explore(obs)
+            step = step_envs(envs, env_actions, self._action_mask)
+            reward = step.reward * hp.reward_scale if hp.reward_scale != 1.0 else step.reward
+            # A finished episode's real next observation is its final one (the envs already reset), with its mask.
+            next_obs, next_mask = step.transition_obs(), step.transition_action_mask()
+            if self._decision is None and step.decision is None:
+                buf.add(obs, stored, reward, next_obs, step.terminated, next_mask)
             else:
                 rows_before = buf.added
-                stored_rows = self._decisions.store(buf, self._decision, obs, stored, reward, real_next, terminated,
-                                                    next_mask, next_decision | ended)
+                stored_rows = self._decisions.store(buf, self._decision, obs, stored, reward, next_obs, step.terminated,
+                                                    next_mask, step.decision | step.ended)
                 trace.append((rows_before, stored_rows))
-                self._decision = next_decision
-            if ended.any():
-                self.record_episodes(info)
-                self.on_episodes_end(ended)
-            obs = next_obs
+                self._decision = step.decision
+            if step.ended.any():
+                self.record_episodes(step.info)
+                self.on_episodes_end(step.ended)
+            obs, self._action_mask = step.obs, step.action_mask
             self.env_steps += self.num_envs_all_ranks  # all ranks' steps: they collect in lockstep
             if termination_requested(self):
                 # SIGTERM: stop collecting; the stored transitions stay, the round's updates are not made.

@@ -1,4 +1,9 @@
-"""What PPO and A2C share: an actor-critic, rollout collection with GAE, optimizers and schedules."""
+"""What PPO and A2C share: an actor-critic, rollout collection with GAE, optimizers and schedules.
+
+A rollout steps the envs with ``rl_lightning.envs.steps``, acts through the policy's rollout actor
+(``ActorCritic.rollout_actor``, ``rl_lightning.networks.acting``) and stores each step in a ``RolloutBuffer``
+(``rl_lightning.data.rollout``), all in NumPy until ``RolloutBuffer.finish`` moves the rollout to the device.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gymnasium.vector.utils import concatenate, create_empty_array
 
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.data.replay import Obs, storage_dtype
 from rl_lightning.data.rollout import RolloutBuffer, check_rollout_memory
 from rl_lightning.envs.spaces import is_hybrid
+from rl_lightning.envs.steps import EnvStep, action_masks, step_envs
 from rl_lightning.errors import ConfigurationError, EnvironmentFault
 from rl_lightning.guards import (all_finite, check_collected, env_label, first_non_finite,
                                  non_finite_env_fault, obs_fields)
@@ -102,8 +107,6 @@ class OnPolicyModule(RLModule):
             raise ConfigurationError(f"value_loss={value_loss!r}: choose 'mse' or 'smooth_l1'")
         self.policy: ActorCritic | None = None
         self.rollout: RolloutBuffer | None = None
-        # Masks of the envs' current observations (bool, True = allowed), or None for envs without masks.
-        self._action_mask: torch.Tensor | None = None
 
     @property
     def rollout_size(self) -> int:
@@ -153,9 +156,8 @@ class OnPolicyModule(RLModule):
         envs = self.envs
         super().setup(stage)
         if self.envs is not envs:  # just built and reset: the masks of its first observations
-            self._action_mask = None
-            if "action_mask" in self._initial_info:
-                self._action_mask = self.read_action_mask(self._initial_info)
+            self._action_mask = action_masks(self._initial_info, self.num_envs)
+            if self._action_mask is not None:
                 self._check_action_mask(self._action_mask)
         if stage == "fit":
             hp = self.hparams
@@ -165,19 +167,7 @@ class OnPolicyModule(RLModule):
                                  obs_dtype=obs_dtype,
                                  action_mask_size=None if self._action_mask is None else self._action_mask.shape[-1])
 
-    def read_action_mask(self, info: dict[str, Any]) -> torch.Tensor:
-        """The envs' action masks in a reset or step ``info`` as a bool tensor; a sub-env that gave none allows all."""
-        mask = info.get("action_mask")
-        if mask is None:
-            return torch.ones(self.num_envs, self.policy.action_mask_size, dtype=torch.bool, device=self.device)
-        mask = np.asarray(mask, dtype=bool)
-        given = info.get("_action_mask")
-        if given is not None and not given.all():
-            mask = mask.copy()
-            mask[~given] = True
-        return torch.as_tensor(mask, device=self.device)
-
-    def _check_action_mask(self, mask: torch.Tensor) -> None:
+    def _check_action_mask(self, mask: np.ndarray) -> None:
         expected = self.policy.action_mask_size
         if expected is None:
             raise ConfigurationError(f"the env gives info['action_mask'] but its action space {self.action_space} is "
@@ -185,6 +175,11 @@ class OnPolicyModule(RLModule):
         if mask.shape[-1] != expected:
             raise ConfigurationError(f"info['action_mask'] has {mask.shape[-1]} columns but the action space "
                                      f"{self.action_space} needs {expected} (one per action, branches side by side)")
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        super().load_run_state(state)
+        if isinstance(self._action_mask, torch.Tensor):  # a checkpoint from when the masks were kept as tensors
+            self._action_mask = self._action_mask.cpu().numpy()
 
     def observation_storage(self) -> tuple[Any, Any]:
         """Shapes and dtypes to store observations with (per key for Dict spaces); uint8 images stay uint8."""
@@ -194,20 +189,15 @@ class OnPolicyModule(RLModule):
                     {k: storage_dtype(s) for k, s in space.spaces.items()})
         return tuple(space.shape), storage_dtype(space)
 
-    def stack_final_obs(self, info: dict[str, Any], idx: np.ndarray, env_steps: int | None = None) -> Obs:
-        """The final observations of the sub-envs ``idx`` whose episodes just ended, batched as tensors.
-
-        With ``env_steps`` (the run's env step, for the message) a non-finite one raises ``EnvironmentFault``.
-        """
-        items = [info["final_obs"][i] for i in idx]
-        space = self.observation_space
-        stacked = concatenate(space, items, create_empty_array(space, len(items)))
-        if env_steps is not None:
-            fields = obs_fields("final observation", stacked)
-            if not all_finite(fields):  # tested only at truncations, all of the step's at once
-                name, index, value = first_non_finite(fields)
-                raise non_finite_env_fault(env_label(self.hparams), name, value, int(idx[index[0]]), env_steps)
-        return self.obs_to_tensor(stacked)
+    def final_obs_values(self, step: EnvStep, rows: np.ndarray, env_steps: int) -> np.ndarray:
+        """``V`` of the final observations of the sub-envs ``rows`` whose episodes ``step`` ended (``env_steps``: the
+        run's env step, for the message of the ``EnvironmentFault`` a non-finite one raises)."""
+        final_obs = step.final_obs(rows, self.observation_space)
+        fields = obs_fields("final observation", final_obs)
+        if not all_finite(fields):  # tested only at truncations, all of the step's at once
+            name, index, value = first_non_finite(fields)
+            raise non_finite_env_fault(env_label(self.hparams), name, value, int(rows[index[0]]), env_steps)
+        return self.policy.value(self.obs_to_tensor(final_obs)).cpu().numpy()
 
     def check_rollout_finite(self, buf: RolloutBuffer, rows: int, next_obs: Any, start_steps: int) -> None:
         """Raise ``EnvironmentFault`` if the first ``rows`` stored steps of the rollout, or ``next_obs`` (the
@@ -233,67 +223,51 @@ class OnPolicyModule(RLModule):
     @torch.no_grad()
     def collect_round(self) -> dict[str, Any]:
         hp = self.hparams
-        policy, envs = self.policy, self.envs
-        mask = self._action_mask
+        envs, mask = self.envs, self._action_mask
         if self.rollout is None:
             obs_shape, obs_dtype = self.observation_storage()
             self.rollout = RolloutBuffer(hp.n_steps, self.num_envs, obs_shape, self.policy_action_shape(),
                                          self.policy_action_dtype(), self.device, obs_dtype=obs_dtype,
                                          action_mask_size=None if mask is None else mask.shape[-1])
         buf = self.rollout
-        obs_np = self._obs
-        # On the CPU, MLP policies over Discrete actions act through a NumPy mirror: a fraction of the cost of
-        # PyTorch's per-operation dispatch on a few rows (see rl_lightning.networks.host).
-        host = policy.host() if self.device.type == "cpu" else None
-        obs = None if host is not None else self.obs_to_tensor(obs_np)
-        start_steps = self.env_steps
+        actor = self.policy.rollout_actor(self.obs_to_tensor)  # NumPy in and out (rl_lightning.networks.acting)
+        obs, start_steps = self._obs, self.env_steps
         for t in range(hp.n_steps):
             try:
-                if host is not None:
-                    action, log_prob, value = host.act(obs_np, None if mask is None else mask.numpy())
-                else:
-                    action, log_prob, value = policy.act(obs, action_mask=mask)
+                action, log_prob, value = actor.act(obs, mask)
             except (ValueError, RuntimeError) as err:
                 # A distribution refuses NaN parameters: when the observations acted on are to blame, say so.
                 if not isinstance(err, EnvironmentFault):
-                    self.check_rollout_finite(buf, t, obs_np, start_steps)
+                    self.check_rollout_finite(buf, t, obs, start_steps)
                 raise
-            next_obs, reward, terminated, truncated, info = envs.step(to_env_action(action, self.action_space))
-            ends = terminated | truncated
+            step = step_envs(envs, to_env_action(action, self.action_space), mask)
             # With envs whose rows do not all decide (Unity), a step's outcome belongs to each row's last decision.
-            owner = buf.add(t, obs_np, action, log_prob, value,
-                            reward * hp.reward_scale if hp.reward_scale != 1.0 else reward, terminated, ends, mask,
-                            self._decision)
-            self._decision = info.get("decision")
-            if ends.any():
-                bootstrap = truncated & ~terminated
+            owner = buf.add(t, obs, action, log_prob, value,
+                            step.reward * hp.reward_scale if hp.reward_scale != 1.0 else step.reward,
+                            step.terminated, step.ended, mask, self._decision)
+            self._decision = step.decision
+            if step.ended.any():
+                bootstrap = step.truncated & ~step.terminated
                 if owner is not None:
                     bootstrap &= owner >= 0
                 if bootstrap.any():
                     # A time limit is not a terminal state: value the final observation (kept by the autoreset).
-                    idx = np.flatnonzero(bootstrap)
-                    steps = np.full(len(idx), t) if owner is None else owner[idx]
-                    buf.final_values[torch.as_tensor(steps, device=self.device),
-                                     torch.as_tensor(idx, device=self.device)] = policy.value(
-                        self.stack_final_obs(info, idx, start_steps + t * self.num_envs_all_ranks))
-                self.record_episodes(info)
-            obs_np = next_obs
-            if host is None:
-                obs = self.obs_to_tensor(next_obs)
-            if mask is not None:
-                # The next observations' masks; after a same-step autoreset, already the new episode's.
-                mask = self.read_action_mask(info)
+                    rows = np.flatnonzero(bootstrap)
+                    steps = np.full(len(rows), t) if owner is None else owner[rows]
+                    buf.final_values[steps, rows] = self.final_obs_values(
+                        step, rows, start_steps + t * self.num_envs_all_ranks)
+                self.record_episodes(step.info)
+            # The next observations and their masks; after a same-step autoreset, already the new episode's.
+            obs, mask = step.obs, step.action_mask
             if termination_requested(self):
                 # SIGTERM: abandon the rollout (its steps are not counted); the checkpoint keeps the envs as they are.
-                self._obs, self._action_mask = next_obs, mask
+                self._obs, self._action_mask = obs, mask
                 raise Terminated()
         # One vectorised test per stored array, before anything computed from them reaches an update.
-        self.check_rollout_finite(buf, hp.n_steps, next_obs, start_steps)
-        self._obs = next_obs
-        self._action_mask = mask
+        self.check_rollout_finite(buf, hp.n_steps, obs, start_steps)
+        self._obs, self._action_mask = obs, mask
         self.env_steps += self.round_steps  # all ranks' steps: they collect in lockstep
-        last_obs = self.obs_to_tensor(next_obs) if obs is None else obs
-        return buf.finish(policy.value(last_obs), hp.gamma, hp.gae_lambda, self._decision)
+        return buf.finish(self.policy.value(self.obs_to_tensor(obs)), hp.gamma, hp.gae_lambda, self._decision)
 
     def policy_action_shape(self) -> tuple[int, ...]:
         space = self.action_space

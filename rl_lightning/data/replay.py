@@ -1,4 +1,6 @@
-"""A preallocated tensor ring buffer of transitions for off-policy algorithms."""
+"""A preallocated tensor ring buffer of transitions for off-policy algorithms, written from NumPy rows as the
+envs and the collector give them (``ReplayBuffer``), and the per-decision transitions of envs whose rows do not all
+decide at every step (``DecisionTransitions``)."""
 
 from __future__ import annotations
 
@@ -83,8 +85,7 @@ class ReplayBuffer:
                 f"lower buffer_size to at most {int(capacity * free / needed)}")
         self.storage = {name: torch.zeros((capacity, *shape), dtype=dtype, device=self.device)
                         for name, (shape, dtype) in self.specs.items()}
-        # On the CPU, NumPy views of the same memory: writing a row through them costs ~1 us, through tensor
-        # indexing ~20 us (conversion, cast, slice, copy), and DQN/DDPG write one row per env step.
+        # On the CPU, NumPy views of the same memory (see add).
         self._host = ({name: store.numpy() for name, store in self.storage.items()}
                       if self.device.type == "cpu" else None)
         self.pos = 0
@@ -113,25 +114,25 @@ class ReplayBuffer:
             return {f"{prefix}.{k}": v for k, v in obs.items()}
         return {prefix: obs}
 
-    def add(self, obs: Any, actions: Any, rewards: Any, next_obs: Any, terminated: Any,
-            next_action_mask: Any = None) -> None:
-        """Append one transition per env copy (NumPy arrays or tensors with a leading ``num_envs`` dimension)."""
+    def add(self, obs: Any, actions: np.ndarray, rewards: np.ndarray, next_obs: Any, terminated: np.ndarray,
+            next_action_mask: np.ndarray | None = None) -> None:
+        """Append one transition per env copy: NumPy arrays with a leading ``num_envs`` dimension (observations
+        as the envs give them, a dict of arrays for Dict spaces)."""
         fields = {**self._flatten("obs", obs), **self._flatten("next_obs", next_obs), "actions": actions,
                   "rewards": rewards, "terminated": terminated}
         if next_action_mask is not None:
             fields["next_action_mask"] = next_action_mask
         n = len(rewards)
-        if self._host is not None:
-            rows_np = (slice(self.pos, self.pos + n) if self.pos + n <= self.capacity
-                       else np.arange(self.pos, self.pos + n) % self.capacity)
-            for name, value in fields.items():
-                self._host[name][rows_np] = value.numpy() if isinstance(value, torch.Tensor) else value
-        else:
-            if self.pos + n <= self.capacity:
-                rows: slice | torch.Tensor = slice(self.pos, self.pos + n)
-            else:
-                rows = torch.arange(self.pos, self.pos + n, device=self.device) % self.capacity
-            for name, value in fields.items():
+        rows: slice | np.ndarray | torch.Tensor = (slice(self.pos, self.pos + n) if self.pos + n <= self.capacity
+                                                   else np.arange(self.pos, self.pos + n) % self.capacity)
+        if self._host is None and not isinstance(rows, slice):
+            rows = torch.as_tensor(rows, device=self.device)
+        for name, value in fields.items():
+            if self._host is not None:
+                # On the CPU, through the NumPy view: a row write costs ~1 us there, ~20 us through tensor indexing
+                # (conversion, cast, slice, copy), and DQN/DDPG write one row per env step.
+                self._host[name][rows] = value
+            else:  # to the device: one copy per field
                 store = self.storage[name]
                 store[rows] = torch.as_tensor(value, device=self.device).to(store.dtype)
         self.pos = (self.pos + n) % self.capacity
@@ -213,12 +214,6 @@ def _rows(data: Any, idx: np.ndarray) -> Any:
     return data[idx]
 
 
-def _as_numpy(data: Any) -> Any:
-    if isinstance(data, Mapping):
-        return {k: _as_numpy(v) for k, v in data.items()}
-    return data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-
-
 class DecisionTransitions:
     """One replay transition per decision, for envs whose sub-envs do not all decide at every step (Unity).
 
@@ -239,15 +234,13 @@ class DecisionTransitions:
         self.open: np.ndarray | None = None  # rows with a transition begun and not yet stored
 
     def _allocate(self, obs: Any, actions: np.ndarray, n: int) -> None:
-        self.obs = _as_numpy(obs)
-        self.obs = {k: np.zeros_like(v) for k, v in self.obs.items()} if isinstance(self.obs, dict) \
-            else np.zeros_like(self.obs)
+        self.obs = {k: np.zeros_like(v) for k, v in obs.items()} if isinstance(obs, dict) else np.zeros_like(obs)
         self.actions = np.zeros_like(actions)
         self.rewards = np.zeros(n, np.float32)
         self.open = np.zeros(n, bool)
 
-    def store(self, buffer: ReplayBuffer, decision: np.ndarray | None, obs: Any, actions: Any, rewards: np.ndarray,
-              next_obs: Any, terminated: np.ndarray, next_action_mask: np.ndarray | None,
+    def store(self, buffer: ReplayBuffer, decision: np.ndarray | None, obs: Any, actions: np.ndarray,
+              rewards: np.ndarray, next_obs: Any, terminated: np.ndarray, next_action_mask: np.ndarray | None,
               completes: np.ndarray) -> np.ndarray:
         """Account for one env step and store the transitions it completes in ``buffer``; return the sub-envs
         (rows) whose transitions were stored, in the order they were written.
@@ -260,7 +253,6 @@ class DecisionTransitions:
         if decision.all() and completes.all() and (self.open is None or not self.open.any()):
             buffer.add(obs, actions, rewards, next_obs, terminated, next_action_mask)  # every row a whole transition
             return np.arange(n)
-        actions = _as_numpy(actions)
         if self.open is None:
             self._allocate(obs, actions, n)
         begin = np.flatnonzero(decision)

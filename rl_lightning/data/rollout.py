@@ -76,21 +76,19 @@ def rollout_nbytes(n_steps: int, num_envs: int, obs_shape: tuple[int, ...] | Map
                    action_mask_size: int | None = None) -> tuple[int, int]:
     """Bytes a ``RolloutBuffer`` and one ``finish()`` take: ``(host, device)``.
 
-    Host: the env-side NumPy arrays. Device: the policy-side tensors, plus what ``finish`` makes there (the
-    observations and rewards moved over, advantages, returns and the flat copies of the batch). Actions are
-    counted at 8 bytes (long) per element, the larger of their two dtypes.
+    Host: the stored NumPy arrays. Device: what ``finish`` makes there (the stored arrays moved over, the next
+    steps' values, advantages and returns). Actions are counted at 8 bytes (long) per element, the larger of
+    their two dtypes.
     """
     rows = n_steps * num_envs
     shapes = obs_shape if isinstance(obs_shape, Mapping) else {"": obs_shape}
     dtypes = (obs_dtype if isinstance(obs_dtype, Mapping) else dict.fromkeys(shapes, obs_dtype))
     obs = sum(rows * int(np.prod(shape, dtype=np.int64)) * _element_size(dtypes[k]) for k, shape in shapes.items())
-    host = obs + rows * (4 + 1 + 1 + 1)  # rewards, terminations, episode ends, decision rows
     actions = rows * max(1, int(np.prod(action_shape, dtype=np.int64))) * 8
     masks = rows * (action_mask_size or 0)
-    # Stored: actions, log-probs, values, final values, masks; finish(): the observations and the scalar
-    # columns on the device, advantages and returns, and the flat copies of actions, log-probs, values and masks.
-    device = 2 * (actions + masks) + rows * 4 * 4 + obs + rows * (4 + 1 + 1) + rows * 4 * 4
-    return host, device
+    # Rewards, terminations, episode ends, decision rows; log-probs, values, final values.
+    stored = obs + actions + masks + rows * (4 + 1 + 1 + 1) + rows * 4 * 3
+    return stored, stored + rows * 4 * 3  # next values, advantages, returns
 
 
 def check_rollout_memory(n_steps: int, num_envs: int, obs_shape: tuple[int, ...] | Mapping[str, tuple[int, ...]],
@@ -120,12 +118,10 @@ class RolloutBuffer:
     advantages and returns the rollout flattened to ``n_steps * num_envs`` samples,
     as tensors on ``device``.
 
-    What the envs produce (observations, rewards, terminations, episode ends) is
-    kept in NumPy arrays on the host, written without a tensor operation per step
-    (a NumPy row write costs a fraction of a microsecond, a tensor one several) and
-    moved to ``device`` once per rollout; what the policy produces (actions,
-    log-probabilities, values, action masks) stays in tensors on ``device``, and
-    may be given as NumPy arrays when that is the CPU (a policy acting with NumPy).
+    Everything is kept in NumPy arrays on the host, as the envs and the collector's
+    actor (``rl_lightning.networks.acting``) give it, written without a tensor
+    operation per step (a NumPy row write costs a fraction of a microsecond, a
+    tensor one several), and moved to ``device`` once per rollout, by ``finish``.
 
     Dict observations are stored key by key (``obs_shape`` and ``obs_dtype`` then
     map keys to shapes and dtypes), so an image can stay uint8 next to a float
@@ -142,7 +138,6 @@ class RolloutBuffer:
         # Before allocating: NumPy's lazily committed zeros would otherwise fail (or swap) only when written.
         check_rollout_memory(n_steps, num_envs, obs_shape, action_shape, self.device, obs_dtype, action_mask_size)
         shape = (n_steps, num_envs)
-        f32 = dict(dtype=torch.float32, device=device)
         self.obs: np.ndarray | dict[str, np.ndarray]
         if isinstance(obs_shape, Mapping):
             dtypes = obs_dtype if isinstance(obs_dtype, Mapping) else dict.fromkeys(obs_shape, obs_dtype)
@@ -152,29 +147,25 @@ class RolloutBuffer:
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.terminations = np.zeros(shape, dtype=bool)
         self.episode_ends = np.zeros(shape, dtype=bool)
-        self.actions = torch.zeros(shape + tuple(action_shape), dtype=action_dtype, device=device)
-        self.log_probs = torch.zeros(shape, **f32)
-        self.values = torch.zeros(shape, **f32)
+        self.actions = np.zeros(shape + tuple(action_shape), dtype=_numpy_dtype(action_dtype))
+        self.log_probs = np.zeros(shape, dtype=np.float32)
+        self.values = np.zeros(shape, dtype=np.float32)
         # V(final observation) where an episode was truncated at step t, else unused.
-        self.final_values = torch.zeros(shape, **f32)
-        self.action_masks = (None if action_mask_size is None
-                             else torch.zeros(shape + (action_mask_size,), dtype=torch.bool, device=device))
+        self.final_values = np.zeros(shape, dtype=np.float32)
+        self.action_masks = None if action_mask_size is None else np.zeros(shape + (action_mask_size,), dtype=bool)
         # Envs whose rows do not all decide at every step (Unity): which steps are decisions, and per env the step
         # of its open decision in this rollout (-1: none), which the rewards of its steps in between belong to.
         self.active = np.ones(shape, dtype=bool)
         self.tracking = False
         self.last = np.full(num_envs, -1)
         self._carry: dict[str, Any] | None = None
-        # NumPy views of the policy-side tensors (CPU only), written by add() when given NumPy arrays.
-        self._host = ({"actions": self.actions.numpy(), "log_probs": self.log_probs.numpy(),
-                       "values": self.values.numpy()} if self.device.type == "cpu" else None)
 
-    def add(self, t: int, obs: Any, actions: torch.Tensor | np.ndarray, log_probs: torch.Tensor | np.ndarray,
-            values: torch.Tensor | np.ndarray, rewards: Any, terminations: Any, episode_ends: Any,
-            action_masks: torch.Tensor | None = None, decision: np.ndarray | None = None) -> np.ndarray | None:
+    def add(self, t: int, obs: Any, actions: np.ndarray, log_probs: np.ndarray, values: np.ndarray,
+            rewards: np.ndarray, terminations: np.ndarray, episode_ends: np.ndarray,
+            action_masks: np.ndarray | None = None, decision: np.ndarray | None = None) -> np.ndarray | None:
         """Store step ``t``: ``obs``, ``rewards``, ``terminations``, ``episode_ends`` as the envs give them
-        (NumPy arrays, a dict of them for Dict observations), the policy's outputs as tensors, or as NumPy
-        arrays on a CPU buffer.
+        (NumPy arrays, a dict of them for Dict observations), the policy's outputs and the masks of ``obs`` as
+        NumPy arrays.
 
         ``decision`` (envs that give ``info["decision"]``): the rows whose ``obs`` is a decision. The step's
         reward and episode end of any other row belong to that row's last decision, and are added to it;
@@ -189,14 +180,9 @@ class RolloutBuffer:
         self.rewards[t] = rewards
         self.terminations[t] = terminations
         self.episode_ends[t] = episode_ends
-        if isinstance(actions, np.ndarray) and self._host is not None:
-            self._host["actions"][t] = actions
-            self._host["log_probs"][t] = log_probs
-            self._host["values"][t] = values
-        else:
-            self.actions[t] = torch.as_tensor(actions, device=self.device)
-            self.log_probs[t] = torch.as_tensor(log_probs, device=self.device)
-            self.values[t] = torch.as_tensor(values, device=self.device)
+        self.actions[t] = actions
+        self.log_probs[t] = log_probs
+        self.values[t] = values
         if self.action_masks is not None:
             self.action_masks[t] = action_masks
         if decision is None and not self.tracking:
@@ -253,18 +239,16 @@ class RolloutBuffer:
             return pending
         steps = self.last[open_rows]
         pending[steps, open_rows] = True
-        steps_t = torch.as_tensor(steps, device=self.device)
-        rows_t = torch.as_tensor(open_rows, device=self.device)
         self._carry = {
             "rows": open_rows,
-            "obs": ({k: v[steps, open_rows].copy() for k, v in self.obs.items()} if isinstance(self.obs, dict)
-                    else self.obs[steps, open_rows].copy()),
-            "actions": self.actions[steps_t, rows_t].clone(),
-            "log_probs": self.log_probs[steps_t, rows_t].clone(),
-            "values": self.values[steps_t, rows_t].clone(),
-            "action_masks": None if self.action_masks is None else self.action_masks[steps_t, rows_t].clone(),
-            "rewards": self.rewards[steps, open_rows].copy(),
-        }
+            "obs": ({k: v[steps, open_rows] for k, v in self.obs.items()} if isinstance(self.obs, dict)
+                    else self.obs[steps, open_rows]),
+            "actions": self.actions[steps, open_rows],
+            "log_probs": self.log_probs[steps, open_rows],
+            "values": self.values[steps, open_rows],
+            "action_masks": None if self.action_masks is None else self.action_masks[steps, open_rows],
+            "rewards": self.rewards[steps, open_rows],
+        }  # copies: indexing with arrays
         return pending
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
@@ -286,6 +270,7 @@ class RolloutBuffer:
         rewards = self._to_device(self.rewards)
         terminations = self._to_device(self.terminations)
         episode_ends = self._to_device(self.episode_ends)
+        values = self._to_device(self.values)
         active = keep = None
         if self.tracking:
             active = self._to_device(self.active)
@@ -294,18 +279,18 @@ class RolloutBuffer:
             if not self.active.all() or pending.any():
                 keep = torch.from_numpy((self.active & ~pending).reshape(-1)).to(self.device)
             # Each decision bootstraps from its env's next decision, which need not be the next step.
-            next_values = torch.empty_like(self.values)
+            next_values = torch.empty_like(values)
             following = last_values
             for t in range(self.n_steps - 1, -1, -1):
                 next_values[t] = following
-                following = torch.where(active[t], self.values[t], following)
+                following = torch.where(active[t], values[t], following)
             self.tracking = False
         else:
-            next_values = torch.cat([self.values[1:], last_values.unsqueeze(0)])
-        next_values = torch.where(episode_ends, self.final_values, next_values)
-        advantages, returns = compute_gae(rewards, self.values, next_values, terminations, episode_ends, gamma,
+            next_values = torch.cat([values[1:], last_values.unsqueeze(0)])
+        next_values = torch.where(episode_ends, self._to_device(self.final_values), next_values)
+        advantages, returns = compute_gae(rewards, values, next_values, terminations, episode_ends, gamma,
                                           gae_lambda, active)
-        self.final_values.zero_()
+        self.final_values[:] = 0.0
         n = self.n_steps * self.num_envs
 
         def flat(x: torch.Tensor) -> torch.Tensor:
@@ -315,14 +300,14 @@ class RolloutBuffer:
                else flat(self._to_device(self.obs)))
         batch = {
             "obs": obs,
-            "actions": flat(self.actions.clone()),
-            "log_probs": self.log_probs.reshape(n).clone(),
-            "values": self.values.reshape(n).clone(),
+            "actions": flat(self._to_device(self.actions)),
+            "log_probs": self._to_device(self.log_probs).reshape(n),
+            "values": values.reshape(n),
             "advantages": advantages.reshape(n),
             "returns": returns.reshape(n),
         }
         if self.action_masks is not None:
-            batch["action_mask"] = flat(self.action_masks.clone())
+            batch["action_mask"] = flat(self._to_device(self.action_masks))
         if keep is not None:
             batch = minibatch(batch, keep)
         return batch

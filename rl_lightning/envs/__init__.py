@@ -1,4 +1,5 @@
-"""Environment construction: Gymnasium vector envs from ids or classes."""
+"""Environments: building Gymnasium vector envs from ids or classes (``factory``), checking them (``checks``),
+wrapping sub-envs (``transforms``), describing spaces (``spaces``), reading their steps (``steps``)."""
 
 from rl_lightning.envs.factory import make_vector_env, resolve_env
 

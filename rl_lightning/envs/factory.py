@@ -4,7 +4,8 @@ Every vector env the library builds uses Gymnasium's ``SAME_STEP`` autoreset:
 a sub-env that ends an episode is reset inside the same ``step`` call, the
 returned observation is the first one of the next episode and the last one of
 the finished episode is kept in ``info["final_obs"]`` (mask ``info["_final_obs"]``).
-The collectors bootstrap truncated episodes from that final observation.
+The collectors bootstrap truncated episodes from that final observation
+(``rl_lightning.envs.steps`` reads it).
 Episode returns and lengths come from Gymnasium's vector
 ``RecordEpisodeStatistics`` (``info["episode"]``, mask ``info["_episode"]``).
 """
@@ -18,7 +19,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
 import gymnasium as gym
-import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from rl_lightning.errors import ConfigurationError
@@ -145,28 +145,6 @@ def _check_wrappers(wrappers: Sequence[WrapperSpec]) -> None:
             _import_object(path)
         except (ImportError, AttributeError) as err:
             raise ConfigurationError(f"wrappers entry {path!r} could not be imported ({err})") from None
-
-
-def final_observations(next_obs: Any, info: dict[str, Any]) -> Any:
-    """``next_obs`` with the rows of sub-envs that just ended replaced by their episode's final observation.
-
-    Under same-step autoreset a vector env returns the next episode's first
-    observation; the transition's real next observation is ``info["final_obs"]``.
-    """
-    ended = info.get("_final_obs")
-    if ended is None or not ended.any():
-        return next_obs
-    rows = np.flatnonzero(ended)
-    if isinstance(next_obs, dict):
-        out = {k: v.copy() for k, v in next_obs.items()}
-        for i in rows:
-            for k in out:
-                out[k][i] = info["final_obs"][i][k]
-        return out
-    out = next_obs.copy()
-    for i in rows:
-        out[i] = info["final_obs"][i]
-    return out
 
 
 WORKER_ID_PER_RANK = 100

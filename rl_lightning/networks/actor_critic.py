@@ -13,6 +13,7 @@ from torch.distributions import Categorical, Distribution, Normal
 
 from rl_lightning.data.replay import Obs
 from rl_lightning.envs.spaces import is_hybrid
+from rl_lightning.networks.acting import ObsToTensor, RolloutActor, TorchActor
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.host import HostActorCritic, HostMLP
 from rl_lightning.networks.mlp import orthogonal_init
@@ -212,6 +213,14 @@ class ActorCritic(nn.Module):
         if None in (actor, policy_head, value_head) or (critic is None and not self.shared_trunk):
             return None
         return HostActorCritic(actor, critic, policy_head, value_head)
+
+    def rollout_actor(self, obs_to_tensor: ObsToTensor) -> RolloutActor:
+        """What a collector acts through (NumPy in, NumPy out; ``obs_to_tensor`` puts observations on this module's
+        device): the NumPy mirror where it is exact (``host``), whose few operations on a few rows cost a fraction of
+        PyTorch's per-operation dispatch, else this module. Make one per rollout (see ``rl_lightning.networks.host``).
+        """
+        mirror = self.host()
+        return mirror if mirror is not None else TorchActor(self, obs_to_tensor)
 
     def predict(self, obs: Obs, deterministic: bool = True, action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Actions only: the actor body alone runs."""
