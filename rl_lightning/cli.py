@@ -114,7 +114,7 @@ class RLLightningCLI(LightningCLI):
         super().__init__(
             model_class=RLModule,
             subclass_mode_model=True,
-            seed_everything_default=False,  # the model's `seed` argument seeds networks and envs
+            seed_everything_default=False,  # no global seed unless given: a model without `seed` then runs with 0
             save_config_callback=_SaveConfig,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,

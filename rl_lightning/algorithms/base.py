@@ -9,6 +9,7 @@ add their networks, acting and losses.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from abc import abstractmethod
 from typing import Any, Literal
@@ -17,6 +18,7 @@ import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from rl_lightning.callbacks import EpochProgress, RunSupport
@@ -50,6 +52,25 @@ def _private_generator() -> torch.Generator:
     generator. Lightning creates them a different number of times in a resumed run than in an uninterrupted one,
     and the policy's and the buffer's draws must not depend on that."""
     return torch.Generator().manual_seed(0)
+
+
+def resolve_seed(setting: int | None) -> int:
+    """The seed a module runs with: its ``seed`` setting; when that is ``None``, Lightning's global seed
+    (``seed_everything`` keeps it in the ``PL_GLOBAL_SEED`` environment variable, which DDP ranks inherit;
+    ``lightning/fabric/utilities/seed.py``), else 0. A setting that differs from the global seed is warned about
+    once: the setting wins."""
+    global_seed = os.environ.get("PL_GLOBAL_SEED")
+    if setting is None:
+        return int(global_seed) if global_seed is not None else 0
+    if global_seed is not None and int(global_seed) != setting and (setting, global_seed) not in _WARNED_SEEDS:
+        _WARNED_SEEDS.add((setting, global_seed))
+        rank_zero_warn(f"the model's seed={setting} differs from the global seed {global_seed} (seed_everything / "
+                       "--seed_everything): the model's seed is used; leave it unset (null) to use the global one",
+                       stacklevel=1)
+    return setting
+
+
+_WARNED_SEEDS: set[tuple[int, str]] = set()
 
 
 def algorithms_acting_in(action_space: gym.Space) -> list[str]:
@@ -99,7 +120,8 @@ class RLModule(CheckpointedRun):
         wrappers: Gymnasium wrappers applied to each copy, innermost first: import paths, or
             ``{"class_path": ..., "init_args": {...}}``.
         seed: seeds the networks' initialisation, action sampling and the envs (copy ``i`` gets ``seed + i``;
-            under DDP rank ``r``'s copies continue the numbering at ``seed + r * num_envs``).
+            under DDP rank ``r``'s copies continue the numbering at ``seed + r * num_envs``). ``None`` takes
+            Lightning's global seed (``seed_everything``, the CLI's ``--seed_everything``) when one is set, else 0.
         total_steps: training budget in environment steps, summed over all env copies (and DDP ranks).
         steps_per_epoch: environment steps per epoch (all ranks); evaluation and epoch-end checkpoints happen this
             often.
@@ -149,7 +171,7 @@ class RLModule(CheckpointedRun):
         vectorization: Literal["sync", "async"] = "sync",
         env_kwargs: dict[str, Any] | None = None,
         wrappers: list[str | dict[str, Any]] | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         total_steps: int = 100_000,
         steps_per_epoch: int = 10_000,
         eval_episodes: int = 20,
@@ -235,9 +257,14 @@ class RLModule(CheckpointedRun):
         """
 
     # ------------------------------------------------------------------ environments
+    @property
+    def seed(self) -> int:
+        """The run's seed: the ``seed`` setting, else Lightning's global seed, else 0 (see ``resolve_seed``)."""
+        return resolve_seed(self.hparams.seed)
+
     def _rank_seed(self) -> int:
         # Each DDP rank owns differently seeded envs: offset by the copies of lower ranks.
-        return self.hparams.seed + self.global_rank * self.hparams.num_envs
+        return self.seed + self.global_rank * self.hparams.num_envs
 
     def make_envs(self, evaluation: bool = False) -> gym.vector.VectorEnv:
         """Build the training envs, or the evaluation envs (own seed, ``eval_env_kwargs`` applied)."""
@@ -269,8 +296,10 @@ class RLModule(CheckpointedRun):
         if not self._env_checked:  # on an instance of its own: the training envs' seeds and state are untouched
             check_env_source(self.hparams.env, self.hparams.env_kwargs)
             self._env_checked = True
+        if self.observation_space is None:
+            torch.manual_seed(self.seed)  # the networks' initialisation, also for validate/test without fit
         if stage == "fit":
-            torch.manual_seed(self.hparams.seed)
+            torch.manual_seed(self.seed)
             if self.envs is None:
                 self.envs = self.make_envs()
                 obs, self._initial_info = self.envs.reset(seed=self._rank_seed())

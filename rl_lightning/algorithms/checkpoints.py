@@ -41,6 +41,7 @@ class CheckpointedRun(L.LightningModule):
         super().__init__()
         self._resume_state: dict[str, Any] | None = None  # this process's run state from the checkpoint being resumed
         self._reapply_optimizer_settings = False  # see on_load_checkpoint
+        self._loaded_outside_fit = False  # weights from a checkpoint loaded outside fit (see on_fit_start)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rl_lightning"] = {
@@ -147,6 +148,7 @@ class CheckpointedRun(L.LightningModule):
         for name in self.COUNTERS:
             if name in state:  # an older checkpoint may lack a newer counter
                 setattr(self, name, state[name])
+        self._loaded_outside_fit = not fitting(self)
         self._resume_state = None
         run_states = state.get("run_state")
         if run_states and fitting(self):
@@ -157,6 +159,19 @@ class CheckpointedRun(L.LightningModule):
                                "generators afresh", stacklevel=1)
             if rank < len(run_states):
                 self._resume_state = pickle.loads(run_states[rank])  # noqa: S301 - the run's own checkpoint
+
+    def on_fit_start(self) -> None:
+        # After Lightning restored any checkpoint given to this fit. Weights loaded before it (load_from_checkpoint,
+        # or validate/test with a checkpoint) start a new run from them: a new budget of total_steps env steps, with
+        # the counters (and the schedules that follow them) from zero; resuming a run is fit's ckpt_path.
+        if self._loaded_outside_fit:
+            self._loaded_outside_fit = False
+            if self.env_steps:
+                rank_zero_info(f"Training the loaded weights as a new run of total_steps={self.hparams.total_steps} "
+                               f"env steps (the checkpoint's run had {self.env_steps}); to continue that run instead, "
+                               "fit with ckpt_path=<the checkpoint>")
+            for name in self.COUNTERS:
+                setattr(self, name, 0)
 
     def restore_run_state(self) -> None:
         """When a resumed fit starts (``on_train_start``): load this process's run state and give the restored
