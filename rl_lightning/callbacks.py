@@ -1,5 +1,5 @@
-"""Callbacks of the library's runs: ``last.ckpt`` that is always current, progress lines off a terminal, and what
-every run gets (atomic checkpoints, envs closed on errors)."""
+"""Callbacks of the library's runs: ``last.ckpt`` that is always current, checkpoints every N env steps, progress
+lines off a terminal, and what every run gets (atomic checkpoints, envs closed on errors)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import sys
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rl_lightning.checkpointing import AtomicCheckpointIO
-from rl_lightning.lightning_compat import end_epoch_in_checkpoint, replace_default_checkpoint_io
+from rl_lightning.errors import ConfigurationError
+from rl_lightning.lightning_compat import (end_epoch_in_checkpoint, replace_default_checkpoint_io,
+                                           save_model_checkpoint)
 from rl_lightning.signals import exit_code_for
 
 
@@ -116,3 +119,37 @@ class RunSupport(L.Callback):
             if isinstance(callback, LastCheckpoint):
                 callback.on_exception(trainer, pl_module, exception)
         pl_module.close_envs()
+
+
+class EnvStepCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` that saves every ``every_n_env_steps`` environment steps (the run's own unit), instead
+    of at epoch ends or every N optimizer steps (``every_n_train_steps`` counts ``trainer.global_step``, which
+    moves by many per training batch here).
+
+    A save happens at the end of the first training batch that reaches or passes each multiple of
+    ``every_n_env_steps``; files are named by epoch and env steps (``epoch=1-env_steps=4096.ckpt``). The other
+    arguments are ``ModelCheckpoint``'s (``dirpath``, ``monitor``, ``save_top_k`` (default: keep every file),
+    ``save_last``, ...). Checkpointing is off under ``fast_dev_run``, as Lightning's is.
+    """
+
+    def __init__(self, every_n_env_steps: int, **kwargs: Any) -> None:
+        if not isinstance(every_n_env_steps, int) or every_n_env_steps < 1:
+            raise ConfigurationError(f"every_n_env_steps={every_n_env_steps!r} must be a positive integer")
+        kwargs.setdefault("filename", "{epoch}-{env_steps:.0f}")
+        kwargs.setdefault("save_top_k", -1)
+        kwargs.setdefault("every_n_epochs", 0)  # only the env-step saves
+        super().__init__(**kwargs)
+        self.every_n_env_steps = every_n_env_steps
+        self._saved_intervals: int | None = None  # env_steps // every_n_env_steps at the last save (or the start)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._saved_intervals = pl_module.env_steps // self.every_n_env_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        intervals = pl_module.env_steps // self.every_n_env_steps
+        if self._saved_intervals is not None and intervals <= self._saved_intervals:
+            return
+        self._saved_intervals = intervals
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        save_model_checkpoint(self, trainer, env_steps=torch.tensor(float(pl_module.env_steps)))

@@ -165,3 +165,24 @@ def end_epoch_in_checkpoint(checkpoint: dict[str, Any]) -> None:
         counters.update(dict.fromkeys(("ready", "started", "processed"), counters["completed"]))
     batches["is_last_batch"] = True
     checkpoint["epoch"] = epochs["current"]["completed"]
+
+
+def every_n_train_steps(callback: Any) -> int:
+    """A ``ModelCheckpoint``'s ``every_n_train_steps`` setting (kept as ``_every_n_train_steps``; 0 when unset)."""
+    return int(getattr(callback, "_every_n_train_steps", 0) or 0)
+
+
+def lift_fast_dev_run_step_limit(trainer: L.Trainer) -> None:
+    """Undo the ``max_steps = fast_dev_run`` that ``_init_debugging_flags`` (``lightning/pytorch/trainer/setup.py``)
+    sets: it counts optimizer steps, many per batch here, so it would stop after the first batch. The batch limits
+    it also sets (``limit_train_batches`` ...) stay."""
+    trainer.fit_loop.epoch_loop.max_steps = -1
+
+
+def save_model_checkpoint(callback: Any, trainer: L.Trainer, **metrics: Any) -> None:
+    """Save as a ``ModelCheckpoint`` does when a save is due: its top-k files by ``monitor`` and its ``last.ckpt``
+    (``_monitor_candidates``, ``_save_topk_checkpoint``, ``_save_last_checkpoint`` in
+    ``lightning/pytorch/callbacks/model_checkpoint.py``); ``metrics`` join the logged ones (for the file name)."""
+    candidates = {**callback._monitor_candidates(trainer), **metrics}
+    callback._save_topk_checkpoint(trainer, candidates)
+    callback._save_last_checkpoint(trainer, candidates)

@@ -203,3 +203,16 @@ def test_cli_still_parses_ckpt_path_through_the_method_the_library_overrides():
     assert hasattr(LightningCLI, "_parse_ckpt_path"), f"{UPGRADE_HINT}: LightningCLI._parse_ckpt_path"
     assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__), \
         f"{UPGRADE_HINT}: LightningCLI.__init__ no longer calls _parse_ckpt_path (see rl_lightning/cli.py)"
+
+
+def test_model_checkpoint_internals_the_env_step_checkpoint_and_the_step_warning_use():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    assert compat.every_n_train_steps(ModelCheckpoint(every_n_train_steps=7)) == 7, UPGRADE_HINT
+    assert compat.every_n_train_steps(ModelCheckpoint()) == 0, UPGRADE_HINT
+    for name in ("_monitor_candidates", "_save_topk_checkpoint", "_save_last_checkpoint"):
+        assert callable(getattr(ModelCheckpoint, name, None)), f"{UPGRADE_HINT}: ModelCheckpoint.{name}"
+    trainer = L.Trainer(fast_dev_run=3, logger=False, enable_progress_bar=False)
+    assert trainer.fit_loop.max_steps == 3
+    compat.lift_fast_dev_run_step_limit(trainer)
+    assert trainer.fit_loop.max_steps == -1 and trainer.limit_train_batches == 3, UPGRADE_HINT

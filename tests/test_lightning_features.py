@@ -104,3 +104,77 @@ def test_fitting_a_loaded_dqn_restarts_its_target_update_counter(tmp_path, no_gl
     trainer(tmp_path, callbacks=[StartCounters()]).fit(loaded)
     assert start == {"env_steps": 0, "target_updates": 0}
     assert loaded.env_steps == 256 and loaded.target_updates == 2  # counted afresh over the new run
+
+
+class Batches(L.Callback):
+    def __init__(self):
+        self.count, self.updates = 0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.count += 1
+        self.updates = trainer.global_step
+
+
+@pytest.mark.parametrize("algorithm", ["PPO", "A2C", "DQN", "DDPG"])
+def test_fast_dev_run_runs_n_real_batches_that_reach_updates(tmp_path, algorithm):
+    import rl_lightning
+
+    env = "Pendulum-v1" if algorithm == "DDPG" else "CartPole-v1"
+    kwargs = dict(env=env, hidden_sizes=[16], total_steps=100_000, steps_per_epoch=10_000, eval_episodes=1,
+                  eval_num_envs=1)
+    if algorithm in ("DQN", "DDPG"):
+        kwargs.update(learning_starts=1000, batch_size=32)  # the warm-up is longer than three batches
+    model = getattr(rl_lightning, algorithm)(**kwargs)
+    batches = Batches()
+    trainer(tmp_path, fast_dev_run=3, callbacks=[batches]).fit(model)
+    assert batches.count == 3
+    assert batches.updates > 0  # every algorithm made gradient steps
+    assert model.env_steps == 3 * model.rounds_per_batch * model.round_steps
+
+
+def test_env_step_checkpoints_land_every_n_env_steps(tmp_path):
+    from rl_lightning.callbacks import EnvStepCheckpoint
+
+    # Batches of 64 env steps, saves every 96: after the batches reaching 128, 192, 320, 384 (96 x 1..4) ...
+    saver = EnvStepCheckpoint(every_n_env_steps=96, dirpath=tmp_path / "ckpt")
+    model = ppo(total_steps=384, steps_per_epoch=128, rounds_per_batch=2)
+    trainer(tmp_path, callbacks=[saver], enable_checkpointing=True).fit(model)
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    steps = sorted(int(name.split("env_steps=")[1].removesuffix(".ckpt")) for name in names)
+    assert steps == [128, 192, 320, 384]
+    saved = torch.load(tmp_path / "ckpt" / names[0], weights_only=True)
+    assert saved["rl_lightning"]["env_steps"] in steps
+
+
+def test_step_counting_options_warn_with_the_env_step_setting_to_use(tmp_path):
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    with pytest.warns(UserWarning) as caught:
+        trainer(tmp_path, max_steps=10_000, limit_train_batches=1,
+                callbacks=[ModelCheckpoint(every_n_train_steps=5, dirpath=tmp_path), LearningRateMonitor()],
+                logger=L.pytorch.loggers.TensorBoardLogger(tmp_path), enable_checkpointing=True).fit(ppo())
+    text = " ".join(str(w.message) for w in caught)
+    assert "max_steps=10000 counts optimizer steps" in text and "total_steps" in text
+    assert "limit_train_batches=1 cuts every epoch" in text
+    assert "every_n_train_steps=5" in text and "EnvStepCheckpoint" in text
+    assert "LearningRateMonitor plots" in text and "lr/<optimizer>" in text
+
+
+def test_overfit_batches_is_refused(tmp_path):
+    from rl_lightning import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="overfit_batches=2 does not apply"):
+        trainer(tmp_path, overfit_batches=2).fit(ppo())
+
+
+def test_learning_rates_are_logged_against_env_steps_by_optimizer_name(tmp_path):
+    from rl_lightning.plotting import read_scalars
+
+    model = ppo(lr_schedule="linear", learning_rate=1e-3, critic_learning_rate=2e-3, log_interval=64)
+    trainer(tmp_path, logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"),
+            log_every_n_steps=1).fit(model)
+    steps, actor = read_scalars(tmp_path / "run", "lr/actor")
+    _, critic = read_scalars(tmp_path / "run", "lr/critic")
+    assert list(steps) == [64, 128]
+    # Linear annealing: the rate of the last round before each point (SB3: set after its collection).
+    assert actor[0] == pytest.approx(1e-3 * (1 - 64 / 128)) and critic[0] == pytest.approx(2e-3 * (1 - 64 / 128))

@@ -34,7 +34,7 @@ class A2C(OnPolicyModule):
 
     def train_round(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
-        frac = self.apply_lr_schedule()
+        self.apply_lr_schedule()
         dist, values = self.policy(rollout["obs"], rollout.get("action_mask"))
         log_probs = dist.log_prob(rollout["actions"])
         advantages = rollout["advantages"]
@@ -54,5 +54,4 @@ class A2C(OnPolicyModule):
             "model/critic_loss": value_loss.detach(),
             "model/entropy": entropy.detach(),
             "model/explained_variance": self.explained_variance(rollout["values"], rollout["returns"]),
-            "model/learning_rate": hp.learning_rate * frac,
         }

@@ -34,6 +34,7 @@ from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
 from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult, evaluate_episodes
+from rl_lightning.trainer_options import check_trainer_options, fast_dev_run_batches
 from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch,
                                            find_unused_parameters_under_ddp, fitting, logs_due, set_max_epochs,
                                            world_size)
@@ -248,6 +249,17 @@ class RLModule(CheckpointedRun):
     def train_round(self, data: Any) -> dict[str, Any]:
         """The updates of one round on ``collect_round()``'s data; returns the diagnostics to log."""
 
+    OPTIMIZER_NAMES: tuple[str, ...] = ()
+    """Names of ``configure_optimizers``' optimizers, in order: their learning rates are logged as ``lr/<name>``."""
+
+    def learning_rates(self) -> dict[str, float]:
+        """``lr/<name>``: the learning rate of each optimizer (of its first parameter group) right now."""
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        names = self.OPTIMIZER_NAMES if len(self.OPTIMIZER_NAMES) == len(optimizers) else [
+            f"optimizer_{i}" for i in range(len(optimizers))]
+        return {f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in zip(names, optimizers)}
+
     @abstractmethod
     def predict_actions(self, obs: torch.Tensor, deterministic: bool = True,
                         action_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -311,6 +323,8 @@ class RLModule(CheckpointedRun):
                 self._num_envs_by_rank = self._gather_num_envs()
                 # After the networks: the same initial weights on every rank, different action and minibatch draws.
                 torch.manual_seed(self._rank_seed())
+            if attached_trainer(self) is not None:
+                check_trainer_options(self.trainer)
             if self.BACKWARD_LEAVES_PARAMETERS_UNUSED:
                 find_unused_parameters_under_ddp(attached_trainer(self))
             # Here, once the envs are built: a Unity env's sub-envs (and DDP's ranks) are only counted now.
@@ -410,9 +424,15 @@ class RLModule(CheckpointedRun):
 
     @property
     def schedule(self) -> RoundSchedule:
-        """How the budget divides into rounds, batches and epochs (with the envs' real count, once they are built)."""
+        """How the budget divides into rounds, batches and epochs (with the envs' real count, once they are built).
+
+        Under ``fast_dev_run=N`` an epoch is N batches."""
         hp = self.hparams
-        return RoundSchedule(hp.total_steps, hp.steps_per_epoch, self.round_steps, self.rounds_per_batch)
+        steps_per_epoch, rounds_per_batch = hp.steps_per_epoch, self.rounds_per_batch
+        dev_batches = fast_dev_run_batches(attached_trainer(self))
+        if dev_batches:
+            steps_per_epoch = dev_batches * rounds_per_batch * self.round_steps
+        return RoundSchedule(hp.total_steps, steps_per_epoch, self.round_steps, rounds_per_batch)
 
     def epoch_batches(self) -> list[int]:
         """The rounds of each batch of the epoch starting now (the same on every DDP rank: the counts are global)."""
@@ -433,7 +453,7 @@ class RLModule(CheckpointedRun):
             # Unbounded: the budget ends training; telling the loop how many epochs that is
             # lets progress bars show "epoch 3/9" instead of an open end.
             set_max_epochs(self.trainer, self.current_epoch + needed)
-        elif max_epochs - self.current_epoch < needed:
+        elif max_epochs - self.current_epoch < needed and not fast_dev_run_batches(self.trainer):
             warnings.warn(f"trainer.max_epochs={max_epochs} stops training before total_steps="
                           f"{self.hparams.total_steps} env steps ({needed} epochs of {self.hparams.steps_per_epoch} "
                           "steps needed); set trainer.max_epochs=-1 to let total_steps end training", stacklevel=1)
@@ -513,6 +533,8 @@ class RLModule(CheckpointedRun):
         if rate is not None:
             self.log("time/steps_per_second", rate, prog_bar=True, batch_size=1)
         self.log_dict(means, batch_size=1)
+        if attached_trainer(self) is not None:
+            self.log_dict(self.learning_rates(), batch_size=1)
         self.log("env_steps", float(self.env_steps), prog_bar=True, logger=False, batch_size=1)
         # Lightning uses a logged "step" as the logger's x-axis: environment steps, not optimizer steps.
         self.log("step", float(self.env_steps), batch_size=1)

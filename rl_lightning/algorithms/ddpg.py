@@ -38,6 +38,7 @@ class DDPG(OffPolicyModule):
         ou_dt: time step of the OU noise.
     """
 
+    OPTIMIZER_NAMES = ("actor", "critic")
     ACTION_SPACES = ("box",)
     # The critic's backward gives the actor no gradients.
     BACKWARD_LEAVES_PARAMETERS_UNUSED = True

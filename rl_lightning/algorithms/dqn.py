@@ -62,6 +62,7 @@ class DQN(OffPolicyModule):
             Q head) instead of PyTorch's default; keeps more ReLU units alive on sparse images.
     """
 
+    OPTIMIZER_NAMES = ("q_network",)
     ACTION_SPACES = ("discrete",)
     COUNTERS = OffPolicyModule.COUNTERS + ("target_updates",)
 

@@ -23,6 +23,7 @@ from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import all_finite, env_label, first_non_finite, non_finite_env_fault
 from rl_lightning.lightning_compat import attached_trainer, fitting, world_size
 from rl_lightning.signals import Terminated, termination_requested
+from rl_lightning.trainer_options import fast_dev_run_batches
 
 
 class OffPolicyModule(RLModule):
@@ -126,16 +127,24 @@ class OffPolicyModule(RLModule):
                 self.buffer.load_state_dict(self._saved_buffer)
                 self._saved_buffer = None
 
+    @property
+    def learning_starts(self) -> int:
+        """The ``learning_starts`` setting; under ``fast_dev_run``, one minibatch, so its few batches reach updates."""
+        if fast_dev_run_batches(attached_trainer(self)):
+            return self.hparams.batch_size
+        return self.hparams.learning_starts
+
     @torch.no_grad()
     def collect_round(self) -> dict[str, Any]:
         hp = self.hparams
         envs, buf = self.envs, self.buffer
         explore, obs = self.explorer(), self._obs
         start_rows, start_steps = buf.added, self.env_steps
+        learning_starts = self.learning_starts
         # Envs whose rows do not all decide (Unity): per env step, the rows written before it and their sub-envs.
         trace: list[tuple[int, np.ndarray]] = []
         for _ in range(hp.train_freq):
-            if hp.random_warmup and self.env_steps < hp.learning_starts:
+            if hp.random_warmup and self.env_steps < learning_starts:
                 env_actions, stored = self.random_actions()
             else:
                 env_actions, stored = explore(obs)
@@ -163,7 +172,7 @@ class OffPolicyModule(RLModule):
         self._obs = obs
         # One vectorised test per stored field, before anything is sampled from them.
         self.check_stored_finite(start_rows, start_steps, trace)
-        if self.env_steps < hp.learning_starts:
+        if self.env_steps < learning_starts:
             return {}  # still warming up: nothing to sample, and train_round makes no update
         return buf.sample(hp.gradient_steps * hp.batch_size)
 

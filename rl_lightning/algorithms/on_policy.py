@@ -71,6 +71,10 @@ class OnPolicyModule(RLModule):
     ROUND_UNIT = "n_steps"
     ACTION_SPACES = ("discrete", "multi_discrete", "box", "hybrid")
 
+    @property
+    def OPTIMIZER_NAMES(self) -> tuple[str, ...]:  # noqa: N802 - the base's declaration, here depending on a setting
+        return ("actor_critic",) if self.hparams.shared_trunk else ("actor", "critic")
+
     MODEL_SETTINGS = RLModule.MODEL_SETTINGS + ("hidden_sizes", "activation", "shared_trunk")
     RESUME_SETTINGS = RLModule.RESUME_SETTINGS + ("optimizer",)
 

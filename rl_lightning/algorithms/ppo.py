@@ -88,7 +88,7 @@ class PPO(OnPolicyModule):
 
     def train_round(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         hp = self.hparams
-        frac = self.apply_lr_schedule()
+        self.apply_lr_schedule()
         clip_range = hp.clip_range * (self.progress_remaining() if hp.clip_range_schedule == "linear" else 1.0)
         n = rollout["advantages"].shape[0]
         # Only what the loss reads is indexed per minibatch (not the stored values).
@@ -146,6 +146,5 @@ class PPO(OnPolicyModule):
             "model/approx_kl": mean["kl"],
             "model/clip_fraction": mean["clip"],
             "model/explained_variance": self.explained_variance(rollout["values"], rollout["returns"]),
-            "model/learning_rate": hp.learning_rate * frac,
             "model/clip_range": clip_range,
         }
