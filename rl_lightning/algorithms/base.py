@@ -28,7 +28,7 @@ from rl_lightning.data.stream import EvaluationRequests, RoundStream
 from rl_lightning.envs.checks import check_env_kwargs
 from rl_lightning.envs.factory import (EnvSource, check_env_source, is_function_label, make_vector_env, resolve_env,
                                       stored_env_setting)
-from rl_lightning.envs.spaces import action_space_kind, check_action_space
+from rl_lightning.envs.spaces import action_space_kind, check_action_space, to_space_actions
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
@@ -522,7 +522,7 @@ class RLModule(CheckpointedRun):
             mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)
             mask = mask.unsqueeze(0) if single else mask
         actions = self.predict_actions(batch, deterministic, mask)
-        actions = actions.cpu().numpy()
+        actions = to_space_actions(actions.cpu().numpy(), self.action_space)  # Discrete(n, start=s): s + index
         return actions[0] if single else actions
 
     def evaluate(self, envs: gym.vector.VectorEnv | None = None, n_episodes: int | None = None,
