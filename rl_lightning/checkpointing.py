@@ -75,8 +75,10 @@ def require_rl_lightning_state(checkpoint: dict, path: str | os.PathLike | None)
 
 
 def _comparable(value: Any) -> Any:
-    """A setting as plain data: tuples as lists, mappings (jsonargparse Namespaces too) as dicts, classes as paths."""
-    from rl_lightning.envs.factory import import_path_of
+    """A setting as plain data: tuples as lists, mappings (jsonargparse Namespaces too) as dicts, classes as paths,
+    functions that cannot be imported (lambdas, closures: ``load_from_checkpoint(path, env=f)`` puts them among the
+    checkpoint's settings) as the label a model keeps for them."""
+    from rl_lightning.envs.factory import stored_env_setting
 
     if hasattr(value, "as_dict"):
         value = value.as_dict()
@@ -85,7 +87,7 @@ def _comparable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_comparable(v) for v in value]
     if isinstance(value, type) or callable(value):
-        return import_path_of(value) or value
+        return stored_env_setting(value)
     return value
 
 

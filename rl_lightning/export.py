@@ -18,7 +18,8 @@ Plain format
     space's dtype and layout, batch first; ``action_masks`` (bool, one column per action, branches side
     by side) when the policy has discrete actions. Output: ``actions``, the most likely action: int64
     ``[batch]`` (Discrete), int64 ``[batch, branches]`` (MultiDiscrete) or float32 ``[batch, dim]`` (Box,
-    within its bounds).
+    within its bounds). A discrete space's ``start`` is added (``Discrete(3, start=1)`` gives 1, 2 or 3); the
+    masks' columns stay one per action from the first. The ML-Agents format refuses such a space.
 
 ML-Agents format (model API version 3, com.unity.ml-agents 2.2.1-exp.1 / Release 19 and later; the
 rules below were read from ML-Agents' ``mlagents/trainers/torch_entities/model_serialization.py``,
@@ -68,7 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rl_lightning.envs.spaces import is_hybrid
+from rl_lightning.envs.spaces import action_start, is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import channels_last
 
@@ -215,6 +216,12 @@ class _Policy(nn.Module):
         self.register_buffer("action_high", torch.as_tensor(box.high if box else [0.0], dtype=torch.float32))
         if not self.continuous and self.branches is None:
             raise ConfigurationError(f"cannot export a policy for action space {self.env_action_space}")
+        # Discrete(n, start=s): the policy picks index i, the env takes s + i (rl_lightning.envs.spaces.action_start).
+        start = action_start(model.action_space)
+        if fmt == "mlagents" and action_start(self.env_action_space) is not None:
+            raise ConfigurationError(f"the env's action space {self.env_action_space} does not start at 0; ML-Agents "
+                                     "discrete actions are branch indices from 0: export it with format='onnx'")
+        self.register_buffer("action_start", None if start is None else torch.as_tensor(start, dtype=torch.int64))
 
     def _observations(self, inputs: tuple[torch.Tensor, ...]) -> Any:
         obs = {}
@@ -241,6 +248,8 @@ class _Policy(nn.Module):
             for wrapper in self.action_wrappers:
                 mask = wrapper.export_action_mask(mask)
         sampled, likeliest = _policy_actions(self.model, obs, mask, (self.action_low, self.action_high))
+        if self.action_start is not None:
+            sampled, likeliest = sampled + self.action_start, likeliest + self.action_start
         for wrapper in reversed(self.action_wrappers):  # the outermost wrapper gets the policy's action first
             sampled, likeliest = wrapper.export_action(sampled), wrapper.export_action(likeliest)
         if self.fmt == "onnx":

@@ -451,3 +451,41 @@ class DropLastObservationWrapper(gym.ObservationWrapper):
 
     def observation(self, observation):
         return observation[:-1]
+
+
+def next_step_counters(num_envs: int = 2, terminate_at: int | None = 5, truncate_at: int | None = None,
+                       **kwargs) -> gym.vector.VectorEnv:
+    """A vector env of ``CounterEnv`` copies with Gymnasium's default ``NEXT_STEP`` autoreset (``SyncVectorEnv``):
+    the step after an episode's end ignores its action, returns the new episode's first observation (0) and reward 0.
+    Observations count the steps of the episode, so a stored reset step shows (next observation 0, reward 0)."""
+    return gym.vector.SyncVectorEnv([lambda: CounterEnv(terminate_at=terminate_at, truncate_at=truncate_at)
+                                     for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+
+
+class StartDiscreteEnv(CounterEnv):
+    """A ``Discrete(3, start=1)`` env that raises on any action outside {1, 2, 3}; reward 1 for action 3, else 0."""
+
+    def __init__(self, terminate_at: int = 5):
+        super().__init__(terminate_at=terminate_at)
+        self.action_space = gym.spaces.Discrete(3, start=1)
+
+    def step(self, action):
+        if not self.action_space.contains(np.int64(action)):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, float(action == 3), terminated, truncated, info
+
+
+class StartMultiDiscreteEnv(CounterEnv):
+    """A ``MultiDiscrete([2, 3], start=[1, -1])`` env that raises on actions outside it; reward 1 for (2, 1)."""
+
+    def __init__(self, terminate_at: int = 5):
+        super().__init__(terminate_at=terminate_at)
+        self.action_space = gym.spaces.MultiDiscrete([2, 3], start=[1, -1])
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.int64)
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, float(action.tolist() == [2, 1]), terminated, truncated, info

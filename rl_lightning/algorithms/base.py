@@ -28,8 +28,9 @@ from rl_lightning.algorithms.schedule import RoundSchedule
 from rl_lightning.algorithms.training_log import TrainingLog
 from rl_lightning.data.stream import EvaluationRequests, RoundStream
 from rl_lightning.envs.checks import check_env_kwargs
-from rl_lightning.envs.factory import EnvSource, check_env_source, import_path_of, make_vector_env, resolve_env
-from rl_lightning.envs.spaces import action_space_kind, check_action_space
+from rl_lightning.envs.factory import (EnvSource, check_env_source, is_function_label, make_vector_env, resolve_env,
+                                      stored_env_setting)
+from rl_lightning.envs.spaces import action_space_kind, check_action_space, to_space_actions
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
@@ -188,12 +189,16 @@ class RLModule(CheckpointedRun):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        # An env class is kept as its import path: YAML-friendly and loadable with weights_only=True.
-        self.hparams.env = import_path_of(env) or env
+        # An env class is kept as its import path: YAML-friendly and loadable with weights_only=True. A function that
+        # cannot be imported (a lambda, a closure) is kept here and named by a label in the settings (checkpoints);
+        # a model loaded with that label and no env acts and exports, building envs asks for the function.
+        self.hparams.env = stored_env_setting(env)
+        self.env_function = env if callable(env) and is_function_label(self.hparams.env) else None
         self.automatic_optimization = False
-        resolved = resolve_env(env)  # an unknown id fails here, before anything is built
-        check_env_kwargs(env, resolved, env_kwargs)  # so does a key the env does not take
-        check_env_kwargs(env, resolved, eval_env_kwargs, "eval_env_kwargs")
+        resolved = None if is_function_label(env) else resolve_env(env)  # an unknown id fails here
+        if resolved is not None:
+            check_env_kwargs(env, resolved, env_kwargs)  # so does a key the env does not take
+            check_env_kwargs(env, resolved, eval_env_kwargs, "eval_env_kwargs")
         self._env_checked = not check_env
         # A vector env class (Unity) brings its own sub-envs: their number is known once it is built.
         self.env_sets_num_envs = isinstance(resolved, type) and issubclass(resolved, gym.vector.VectorEnv)
@@ -288,8 +293,14 @@ class RLModule(CheckpointedRun):
             seed = self._rank_seed() + EVAL_SEED_OFFSET
         else:
             num_envs, seed = hp.num_envs, self._rank_seed()
-        return make_vector_env(hp.env, num_envs=num_envs, vectorization=hp.vectorization, seed=seed,
-                               env_kwargs=kwargs, wrappers=hp.wrappers or (), rank=self.global_rank)
+        return make_vector_env(self.env_source, num_envs=num_envs, vectorization=hp.vectorization, seed=seed,
+                               env_kwargs=kwargs, wrappers=hp.wrappers or (), rank=self.global_rank,
+                               exact_num_envs=not evaluation)
+
+    @property
+    def env_source(self) -> EnvSource:
+        """What the envs are built from: the ``env`` setting, or the function it names when that is not importable."""
+        return self.env_function if self.env_function is not None else self.hparams.env
 
     def _attach_spaces(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         if self.observation_space is None:
@@ -306,7 +317,7 @@ class RLModule(CheckpointedRun):
         # Envs are built here, not in __init__, so that load_from_checkpoint needs no env
         # and each DDP rank builds its own.
         if not self._env_checked:  # on an instance of its own: the training envs' seeds and state are untouched
-            check_env_source(self.hparams.env, self.hparams.env_kwargs)
+            check_env_source(self.env_source, self.hparams.env_kwargs)
             self._env_checked = True
         if self.observation_space is None:
             torch.manual_seed(self.seed)  # the networks' initialisation, also for validate/test without fit
@@ -562,7 +573,7 @@ class RLModule(CheckpointedRun):
             mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)
             mask = mask.unsqueeze(0) if single else mask
         actions = self.predict_actions(batch, deterministic, mask)
-        actions = actions.cpu().numpy()
+        actions = to_space_actions(actions.cpu().numpy(), self.action_space)  # Discrete(n, start=s): s + index
         return actions[0] if single else actions
 
     def evaluate(self, envs: gym.vector.VectorEnv | None = None, n_episodes: int | None = None,

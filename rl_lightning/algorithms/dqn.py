@@ -15,6 +15,7 @@ from torch import nn
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.envs.spaces import to_action_indices, to_space_actions
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.acting import q_values_of
 from rl_lightning.networks.mlp import orthogonal_init
@@ -144,7 +145,7 @@ class DQN(OffPolicyModule):
         else:
             actions = np.array([self.envs.single_action_space.sample(mask=m.astype(np.int8))
                                 for m in self._action_mask])
-        return actions, actions
+        return actions, to_action_indices(actions, self.action_space)  # drawn in the space, stored from 0
 
     def explorer(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
         """Epsilon-greedy on the Q-values of ``q_values_of`` (the NumPy mirror of an MLP on the CPU)."""
@@ -155,7 +156,7 @@ class DQN(OffPolicyModule):
             q = q_values(obs)
             actions = self.randomize((q if mask is None else np.where(mask, q, -np.inf)).argmax(axis=-1),
                                      self.epsilon, mask)
-            return actions, actions
+            return to_space_actions(actions, self.action_space), actions
 
         return explore
 

@@ -1,11 +1,13 @@
 """Build Gymnasium vector environments from an id or a user's own env class.
 
-Every vector env the library builds uses Gymnasium's ``SAME_STEP`` autoreset:
+Every vector env the library builds from single envs uses Gymnasium's ``SAME_STEP`` autoreset:
 a sub-env that ends an episode is reset inside the same ``step`` call, the
 returned observation is the first one of the next episode and the last one of
 the finished episode is kept in ``info["final_obs"]`` (mask ``info["_final_obs"]``).
 The collectors bootstrap truncated episodes from that final observation
-(``rl_lightning.envs.steps`` reads it).
+(``rl_lightning.envs.steps`` reads it). A vector env that brings its own sub-envs (Unity's, or one a user's
+function returns, such as ``gym.make_vec``'s) may use ``NEXT_STEP`` autoreset instead, read the same way through
+``rl_lightning.envs.autoreset``.
 Episode returns and lengths come from Gymnasium's vector
 ``RecordEpisodeStatistics`` (``info["episode"]``, mask ``info["_episode"]``).
 """
@@ -22,13 +24,15 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.envs.autoreset import autoreset_mode, read_as_same_step
 from rl_lightning.envs.checks import (CheckedAsyncVectorEnv, CheckedSyncVectorEnv, check_custom_env, check_env_kwargs,
                                       env_label)
 from rl_lightning.envs.transforms import wrap_sub_envs
 
-EnvSource = Union[str, Callable[..., gym.Env]]
+EnvSource = Union[str, Callable[..., Union[gym.Env, gym.vector.VectorEnv]]]
 """A registered Gymnasium id (``"CartPole-v1"``), an import path to an env
-class or factory (``"my_pkg.envs:MyEnv"``), or the class/factory itself."""
+class or factory (``"my_pkg.envs:MyEnv"``), or the class/factory itself (a
+function, lambda or closure; it may return a vector env)."""
 
 WrapperSpec = Union[str, dict[str, Any], Callable[[gym.Env], gym.Env]]
 """An import path of a wrapper applied as ``Wrapper(env)``, a dict
@@ -60,6 +64,34 @@ def import_path_of(obj: Any) -> str | None:
         return None
 
 
+def stored_env_setting(env: EnvSource) -> str | Any:
+    """What the ``env`` setting holds in hyperparameters, configs and checkpoints: an id or import path as given,
+    a class's or function's import path, else (a lambda, a closure, a ``functools.partial``) a label naming the
+    function, ``"<function module:qualname>"``, which cannot be built from (``resolve_env`` says so)."""
+    if isinstance(env, str) or not callable(env):
+        return env
+    path = import_path_of(env)
+    if path is not None:
+        return path
+    module = getattr(env, "__module__", None) or type(env).__module__
+    name = getattr(env, "__qualname__", None) or type(env).__qualname__
+    return f"<function {module}:{name}>"
+
+
+def is_function_label(env: Any) -> bool:
+    """Whether ``env`` is the label ``stored_env_setting`` keeps for a function that cannot be imported."""
+    return isinstance(env, str) and env.startswith("<function ") and env.endswith(">")
+
+
+def _registered(env_id: str) -> Callable[..., gym.Env]:
+    """``gym.make(env_id, **kwargs)`` as a factory that says which id it makes (it never makes a vector env)."""
+    def make(**kwargs: Any) -> gym.Env:
+        return gym.make(env_id, **kwargs)
+
+    make.registered_id = env_id  # type: ignore[attr-defined]
+    return make
+
+
 def _is_import_path(name: str) -> bool:
     return ":" in name or ("." in name and "/" not in name and not name[-1].isdigit())
 
@@ -72,6 +104,11 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
     """
     if callable(env):
         return env
+    if is_function_label(env):
+        raise ConfigurationError(
+            f"{setting}={env!r} was a function that cannot be imported (a lambda or closure), which a checkpoint or "
+            f"config cannot hold; pass the function itself ({setting}=..., e.g. "
+            f"Model.load_from_checkpoint(path, {setting}=my_function)) or an importable one ('package.module:name')")
     if env == "unity":
         from rl_lightning.unity.vector_env import UnityVectorEnv
 
@@ -81,7 +118,7 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
     if env.startswith("rl_lightning/"):
         import rl_lightning.games  # noqa: F401 (registers the stand-in games)
     if env in gym.registry:
-        return lambda **kwargs: gym.make(env, **kwargs)
+        return _registered(env)
     module_name, sep, env_id = env.partition(":")
     if sep and "-v" in env_id:
         # "package.module:EnvName-v0": the module registers the id on import.
@@ -116,11 +153,18 @@ def is_custom_env(env: EnvSource) -> bool:
 def check_env_source(env: EnvSource, env_kwargs: dict[str, Any] | None = None) -> None:
     """Check a user's own env class or factory once with Gymnasium's env checker (``checks.check_custom_env``).
 
-    Registered ids (Gymnasium's and the ones a module registers) and vector envs of their own (Unity) are not
-    checked. The instance checked is built from ``env_kwargs`` apart from any training env.
+    Registered ids (Gymnasium's and the ones a module registers) and vector envs of their own (Unity, or one a
+    user's function returns) are not checked. The instance checked is built from ``env_kwargs`` apart from any training env.
     """
     if is_custom_env(env):
         factory = resolve_env(env)
+        if may_return_vector_env(factory):
+            instance = factory(**dict(env_kwargs or {}))
+            if isinstance(instance, gym.vector.VectorEnv):  # Gymnasium's checker takes single envs
+                instance.close()
+                return
+            check_custom_env(env, lambda: instance)
+            return
         check_custom_env(env, lambda: factory(**dict(env_kwargs or {})))
 
 
@@ -147,6 +191,62 @@ def _check_wrappers(wrappers: Sequence[WrapperSpec]) -> None:
             raise ConfigurationError(f"wrappers entry {path!r} could not be imported ({err})") from None
 
 
+def may_return_vector_env(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` is a user's function (not a class, not a registered id), which may return a vector env."""
+    return not isinstance(factory, type) and getattr(factory, "registered_id", None) is None
+
+
+def _names_parameter(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        parameter = inspect.signature(factory).parameters.get(name)
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+
+
+def _check_vector_settings(venv: gym.vector.VectorEnv, env: EnvSource, num_envs: int, vectorization: str,
+                           exact_num_envs: bool, factory: Callable[..., Any]) -> None:
+    """A vector env from a user's function brings its own sub-envs: ``num_envs`` and ``vectorization`` may only
+    agree with it (``num_envs=1``, the default, leaves the count to it); closes it and raises otherwise."""
+    problem = None
+    if exact_num_envs and num_envs not in (1, venv.num_envs) and not _names_parameter(factory, "num_envs"):
+        problem = (f"num_envs={num_envs} but it built {venv.num_envs} sub-envs; leave num_envs at 1 (the function "
+                   f"decides), set it to {venv.num_envs}, or give the function a num_envs parameter to receive it")
+    elif vectorization == "async" and not isinstance(venv.unwrapped, gym.vector.AsyncVectorEnv):
+        problem = (f"vectorization='async' but it built a {type(venv.unwrapped).__name__}; a vector env steps its "
+                   "sub-envs its own way: choose it in the function (gym.make_vec(..., vectorization_mode='async')) "
+                   "and leave vectorization at 'sync'")
+    if problem is not None:
+        venv.close()
+        raise ConfigurationError(f"env {env_label(env)} returns a vector env: {problem}")
+
+
+def _own_vector_env(venv: gym.vector.VectorEnv, env: EnvSource, wrappers: Sequence[WrapperSpec],
+                    seed: int | None) -> gym.vector.VectorEnv:
+    """A vector env that brings its own sub-envs (Unity's, or one a user's function returned), made ready to train
+    on: ``wrappers`` applied to each sub-env's data, action spaces seeded, episode statistics recorded, and read as
+    a same-step autoreset (``rl_lightning.envs.autoreset``; an autoreset mode the collectors cannot read is
+    refused). Closed if any of that fails."""
+    try:
+        autoreset_mode(venv, env_label(env))  # checked before anything else is built on it
+        own_statistics = getattr(venv, "records_episode_statistics", False)  # Unity: per agent, not per slot
+        inner: Any = venv
+        while not own_statistics and inner is not None:  # a user's env may have its own RecordEpisodeStatistics
+            own_statistics = isinstance(inner, gym.wrappers.vector.RecordEpisodeStatistics)
+            inner = getattr(inner, "env", None)
+        for spec in wrappers:  # observation/action wrappers, applied to each sub-env's data
+            venv = wrap_sub_envs(venv, lambda e, spec=spec: _apply_wrapper(e, spec))
+    except BaseException:
+        venv.close()
+        raise
+    if seed is not None:  # random exploration draws from the action spaces
+        venv.action_space.seed(seed)
+        venv.single_action_space.seed(seed)
+    if not own_statistics:
+        venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    return read_as_same_step(venv, env_label(env))
+
+
 WORKER_ID_PER_RANK = 100
 """Under DDP, rank ``r`` adds ``r * WORKER_ID_PER_RANK`` to a Unity env's ``worker_id``, for ports of its own."""
 
@@ -159,6 +259,7 @@ def make_vector_env(
     env_kwargs: dict[str, Any] | None = None,
     wrappers: Sequence[WrapperSpec] = (),
     rank: int = 0,
+    exact_num_envs: bool = True,
 ) -> gym.vector.VectorEnv:
     """Build a seeded vector env of ``num_envs`` copies of ``env``.
 
@@ -174,6 +275,13 @@ def make_vector_env(
             Unity's, only observation and action wrappers, applied to each sub-env's observations and actions).
         rank: the DDP rank building it: a vector env of its own that takes a ``worker_id`` (Unity: its ports are
             ``base_port + worker_id``) gets ``rank * WORKER_ID_PER_RANK`` added to it, so each rank has its own ports.
+        exact_num_envs: whether a vector env a user's function returns must have ``num_envs`` sub-envs (unless
+            ``num_envs`` is 1); ``False`` (evaluation envs) takes the count it has.
+
+    A user's function (not a class) is called once first: if it returns a vector env (``gym.make_vec(...)``, a
+    ``VectorEnv`` of its own), that is the env, with ``num_envs`` passed to it if it has a ``num_envs`` parameter;
+    a ``NEXT_STEP`` one is read through ``NextStepAutoreset``. Else what it returned is the first sub-env (async:
+    closed, each copy is made in its process).
     """
     if num_envs < 1:
         raise ConfigurationError(f"num_envs={num_envs} must be >= 1")
@@ -191,21 +299,22 @@ def make_vector_env(
         worker_id = parameters.get("worker_id")
         if rank > 0 and worker_id is not None:
             kwargs["worker_id"] = kwargs.get("worker_id", worker_id.default) + rank * WORKER_ID_PER_RANK
-        venv = factory(**kwargs)
-        own_statistics = getattr(venv, "records_episode_statistics", False)  # Unity: per agent, not per slot
-        try:
-            for spec in wrappers:  # observation/action wrappers, applied to each sub-env's data
-                venv = wrap_sub_envs(venv, lambda e, spec=spec: _apply_wrapper(e, spec))
-        except BaseException:
-            venv.close()
-            raise
-        if seed is not None:  # random exploration draws from the action spaces
-            venv.action_space.seed(seed)
-            venv.single_action_space.seed(seed)
-        return gym.wrappers.vector.RecordEpisodeStatistics(venv) if not own_statistics else venv
+        return _own_vector_env(factory(**kwargs), env, wrappers, seed)
+    first: gym.Env | None = None
+    if may_return_vector_env(factory):
+        # A user's function may return a vector env (gym.make_vec, its own VectorEnv): called once to see which.
+        built = factory(**kwargs, **({"num_envs": num_envs} if _names_parameter(factory, "num_envs") else {}))
+        if isinstance(built, gym.vector.VectorEnv):
+            _check_vector_settings(built, env, num_envs, vectorization, exact_num_envs, factory)
+            return _own_vector_env(built, env, wrappers, seed)
+        if vectorization == "sync":
+            first = built  # the first sub-env: each copy is still made once
+        else:
+            built.close()  # async copies are made in their own processes
 
     def make_one() -> gym.Env:
-        e = factory(**kwargs)
+        nonlocal first
+        e, first = (first, None) if first is not None else (factory(**kwargs), None)
         for spec in wrappers:
             e = _apply_wrapper(e, spec)
         return e

@@ -27,7 +27,10 @@ def space_to_dict(space: gym.Space) -> dict[str, Any]:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": np.asarray(space.nvec).tolist()}
+        out = {"type": "MultiDiscrete", "nvec": np.asarray(space.nvec).tolist()}
+        if np.any(space.start != 0):  # only then: checkpoints of 0-based spaces stay as they were
+            out["start"] = np.asarray(space.start).tolist()
+        return out
     if isinstance(space, gym.spaces.MultiBinary):
         return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
     if isinstance(space, gym.spaces.Dict):
@@ -49,12 +52,43 @@ def space_from_dict(data: dict[str, Any]) -> gym.Space:
     if kind == "Discrete":
         return gym.spaces.Discrete(data["n"], start=data["start"])
     if kind == "MultiDiscrete":
-        return gym.spaces.MultiDiscrete(data["nvec"])
+        return gym.spaces.MultiDiscrete(data["nvec"], start=data.get("start"))
     if kind == "MultiBinary":
         return gym.spaces.MultiBinary(data["n"])
     if kind == "Dict":
         return gym.spaces.Dict({k: space_from_dict(v) for k, v in data["spaces"].items()})
     raise ValueError(f"unknown space type {kind!r}")
+
+
+# ---------------------------------------------------------------------- discrete actions that do not start at 0
+def action_start(space: gym.Space) -> Any:
+    """The first action of a ``Discrete`` (an int) or ``MultiDiscrete`` (an array, per branch) space whose actions do
+    not start at 0 (``Discrete(3, start=1)`` acts in {1, 2, 3}); ``None`` for any other space.
+
+    Networks, buffers and action masks number a space's actions from 0 (mask column ``i`` is action ``start + i``,
+    as ``Discrete.sample(mask=...)`` reads a mask); the env gets ``index + start`` (``to_space_actions``).
+    """
+    if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) and np.any(space.start != 0):
+        return int(space.start) if isinstance(space, gym.spaces.Discrete) else np.asarray(space.start)
+    return None
+
+
+def to_space_actions(indices: Any, space: gym.Space) -> Any:
+    """0-based action indices (NumPy or torch) as the actions of ``space``: ``index + start``."""
+    start = action_start(space)
+    if start is None:
+        return indices
+    if not isinstance(indices, np.ndarray) and hasattr(indices, "device"):  # a tensor
+        import torch
+
+        return indices + torch.as_tensor(start, device=indices.device, dtype=indices.dtype)
+    return indices + start
+
+
+def to_action_indices(actions: np.ndarray, space: gym.Space) -> np.ndarray:
+    """Actions of ``space`` (e.g. drawn by ``space.sample()``) as the 0-based indices networks and buffers use."""
+    start = action_start(space)
+    return actions if start is None else actions - start
 
 
 # ---------------------------------------------------------------------- hybrid (continuous + discrete) actions

@@ -12,7 +12,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from rl_lightning.data.replay import Obs
-from rl_lightning.envs.spaces import is_hybrid
+from rl_lightning.envs.spaces import is_hybrid, to_space_actions
 from rl_lightning.networks.acting import ObsToTensor, RolloutActor, TorchActor
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.host import HostActorCritic, HostMLP
@@ -242,4 +242,4 @@ def to_env_action(action: torch.Tensor | np.ndarray, action_space: gym.Space) ->
         n = box.shape[0]
         return {"continuous": np.clip(a[..., :n], box.low, box.high).astype(np.float32),
                 "discrete": np.rint(a[..., n:]).astype(np.int64)}
-    return a
+    return to_space_actions(a, action_space)  # Discrete(n, start=s): index i is action s + i
