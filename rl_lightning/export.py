@@ -237,6 +237,9 @@ class _Policy(nn.Module):
         obs = obs[None] if None in obs else obs
         for wrapper in self.obs_wrappers:  # innermost first, as the env's observations went through them
             obs = wrapper.export_observation(obs)
+        normalization = getattr(self.model, "normalization", None)
+        if normalization is not None:  # the model's observation statistics, as constants of the graph
+            obs = normalization.normalize_tensor(obs)
         return obs
 
     def forward(self, *inputs: torch.Tensor) -> Any:

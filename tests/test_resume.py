@@ -27,6 +27,13 @@ ALGORITHMS = {
     "DDPG": (DDPG, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
                         train_freq=4, gradient_steps=1, hidden_sizes=[16], action_noise="ou",
                         steps_per_epoch=64, random_warmup=False)),
+    # Observation and reward statistics (model buffers) and the discounted returns under way (run state).
+    "PPO-normalized": (PPO, dict(env="Pendulum-v1", num_envs=2, n_steps=16, batch_size=16, n_epochs=2,
+                                 hidden_sizes=[16], steps_per_epoch=64, normalize_observations=True,
+                                 normalize_rewards=True)),
+    "DDPG-normalized": (DDPG, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
+                                   train_freq=4, gradient_steps=1, hidden_sizes=[16], steps_per_epoch=64,
+                                   normalize_observations=True, normalize_rewards=True)),
 }
 
 
@@ -88,6 +95,9 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert resumed.target_updates == whole.target_updates > 0
     if name == "DDPG":
         assert torch.equal(resumed.noise.state, whole.noise.state)
+    if name.endswith("normalized"):
+        assert float(whole.normalization.obs.count) > n + m  # the buffers compared above hold the statistics
+        assert np.array_equal(resumed.normalization.discounted_returns, whole.normalization.discounted_returns)
     # The second half really trained: the weights moved away from the checkpoint's.
     at_stop = torch.load(stopped, weights_only=True)["state_dict"]
     assert any(not torch.equal(at_stop[k], resumed_state[k]) for k in at_stop)

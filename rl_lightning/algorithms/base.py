@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from rl_lightning.callbacks import EpochProgress, RunSupport
 from rl_lightning.algorithms.updates import GradientStepper
 from rl_lightning.algorithms.checkpoints import CheckpointedRun
+from rl_lightning.algorithms.normalization import Normalization
 from rl_lightning.algorithms.schedule import RoundSchedule
 from rl_lightning.algorithms.training_log import TrainingLog
 from rl_lightning.data.stream import EvaluationRequests, RoundStream
@@ -146,6 +147,14 @@ class RLModule(CheckpointedRun):
         rounds_per_batch: rounds (collect, then update) per training batch. ``None`` chooses enough for about 256
             env steps per batch, 1 when a round has that many, never more than an epoch's worth. The updates, epochs
             and budget are those of one round per batch; several rounds share Lightning's per-batch work.
+        normalize_observations: normalize observations with running statistics of the training envs' (as SB3's
+            ``VecNormalize``), kept in the model: checkpointed, frozen in evaluation, applied by ``act`` and the
+            ONNX export (``rl_lightning.algorithms.normalization``). A Box observation space of floats only.
+        normalize_rewards: divide rewards for learning by the running standard deviation of the discounted return
+            (``gamma``), as ``VecNormalize`` does (episode statistics stay unscaled; ``reward_scale`` applies after).
+        clip_obs: normalized observations are clipped to [-clip_obs, clip_obs].
+        clip_reward: normalized rewards are clipped to [-clip_reward, clip_reward].
+        normalization_epsilon: added to the variances before their square root.
     """
 
     ROUND_UNIT: str
@@ -159,7 +168,7 @@ class RLModule(CheckpointedRun):
     finished reduction ..." at the next backward), its unused-parameter detection then marks them ready instead; an
     explicit ``DDPStrategy(find_unused_parameters=...)`` is left as given."""
 
-    MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers")
+    MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers", "normalize_observations", "normalize_rewards")
     """Settings that define the networks or their spaces: a checkpoint loads only into a model with the same ones
     (subclasses add their network shapes)."""
     RESUME_SETTINGS: tuple[str, ...] = ("num_envs", "vectorization")
@@ -186,6 +195,11 @@ class RLModule(CheckpointedRun):
         reward_scale: float = 1.0,
         max_grad_norm: float | None = None,
         rounds_per_batch: int | None = None,
+        normalize_observations: bool = False,
+        normalize_rewards: bool = False,
+        clip_obs: float = 10.0,
+        clip_reward: float = 10.0,
+        normalization_epsilon: float = 1e-8,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -218,6 +232,11 @@ class RLModule(CheckpointedRun):
             raise ConfigurationError(f"gamma={gamma} must lie in [0, 1]")
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ConfigurationError(f"max_grad_norm={max_grad_norm} must be > 0, or null for no clipping")
+        for name in ("clip_obs", "clip_reward", "normalization_epsilon"):
+            if not getattr(self.hparams, name) > 0:
+                raise ConfigurationError(f"{name}={getattr(self.hparams, name)} must be > 0")
+        # Built with the networks, once the observation space is known (_attach_spaces).
+        self.normalization: Normalization | None = None
         self.envs: gym.vector.VectorEnv | None = None
         self.eval_envs: gym.vector.VectorEnv | None = None
         self.observation_space: gym.Space | None = None
@@ -307,6 +326,10 @@ class RLModule(CheckpointedRun):
             check_action_space(action_space, type(self).__name__, self.ACTION_SPACES,
                                algorithms_acting_in(action_space))
             self.build_networks(observation_space, action_space)
+            hp = self.hparams
+            if hp.get("normalize_observations") or hp.get("normalize_rewards"):
+                self.normalization = Normalization(observation_space, hp.normalize_observations, hp.normalize_rewards,
+                                                   hp.gamma, hp.clip_obs, hp.clip_reward, hp.normalization_epsilon)
             self.observation_space, self.action_space = observation_space, action_space
         elif (observation_space, action_space) != (self.observation_space, self.action_space):
             raise ConfigurationError(
@@ -330,6 +353,8 @@ class RLModule(CheckpointedRun):
                 self._note_env_spaces(self.envs)
                 self._obs = obs
                 self._decision = self._initial_info.get("decision")
+                if self.normalization is not None:
+                    self.normalization.envs_reset(obs, self.num_envs)
             if world_size(self) > 1:
                 self._num_envs_by_rank = self._gather_num_envs()
                 # After the networks: the same initial weights on every rank, different action and minibatch draws.
@@ -479,6 +504,8 @@ class RLModule(CheckpointedRun):
         it collected; then write a training point if one is due (``log_training``)."""
         for _ in range(rounds):
             self.log_training(self.train_round(self.collect_round()), end_of_batch=False)
+        if self.normalization is not None and world_size(self) > 1:  # one collective per batch
+            self.normalization.merge_ranks(self.all_gather)
         self.log_training({})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -568,6 +595,8 @@ class RLModule(CheckpointedRun):
         else:
             single = obs_t.dim() == len(self.observation_space.shape)
             batch = obs_t.unsqueeze(0) if single else obs_t
+            if self.normalization is not None:  # frozen statistics: acting never updates them
+                batch = self.normalization.normalize_tensor(batch)
         mask = None
         if action_mask is not None:
             mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)

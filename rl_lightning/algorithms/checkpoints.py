@@ -62,13 +62,16 @@ class CheckpointedRun(L.LightningModule):
         and read them back in ``load_run_state``. (A replay buffer, too large for this pickle, is the off-policy
         family's own checkpoint entry.)
         """
-        return {
+        state = {
             "rng": rng_state(),
             "envs": env_state(self.envs),  # None: the envs restart on resume (Unity, async envs)
             "obs": self._obs,
             **self.training_log.state(),
             "action_mask": self._action_mask,
         }
+        if self.normalization is not None:  # the discounted returns of the episodes under way
+            state["normalization"] = self.normalization.run_state()
+        return state
 
     def load_run_state(self, state: dict[str, Any]) -> None:
         """Restore ``run_state()`` into a module whose envs are built (``restore_run_state`` calls it)."""
@@ -79,6 +82,8 @@ class CheckpointedRun(L.LightningModule):
             restore_env_state(self.envs, state["envs"])
             self._obs = state["obs"]
             self._action_mask = state["action_mask"]
+            if self.normalization is not None and "normalization" in state:
+                self.normalization.load_run_state(state["normalization"])
         self.training_log.load_state(state)
         set_rng_state(state["rng"])
 

@@ -139,6 +139,10 @@ class OffPolicyModule(RLModule):
         hp = self.hparams
         envs, buf = self.envs, self.buffer
         explore, obs = self.explorer(), self._obs
+        # With normalization the buffer keeps the envs' raw observations and rewards, normalized when sampled (as
+        # SB3 does): a transition stored long ago is then read with the statistics the policy acts with now.
+        norm = self.normalization
+        acting_obs = obs if norm is None else norm.begin_round(obs)
         start_rows, start_steps = buf.added, self.env_steps
         learning_starts = self.learning_starts
         # Envs whose rows do not all decide (Unity): per env step, the rows written before it and their sub-envs.
@@ -147,8 +151,10 @@ class OffPolicyModule(RLModule):
             if hp.random_warmup and self.env_steps < learning_starts:
                 env_actions, stored = self.random_actions()
             else:
-                env_actions, stored = explore(obs)
+                env_actions, stored = explore(acting_obs)
             step = step_envs(envs, env_actions, self._action_mask)
+            if norm is not None:
+                norm.observe_rewards(step.reward, step.ended)  # the statistics only: stored raw
             reward = step.reward * hp.reward_scale if hp.reward_scale != 1.0 else step.reward
             # A finished episode's real next observation is its final one (the envs already reset), with its mask.
             next_obs, next_mask = step.transition_obs(), step.transition_action_mask()
@@ -164,17 +170,27 @@ class OffPolicyModule(RLModule):
                 self.record_episodes(step.info)
                 self.on_episodes_end(step.ended)
             obs, self._action_mask = step.obs, step.action_mask
+            acting_obs = obs if norm is None else norm.observe(obs)
             self.env_steps += self.num_envs_all_ranks  # all ranks' steps: they collect in lockstep
             if termination_requested(self):
                 # SIGTERM: stop collecting; the stored transitions stay, the round's updates are not made.
                 self._obs = obs
+                if norm is not None:
+                    norm.end_round()
                 raise Terminated()
         self._obs = obs
+        if norm is not None:
+            norm.end_round()
         # One vectorised test per stored field, before anything is sampled from them.
         self.check_stored_finite(start_rows, start_steps, trace)
         if self.env_steps < learning_starts:
             return {}  # still warming up: nothing to sample, and train_round makes no update
-        return buf.sample(hp.gradient_steps * hp.batch_size)
+        batch = buf.sample(hp.gradient_steps * hp.batch_size)
+        if norm is not None:
+            for key in ("obs", "next_obs"):
+                batch[key] = norm.normalize_tensor(batch[key])
+            batch["rewards"] = norm.scale_rewards_tensor(batch["rewards"])
+        return batch
 
     def check_stored_finite(self, start_rows: int, start_steps: int, trace: list[tuple[int, np.ndarray]]) -> None:
         """Raise ``EnvironmentFault`` if a transition stored since the buffer had ``start_rows`` rows written holds

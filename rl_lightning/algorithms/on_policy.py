@@ -201,6 +201,8 @@ class OnPolicyModule(RLModule):
         if not all_finite(fields):  # tested only at truncations, all of the step's at once
             name, index, value = first_non_finite(fields)
             raise non_finite_env_fault(env_label(self.hparams), name, value, int(rows[index[0]]), env_steps)
+        if self.normalization is not None:  # as the rollout's observations, with the round's statistics
+            final_obs = self.normalization.normalize(final_obs)
         return self.policy.value(self.obs_to_tensor(final_obs)).cpu().numpy()
 
     def check_rollout_finite(self, buf: RolloutBuffer, rows: int, next_obs: Any, start_steps: int) -> None:
@@ -235,7 +237,11 @@ class OnPolicyModule(RLModule):
                                          action_mask_size=None if mask is None else mask.shape[-1])
         buf = self.rollout
         actor = self.policy.rollout_actor(self.obs_to_tensor)  # NumPy in and out (rl_lightning.networks.acting)
-        obs, start_steps = self._obs, self.env_steps
+        # With normalization (SB3's VecNormalize order): each step's observations are counted, then acted on and
+        # stored normalized; self._obs keeps the envs' raw ones.
+        norm = self.normalization
+        raw, start_steps = self._obs, self.env_steps
+        obs = raw if norm is None else norm.begin_round(raw)
         for t in range(hp.n_steps):
             try:
                 action, log_prob, value = actor.act(obs, mask)
@@ -246,8 +252,9 @@ class OnPolicyModule(RLModule):
                 raise
             step = step_envs(envs, to_env_action(action, self.action_space), mask)
             # With envs whose rows do not all decide (Unity), a step's outcome belongs to each row's last decision.
+            reward = step.reward if norm is None else norm.observe_rewards(step.reward, step.ended)
             owner = buf.add(t, obs, action, log_prob, value,
-                            step.reward * hp.reward_scale if hp.reward_scale != 1.0 else step.reward,
+                            reward * hp.reward_scale if hp.reward_scale != 1.0 else reward,
                             step.terminated, step.ended, mask, self._decision)
             self._decision = step.decision
             if step.ended.any():
@@ -262,14 +269,19 @@ class OnPolicyModule(RLModule):
                         step, rows, start_steps + t * self.num_envs_all_ranks)
                 self.record_episodes(step.info)
             # The next observations and their masks; after a same-step autoreset, already the new episode's.
-            obs, mask = step.obs, step.action_mask
+            raw, mask = step.obs, step.action_mask
+            obs = raw if norm is None else norm.observe(raw)
             if termination_requested(self):
                 # SIGTERM: abandon the rollout (its steps are not counted); the checkpoint keeps the envs as they are.
-                self._obs, self._action_mask = obs, mask
+                self._obs, self._action_mask = raw, mask
+                if norm is not None:
+                    norm.end_round()
                 raise Terminated()
         # One vectorised test per stored array, before anything computed from them reaches an update.
         self.check_rollout_finite(buf, hp.n_steps, obs, start_steps)
-        self._obs, self._action_mask = obs, mask
+        self._obs, self._action_mask = raw, mask
+        if norm is not None:
+            norm.end_round()
         self.env_steps += self.round_steps  # all ranks' steps: they collect in lockstep
         return buf.finish(self.policy.value(self.obs_to_tensor(obs)), hp.gamma, hp.gae_lambda, self._decision)
 
