@@ -185,3 +185,15 @@ def test_a_bogus_env_kwargs_key_on_the_command_line_names_the_key_and_the_env(tm
     assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("*"))
     assert "env_kwargs key 'bogus' is not accepted by env='CartPole-v1'" in proc.stderr, proc.stderr[-2000:]
     assert "gymnasium/envs/registration.py" not in proc.stderr  # stopped before gym.make was called
+
+
+def test_a_registered_env_whose_package_is_missing_is_a_configuration_error():
+    import gymnasium as gym
+
+    from rl_lightning import PPO, ConfigurationError
+
+    gym.register("rl_lightning_test/NeedsMissingPackage-v0", entry_point="toy_envs:NeedsMissingPackageEnv")
+    model = PPO(env="rl_lightning_test/NeedsMissingPackage-v0", n_steps=8, batch_size=8, total_steps=64)
+    with pytest.raises(ConfigurationError, match=r"env='rl_lightning_test/NeedsMissingPackage-v0' needs a package "
+                                                 r"that is not installed: SomeSim is not installed, run `pip install"):
+        model.setup("fit")

@@ -489,3 +489,10 @@ class StartMultiDiscreteEnv(CounterEnv):
             raise ValueError(f"action {action!r} is outside {self.action_space}")
         obs, _, terminated, truncated, info = super().step(action)
         return obs, float(action.tolist() == [2, 1]), terminated, truncated, info
+
+
+class NeedsMissingPackageEnv(CounterEnv):
+    """An env whose package is missing, as Gymnasium's MuJoCo and Box2D envs say it."""
+
+    def __init__(self, **kwargs):
+        raise gym.error.DependencyNotInstalled('SomeSim is not installed, run `pip install "somesim"`')

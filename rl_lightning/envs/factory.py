@@ -86,7 +86,10 @@ def is_function_label(env: Any) -> bool:
 def _registered(env_id: str) -> Callable[..., gym.Env]:
     """``gym.make(env_id, **kwargs)`` as a factory that says which id it makes (it never makes a vector env)."""
     def make(**kwargs: Any) -> gym.Env:
-        return gym.make(env_id, **kwargs)
+        try:
+            return gym.make(env_id, **kwargs)
+        except gym.error.DependencyNotInstalled as err:  # e.g. MuJoCo or Box2D envs without their package
+            raise ConfigurationError(f"env={env_id!r} needs a package that is not installed: {err}") from None
 
     make.registered_id = env_id  # type: ignore[attr-defined]
     return make
