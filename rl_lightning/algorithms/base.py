@@ -31,6 +31,7 @@ from rl_lightning.envs.spaces import action_space_kind, check_action_space
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
+from rl_lightning.precision import host_array
 from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult, evaluate_episodes
 from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch,
                                            find_unused_parameters_under_ddp, fitting, logs_due, set_max_epochs,
@@ -354,11 +355,12 @@ class RLModule(CheckpointedRun):
         return sum(self._num_envs_by_rank) if self._num_envs_by_rank else self.num_envs
 
     def obs_to_tensor(self, obs: Any) -> Any:
-        """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest float32."""
+        """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest in the module's dtype
+        (float32; float64 or bfloat16 under Lightning's "64-true" / "bf16-true" precision, see ``rl_lightning.precision``)."""
         if isinstance(obs, dict):
             return {k: self.obs_to_tensor(v) for k, v in obs.items()}
         obs = np.asarray(obs)
-        dtype = torch.uint8 if obs.dtype == np.uint8 else torch.float32
+        dtype = torch.uint8 if obs.dtype == np.uint8 else self.dtype
         return torch.as_tensor(obs, dtype=dtype, device=self.device)
 
     # ------------------------------------------------------------------ rounds, batches, epochs and the budget
@@ -511,7 +513,7 @@ class RLModule(CheckpointedRun):
             mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)
             mask = mask.unsqueeze(0) if single else mask
         actions = self.predict_actions(batch, deterministic, mask)
-        actions = actions.cpu().numpy()
+        actions = host_array(actions)
         return actions[0] if single else actions
 
     def evaluate(self, envs: gym.vector.VectorEnv | None = None, n_episodes: int | None = None,
