@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from rl_lightning.callbacks import EpochProgress, RunSupport
 from rl_lightning.algorithms.updates import GradientStepper
+from rl_lightning.algorithms.inputs import observation_batch
 from rl_lightning.algorithms.checkpoints import CheckpointedRun
 from rl_lightning.algorithms.schedule import RoundSchedule
 from rl_lightning.algorithms.training_log import TrainingLog
@@ -500,14 +501,7 @@ class RLModule(CheckpointedRun):
         """
         if self.observation_space is None:
             raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
-        obs_t = self.obs_to_tensor(obs)
-        if isinstance(self.observation_space, gym.spaces.Dict):
-            key, space = next(iter(self.observation_space.spaces.items()))
-            single = obs_t[key].dim() == len(space.shape)
-            batch = {k: v.unsqueeze(0) for k, v in obs_t.items()} if single else obs_t
-        else:
-            single = obs_t.dim() == len(self.observation_space.shape)
-            batch = obs_t.unsqueeze(0) if single else obs_t
+        batch, single = observation_batch(self.observation_space, self.obs_to_tensor(obs))  # shapes checked
         mask = None
         if action_mask is not None:
             mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)
@@ -515,6 +509,40 @@ class RLModule(CheckpointedRun):
         actions = self.predict_actions(batch, deterministic, mask)
         actions = host_array(actions)
         return actions[0] if single else actions
+
+    def forward(self, obs: Any, action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic (most likely) actions for a batch of observations, as a tensor: for ``model(obs)``,
+        ``trainer.predict``, ``to_onnx`` and ``to_torchscript``.
+
+        ``obs``: a tensor (or a dict of them for a Dict space; NumPy arrays too), shaped ``(batch, *space.shape)`` or
+        one observation; moved to the module's device and, unless uint8 (images), its dtype. Returns what ``act``
+        returns, as a tensor: Discrete action indices (int64), MultiDiscrete index rows, Box actions clipped or scaled
+        to the bounds; a hybrid space's single row (the continuous values, then the branch indices).
+        ``action_mask`` (bool, True = allowed) restricts discrete actions.
+        """
+        if self.observation_space is None:
+            raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
+        batch, single = observation_batch(self.observation_space, self._obs_tensors(obs))
+        if action_mask is not None:
+            action_mask = action_mask.to(self.device, torch.bool)
+            action_mask = action_mask.unsqueeze(0) if single else action_mask
+        actions = self.predict_actions(batch, True, action_mask)
+        return actions[0] if single else actions
+
+    def _obs_tensors(self, obs: Any) -> Any:
+        """``obs_to_tensor`` for tensors too: on the module's device, floats in its dtype (a no-op when they are)."""
+        if isinstance(obs, dict):
+            return {k: self._obs_tensors(v) for k, v in obs.items()}
+        if not isinstance(obs, torch.Tensor):
+            return self.obs_to_tensor(obs)
+        return obs.to(self.device, None if obs.dtype == torch.uint8 else self.dtype)
+
+    def predict_step(self, batch: Any, batch_idx: int = 0, dataloader_idx: int = 0) -> torch.Tensor:
+        """``trainer.predict``: the deterministic actions (``forward``) of each batch of the dataloaders given to it:
+        observations, a one-element tuple of them (a ``TensorDataset``'s), or ``(observations, action_mask)``."""
+        if isinstance(batch, (list, tuple)):
+            return self(*batch)
+        return self(batch)
 
     def evaluate(self, envs: gym.vector.VectorEnv | None = None, n_episodes: int | None = None,
                  deterministic: bool | None = None, seed: int | None = None) -> EvaluationResult:
