@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from rl_lightning.callbacks import EpochProgress, RunSupport
 from rl_lightning.algorithms.updates import GradientStepper
 from rl_lightning.algorithms.inputs import observation_batch
+from rl_lightning.algorithms.spawn import build_networks_before_loading
 from rl_lightning.algorithms.checkpoints import CheckpointedRun
 from rl_lightning.algorithms.schedule import RoundSchedule
 from rl_lightning.algorithms.training_log import TrainingLog
@@ -212,6 +213,8 @@ class RLModule(CheckpointedRun):
         # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
         self._decision: np.ndarray | None = None
         self._stepper: GradientStepper | None = None
+        # Weights for networks not built yet (ddp_spawn's launching process) build them first (algorithms/spawn.py).
+        self.register_load_state_dict_pre_hook(build_networks_before_loading)
 
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
