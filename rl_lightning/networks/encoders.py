@@ -38,12 +38,15 @@ class MLPEncoder(nn.Module):
         self.obs_ndim = len(space.shape)
         self.mlp = MLP(flat_dim(space.shape), hidden_sizes, activation)
         self.out_dim = self.mlp.out_dim
-        self.has_layers = len(self.mlp) > 0
+        # The first layer, outside the module tree (a plain list: not registered twice), to read its dtype cheaply:
+        # indexing the Sequential at every forward costs microseconds. ``.to()``/``.double()`` convert its weight
+        # in place, so it always tells the layers' current dtype.
+        self._first: list[nn.Module] = [self.mlp[0]] if len(self.mlp) else []
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # In the layers' dtype: float32, or float64 / bfloat16 under Lightning's "64-true" / "bf16-true" precision
         # (stored batches are float32). Without layers the features stay float32; the next layer casts them.
-        x = obs.to(self.mlp[0].weight.dtype) if self.has_layers else obs.float()
+        x = obs.to(self._first[0].weight.dtype) if self._first else obs.float()
         if self.obs_ndim != 1:
             x = x.flatten(start_dim=x.dim() - self.obs_ndim)
         return self.mlp(x)
