@@ -13,11 +13,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rl_lightning import DQN, PPO
 
-pytestmark = pytest.mark.ddp
-
 warnings.filterwarnings("ignore", message=r".*(GPU available|does not have many workers|num_workers).*")
 
 
+@pytest.mark.ddp  # 2 processes: the slow suite (pytest --all, -m ddp)
 def test_ddp_spawn_leaves_the_trained_networks_in_the_launching_process(tmp_path):
     model = PPO(env="CartPole-v1", num_envs=2, n_steps=32, batch_size=32, n_epochs=2, total_steps=512,
                 steps_per_epoch=256, eval_episodes=1, eval_num_envs=1, hidden_sizes=[8], seed=3)
