@@ -40,3 +40,12 @@ def test_ddpg_pendulum_learns_on_a_short_budget(tmp_path):
                 "--model.init_args.batch_size=128", "--model.init_args.steps_per_epoch=6000")
     # A random policy scores about -1200 on Pendulum.
     assert model.last_evaluation.return_mean >= -400
+
+
+@pytest.mark.learning
+def test_ppo_cartpole_learns_under_bf16_mixed_precision(tmp_path):
+    # The config under torch.autocast(bfloat16) with clipping (multi-tensor Adam, rl_lightning/precision.py), on a
+    # 50k budget: 32-bit reaches about the same return there (tests/test_precision.py has the short runs).
+    model = fit("ppo_cartpole.yaml", tmp_path, "--trainer.precision=bf16-mixed", "--model.init_args.seed=1",
+                "--model.init_args.total_steps=50000", "--model.init_args.steps_per_epoch=25000")
+    assert model.last_evaluation.return_mean >= 300

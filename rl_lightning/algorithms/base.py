@@ -23,6 +23,8 @@ from torch.utils.data import DataLoader
 
 from rl_lightning.callbacks import EpochProgress, RunSupport
 from rl_lightning.algorithms.updates import GradientStepper
+from rl_lightning.algorithms.inputs import observation_batch
+from rl_lightning.algorithms.spawn import build_networks_before_loading
 from rl_lightning.algorithms.checkpoints import CheckpointedRun
 from rl_lightning.algorithms.normalization import Normalization
 from rl_lightning.algorithms.schedule import RoundSchedule
@@ -35,6 +37,7 @@ from rl_lightning.envs.spaces import action_space_kind, check_action_space, to_s
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
+from rl_lightning.precision import host_array
 from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult, evaluate_episodes
 from rl_lightning.trainer_options import check_trainer_options, fast_dev_run_batches
 from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch,
@@ -257,6 +260,8 @@ class RLModule(CheckpointedRun):
         # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
         self._decision: np.ndarray | None = None
         self._stepper: GradientStepper | None = None
+        # Weights for networks not built yet (ddp_spawn's launching process) build them first (algorithms/spawn.py).
+        self.register_load_state_dict_pre_hook(build_networks_before_loading)
 
     # ------------------------------------------------------------------ algorithm interface
     @abstractmethod
@@ -433,11 +438,12 @@ class RLModule(CheckpointedRun):
         return sum(self._num_envs_by_rank) if self._num_envs_by_rank else self.num_envs
 
     def obs_to_tensor(self, obs: Any) -> Any:
-        """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest float32."""
+        """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest in the module's dtype
+        (float32; float64 or bfloat16 under Lightning's "64-true" / "bf16-true" precision, see ``rl_lightning.precision``)."""
         if isinstance(obs, dict):
             return {k: self.obs_to_tensor(v) for k, v in obs.items()}
         obs = np.asarray(obs)
-        dtype = torch.uint8 if obs.dtype == np.uint8 else torch.float32
+        dtype = torch.uint8 if obs.dtype == np.uint8 else self.dtype
         return torch.as_tensor(obs, dtype=dtype, device=self.device)
 
     # ------------------------------------------------------------------ rounds, batches, epochs and the budget
@@ -587,23 +593,52 @@ class RLModule(CheckpointedRun):
         """
         if self.observation_space is None:
             raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
-        obs_t = self.obs_to_tensor(obs)
-        if isinstance(self.observation_space, gym.spaces.Dict):
-            key, space = next(iter(self.observation_space.spaces.items()))
-            single = obs_t[key].dim() == len(space.shape)
-            batch = {k: v.unsqueeze(0) for k, v in obs_t.items()} if single else obs_t
-        else:
-            single = obs_t.dim() == len(self.observation_space.shape)
-            batch = obs_t.unsqueeze(0) if single else obs_t
-            if self.normalization is not None:  # frozen statistics: acting never updates them
-                batch = self.normalization.normalize_tensor(batch)
+        batch, single = observation_batch(self.observation_space, self.obs_to_tensor(obs))  # shapes checked
+        if self.normalization is not None:  # frozen statistics: acting never updates them
+            batch = self.normalization.normalize_tensor(batch)
         mask = None
         if action_mask is not None:
             mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)
             mask = mask.unsqueeze(0) if single else mask
         actions = self.predict_actions(batch, deterministic, mask)
-        actions = to_space_actions(actions.cpu().numpy(), self.action_space)  # Discrete(n, start=s): s + index
+        actions = to_space_actions(host_array(actions), self.action_space)  # Discrete(n, start=s): s + index
         return actions[0] if single else actions
+
+    def forward(self, obs: Any, action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic (most likely) actions for a batch of observations, as a tensor: for ``model(obs)``,
+        ``trainer.predict``, ``to_onnx`` and ``to_torchscript``.
+
+        ``obs``: a tensor (or a dict of them for a Dict space; NumPy arrays too), shaped ``(batch, *space.shape)`` or
+        one observation; moved to the module's device and, unless uint8 (images), its dtype. Returns what ``act``
+        returns, as a tensor: Discrete action indices (int64), MultiDiscrete index rows, Box actions clipped or scaled
+        to the bounds; a hybrid space's single row (the continuous values, then the branch indices).
+        ``action_mask`` (bool, True = allowed) restricts discrete actions.
+        """
+        if self.observation_space is None:
+            raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
+        batch, single = observation_batch(self.observation_space, self._obs_tensors(obs))
+        if self.normalization is not None:  # as act: the frozen statistics
+            batch = self.normalization.normalize_tensor(batch)
+        if action_mask is not None:
+            action_mask = action_mask.to(self.device, torch.bool)
+            action_mask = action_mask.unsqueeze(0) if single else action_mask
+        actions = to_space_actions(self.predict_actions(batch, True, action_mask), self.action_space)
+        return actions[0] if single else actions
+
+    def _obs_tensors(self, obs: Any) -> Any:
+        """``obs_to_tensor`` for tensors too: on the module's device, floats in its dtype (a no-op when they are)."""
+        if isinstance(obs, dict):
+            return {k: self._obs_tensors(v) for k, v in obs.items()}
+        if not isinstance(obs, torch.Tensor):
+            return self.obs_to_tensor(obs)
+        return obs.to(self.device, None if obs.dtype == torch.uint8 else self.dtype)
+
+    def predict_step(self, batch: Any, batch_idx: int = 0, dataloader_idx: int = 0) -> torch.Tensor:
+        """``trainer.predict``: the deterministic actions (``forward``) of each batch of the dataloaders given to it:
+        observations, a one-element tuple of them (a ``TensorDataset``'s), or ``(observations, action_mask)``."""
+        if isinstance(batch, (list, tuple)):
+            return self(*batch)
+        return self(batch)
 
     def evaluate(self, envs: gym.vector.VectorEnv | None = None, n_episodes: int | None = None,
                  deterministic: bool | None = None, seed: int | None = None) -> EvaluationResult:

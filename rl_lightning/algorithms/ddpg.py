@@ -13,6 +13,7 @@ from torch import nn
 
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
+from rl_lightning.precision import fused_optimizers_allowed, host_array
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_finite_action_bounds
 from rl_lightning.networks.encoders import make_encoder
@@ -85,8 +86,9 @@ class DDPG(OffPolicyModule):
                              persistent=False)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [make_optimizer(torch.optim.Adam, self.actor.parameters(), lr=self.hparams.actor_learning_rate),
-                make_optimizer(torch.optim.Adam, self.critic.parameters(), lr=self.hparams.critic_learning_rate)]
+        fused = fused_optimizers_allowed(self)
+        return [make_optimizer(torch.optim.Adam, self.actor.parameters(), fused, lr=self.hparams.actor_learning_rate),
+                make_optimizer(torch.optim.Adam, self.critic.parameters(), fused, lr=self.hparams.critic_learning_rate)]
 
     # ------------------------------------------------------------------ acting
     def scale_action(self, action: torch.Tensor) -> torch.Tensor:
@@ -95,7 +97,7 @@ class DDPG(OffPolicyModule):
 
     def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
         stored = torch.rand(self.num_envs, self.action_low.shape[0], device=self.device) * 2.0 - 1.0
-        return self.scale_action(stored).cpu().numpy(), stored.cpu().numpy()
+        return host_array(self.scale_action(stored)), host_array(stored)
 
     def ou_process(self) -> OrnsteinUhlenbeckNoise:
         """The OU noise processes of the env copies, built on first use."""
@@ -122,7 +124,7 @@ class DDPG(OffPolicyModule):
         noise = self.exploration_noise()
         if noise is not None:
             action = (action + noise.to(self.device)).clamp(-1.0, 1.0)
-        return self.scale_action(action).cpu().numpy(), action.cpu().numpy()
+        return host_array(self.scale_action(action)), host_array(action)
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         if self.noise is not None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
+from rl_lightning.precision import fused_optimizers_allowed
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.envs.spaces import to_action_indices, to_space_actions
 from rl_lightning.networks.encoders import make_encoder
@@ -110,7 +111,8 @@ class DQN(OffPolicyModule):
         self.q_target = make_target(self.q_net)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer(torch.optim.Adam, self.q_net.parameters(), lr=self.hparams.learning_rate)
+        return make_optimizer(torch.optim.Adam, self.q_net.parameters(), fused_optimizers_allowed(self),
+                              lr=self.hparams.learning_rate)
 
     # ------------------------------------------------------------------ acting
     @property

@@ -237,7 +237,9 @@ class Normalization(nn.Module):
             return obs
         mean = self.obs.mean.to(torch.float32)
         std = torch.sqrt(self.obs.var + self.epsilon).to(torch.float32)
-        return torch.clamp((obs.to(torch.float32) - mean) / std, -self.clip_obs, self.clip_obs)
+        normalized = torch.clamp((obs.to(torch.float32) - mean) / std, -self.clip_obs, self.clip_obs)
+        # In the networks' dtype again (float64 / bfloat16 under a true-precision plugin: rl_lightning.precision).
+        return normalized.to(obs.dtype) if obs.is_floating_point() else normalized
 
     def scale_rewards_tensor(self, rewards: torch.Tensor) -> torch.Tensor:
         """Stored raw rewards scaled with the buffers (off-policy sampling)."""

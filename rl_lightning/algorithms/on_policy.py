@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.algorithms.updates import make_optimizer
+from rl_lightning.precision import fused_optimizers_allowed, host_array
 from rl_lightning.data.replay import Obs, storage_dtype
 from rl_lightning.data.rollout import RolloutBuffer, check_rollout_memory
 from rl_lightning.envs.spaces import is_hybrid
@@ -130,6 +131,7 @@ class OnPolicyModule(RLModule):
         if hp.optimizer == "rmsprop":
             extra["alpha"] = hp.rmsprop_alpha
         cls = OPTIMIZERS[hp.optimizer]
+        extra["allow_fused"] = fused_optimizers_allowed(self)
         if hp.shared_trunk:
             return [make_optimizer(cls, self.policy.parameters(), lr=hp.learning_rate, **extra)]
         critic_lr = hp.critic_learning_rate or hp.learning_rate
@@ -203,7 +205,7 @@ class OnPolicyModule(RLModule):
             raise non_finite_env_fault(env_label(self.hparams), name, value, int(rows[index[0]]), env_steps)
         if self.normalization is not None:  # as the rollout's observations, with the round's statistics
             final_obs = self.normalization.normalize(final_obs)
-        return self.policy.value(self.obs_to_tensor(final_obs)).cpu().numpy()
+        return host_array(self.policy.value(self.obs_to_tensor(final_obs)))
 
     def check_rollout_finite(self, buf: RolloutBuffer, rows: int, next_obs: Any, start_steps: int) -> None:
         """Raise ``EnvironmentFault`` if the first ``rows`` stored steps of the rollout, or ``next_obs`` (the

@@ -26,12 +26,13 @@ UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_
 
 
 def make_optimizer(cls: type[torch.optim.Optimizer], params: Iterable[torch.nn.Parameter],
-                   **kwargs: Any) -> torch.optim.Optimizer:
+                   allow_fused: bool = True, **kwargs: Any) -> torch.optim.Optimizer:
     """``cls(params, **kwargs)`` in its fastest form: fused (one kernel for all parameters) where the class and
-    the parameters' device support it, else multi-tensor (``foreach``). The arithmetic is the same."""
+    the parameters' device support it and ``allow_fused`` (``rl_lightning.precision.fused_optimizers_allowed``: not
+    when a mixed-precision plugin clips), else multi-tensor (``foreach``). The arithmetic is the same."""
     params = list(params)
     accepted = inspect.signature(cls).parameters
-    if "fused" in accepted and "fused" not in kwargs and "foreach" not in kwargs:
+    if allow_fused and "fused" in accepted and "fused" not in kwargs and "foreach" not in kwargs:
         try:
             return cls(params, fused=True, **kwargs)
         except (RuntimeError, ValueError):  # older torch (CPU fused needs 2.4) or a device without fused kernels

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rl_lightning.networks.host import HostMLP
+from rl_lightning.precision import host_array
 
 if TYPE_CHECKING:
     from rl_lightning.networks.actor_critic import ActorCritic
@@ -43,7 +44,7 @@ class TorchActor:
         action, log_prob, value = self.policy.act(self.obs_to_tensor(obs), action_mask=mask)
         # On a GPU this copies the step's outputs to the host: the actions go there anyway, for the envs, and
         # the rollout keeps a step's data on the host until the update (RolloutBuffer.finish moves it at once).
-        return action.cpu().numpy(), log_prob.cpu().numpy(), value.cpu().numpy()
+        return host_array(action), host_array(log_prob), host_array(value)
 
 
 class TorchQValues:
@@ -53,7 +54,7 @@ class TorchQValues:
         self.q_net, self.obs_to_tensor = q_net, obs_to_tensor
 
     def __call__(self, obs: Any) -> np.ndarray:
-        return self.q_net(self.obs_to_tensor(obs)).cpu().numpy()
+        return host_array(self.q_net(self.obs_to_tensor(obs)))
 
 
 class _MirrorQValues:

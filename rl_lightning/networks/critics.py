@@ -41,6 +41,10 @@ class CriticWithActionJoin(nn.Module):
 
     def forward(self, obs: Any, action: torch.Tensor) -> torch.Tensor:
         h = self.encoder(obs)
+        # The features and stored (float32) actions in the layers' dtype (float64 / bfloat16 under Lightning's
+        # "64-true" / "bf16-true"); a no-op in float32.
+        dtype = self.out.weight.dtype
+        h, action = h.to(dtype), action.to(dtype)
         for i, layer in enumerate(self.hidden):
             if i == self.action_layer:
                 h = torch.cat([h, action], dim=-1)

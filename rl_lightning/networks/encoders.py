@@ -38,9 +38,15 @@ class MLPEncoder(nn.Module):
         self.obs_ndim = len(space.shape)
         self.mlp = MLP(flat_dim(space.shape), hidden_sizes, activation)
         self.out_dim = self.mlp.out_dim
+        # The first layer, outside the module tree (a plain list: not registered twice), to read its dtype cheaply:
+        # indexing the Sequential at every forward costs microseconds. ``.to()``/``.double()`` convert its weight
+        # in place, so it always tells the layers' current dtype.
+        self._first: list[nn.Module] = [self.mlp[0]] if len(self.mlp) else []
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float()
+        # In the layers' dtype: float32, or float64 / bfloat16 under Lightning's "64-true" / "bf16-true" precision
+        # (stored batches are float32). Without layers the features stay float32; the next layer casts them.
+        x = obs.to(self._first[0].weight.dtype) if self._first else obs.float()
         if self.obs_ndim != 1:
             x = x.flatten(start_dim=x.dim() - self.obs_ndim)
         return self.mlp(x)
@@ -74,7 +80,7 @@ class NatureCNN(nn.Module):
         self.out_dim = features_dim
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() * self.scale
+        x = obs.to(self.linear[0].weight.dtype) * self.scale  # uint8 images become floats only here
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
         if self.channels_last:
