@@ -23,42 +23,30 @@ from torch.utils.data import DataLoader
 
 from rl_lightning.callbacks import EpochProgress, RunSupport
 from rl_lightning.algorithms.updates import GradientStepper
-from rl_lightning.algorithms.inputs import observation_batch
 from rl_lightning.algorithms.spawn import build_networks_before_loading
 from rl_lightning.algorithms.checkpoints import CheckpointedRun
 from rl_lightning.algorithms.normalization import Normalization
+from rl_lightning.algorithms.policy_interface import EVAL_SEED_OFFSET, PolicyInterface
 from rl_lightning.algorithms.schedule import RoundSchedule
 from rl_lightning.algorithms.training_log import TrainingLog
-from rl_lightning.data.stream import EvaluationRequests, RoundStream
+from rl_lightning.data.stream import RoundStream, private_generator
 from rl_lightning.envs.checks import check_env_kwargs
 from rl_lightning.envs.factory import (EnvSource, check_env_source, is_function_label, make_vector_env, resolve_env,
                                       stored_env_setting)
-from rl_lightning.envs.spaces import action_space_kind, check_action_space, to_space_actions
+from rl_lightning.envs.spaces import action_space_kind, check_action_space
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
-from rl_lightning.precision import host_array
-from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult, evaluate_episodes
+from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult
 from rl_lightning.trainer_options import check_trainer_options, fast_dev_run_batches
 from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch,
-                                           find_unused_parameters_under_ddp, fitting, logs_due, set_max_epochs,
+                                           find_unused_parameters_under_ddp, logs_due, set_max_epochs,
                                            world_size)
 
 # The dataloaders yield round counts and evaluation requests in the trainer process (collection itself runs in
 # training_step, with the live policy): no worker processes, and an exact __len__ on purpose.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
-
-EVAL_SEED_OFFSET = 10_000
-"""Evaluation envs are seeded apart from training envs so they never replay the same episodes."""
-
-
-def _private_generator() -> torch.Generator:
-    """For DataLoaders: each iterator they create draws a seed, which would otherwise come from torch's global
-    generator. Lightning creates them a different number of times in a resumed run than in an uninterrupted one,
-    and the policy's and the buffer's draws must not depend on that."""
-    return torch.Generator().manual_seed(0)
-
 
 def resolve_seed(setting: int | None) -> int:
     """The seed a module runs with: its ``seed`` setting; when that is ``None``, Lightning's global seed
@@ -93,7 +81,7 @@ def algorithms_acting_in(action_space: gym.Space) -> list[str]:
     return found
 
 
-class RLModule(CheckpointedRun):
+class RLModule(PolicyInterface, CheckpointedRun):
     """A LightningModule that trains a policy on environments it builds and steps itself.
 
     Training is a sequence of rounds: every sub-env takes ``ROUND_UNIT`` steps (the algorithm's own setting,
@@ -439,7 +427,7 @@ class RLModule(CheckpointedRun):
 
     def obs_to_tensor(self, obs: Any) -> Any:
         """Observations as tensors on the module's device: uint8 (images) stays uint8, the rest in the module's dtype
-        (float32; float64 or bfloat16 under Lightning's "64-true" / "bf16-true" precision, see ``rl_lightning.precision``)."""
+        (float32; float64 or bfloat16 under Lightning's "64-true" / "bf16-true" precision: ``rl_lightning.precision``)."""
         if isinstance(obs, dict):
             return {k: self.obs_to_tensor(v) for k, v in obs.items()}
         obs = np.asarray(obs)
@@ -482,7 +470,7 @@ class RLModule(CheckpointedRun):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(RoundStream(self.epoch_batches), batch_size=None, num_workers=0,
-                          generator=_private_generator())
+                          generator=private_generator())
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # collected directly on the module's device
@@ -582,112 +570,3 @@ class RLModule(CheckpointedRun):
         self.log("env_steps", float(self.env_steps), prog_bar=True, logger=False, batch_size=1)
         # Lightning uses a logged "step" as the logger's x-axis: environment steps, not optimizer steps.
         self.log("step", float(self.env_steps), batch_size=1)
-
-    # ------------------------------------------------------------------ acting and evaluation
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool = True, action_mask: np.ndarray | None = None) -> np.ndarray:
-        """Actions for one observation or a batch of them (NumPy in, NumPy out).
-
-        ``action_mask``: for discrete actions, which are allowed (True/1), shaped like the actions' logits
-        (one row per observation in a batch), e.g. ``info["action_mask"]``.
-        """
-        if self.observation_space is None:
-            raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
-        batch, single = observation_batch(self.observation_space, self.obs_to_tensor(obs))  # shapes checked
-        if self.normalization is not None:  # frozen statistics: acting never updates them
-            batch = self.normalization.normalize_tensor(batch)
-        mask = None
-        if action_mask is not None:
-            mask = torch.as_tensor(np.asarray(action_mask, dtype=bool), device=self.device)
-            mask = mask.unsqueeze(0) if single else mask
-        actions = self.predict_actions(batch, deterministic, mask)
-        actions = to_space_actions(host_array(actions), self.action_space)  # Discrete(n, start=s): s + index
-        return actions[0] if single else actions
-
-    def forward(self, obs: Any, action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The deterministic (most likely) actions for a batch of observations, as a tensor: for ``model(obs)``,
-        ``trainer.predict``, ``to_onnx`` and ``to_torchscript``.
-
-        ``obs``: a tensor (or a dict of them for a Dict space; NumPy arrays too), shaped ``(batch, *space.shape)`` or
-        one observation; moved to the module's device and, unless uint8 (images), its dtype. Returns what ``act``
-        returns, as a tensor: Discrete action indices (int64), MultiDiscrete index rows, Box actions clipped or scaled
-        to the bounds; a hybrid space's single row (the continuous values, then the branch indices).
-        ``action_mask`` (bool, True = allowed) restricts discrete actions.
-        """
-        if self.observation_space is None:
-            raise RuntimeError("the model has no networks yet: train it, load a checkpoint, or call setup('fit')")
-        batch, single = observation_batch(self.observation_space, self._obs_tensors(obs))
-        if self.normalization is not None:  # as act: the frozen statistics
-            batch = self.normalization.normalize_tensor(batch)
-        if action_mask is not None:
-            action_mask = action_mask.to(self.device, torch.bool)
-            action_mask = action_mask.unsqueeze(0) if single else action_mask
-        actions = to_space_actions(self.predict_actions(batch, True, action_mask), self.action_space)
-        return actions[0] if single else actions
-
-    def _obs_tensors(self, obs: Any) -> Any:
-        """``obs_to_tensor`` for tensors too: on the module's device, floats in its dtype (a no-op when they are)."""
-        if isinstance(obs, dict):
-            return {k: self._obs_tensors(v) for k, v in obs.items()}
-        if not isinstance(obs, torch.Tensor):
-            return self.obs_to_tensor(obs)
-        return obs.to(self.device, None if obs.dtype == torch.uint8 else self.dtype)
-
-    def predict_step(self, batch: Any, batch_idx: int = 0, dataloader_idx: int = 0) -> torch.Tensor:
-        """``trainer.predict``: the deterministic actions (``forward``) of each batch of the dataloaders given to it:
-        observations, a one-element tuple of them (a ``TensorDataset``'s), or ``(observations, action_mask)``."""
-        if isinstance(batch, (list, tuple)):
-            return self(*batch)
-        return self(batch)
-
-    def evaluate(self, envs: gym.vector.VectorEnv | None = None, n_episodes: int | None = None,
-                 deterministic: bool | None = None, seed: int | None = None) -> EvaluationResult:
-        """Play evaluation episodes (defaults: the module's eval envs and settings)."""
-        envs = envs if envs is not None else self.eval_envs
-        if envs is None:
-            raise RuntimeError("no evaluation envs: pass `envs` or call setup('validate') first")
-        deterministic = self.hparams.eval_deterministic if deterministic is None else deterministic
-        was_training = self.training
-        self.eval()
-        try:
-            return evaluate_episodes(lambda o, mask=None: self.act(o, deterministic, mask), envs,
-                                     n_episodes or self.hparams.eval_episodes,
-                                     seed=self._rank_seed() + EVAL_SEED_OFFSET if seed is None else seed)
-        finally:
-            self.train(was_training)
-
-    def _evaluation_step(self) -> None:
-        if self.trainer.sanity_checking or self.eval_envs is None:  # eval_episodes=0 turns evaluation off in fit
-            return
-        # Each rank plays its own episodes: the metrics are those of all of them, the same on every rank
-        # (ModelCheckpoint monitors them on each).
-        self.evaluation_episodes.update(self.evaluate())
-        result = self.evaluation_episodes.compute()
-        self.evaluation_episodes.reset()
-        self.last_evaluation = result
-        # sync_dist: the values are equal on every rank already; it only tells Lightning so (else it warns).
-        self.log_dict(result.metrics("eval"), batch_size=1, prog_bar=True, sync_dist=True)
-        self.log("step", float(self.env_steps), batch_size=1, sync_dist=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(EvaluationRequests(), batch_size=None, generator=_private_generator())
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(EvaluationRequests(), batch_size=None, generator=_private_generator())
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step()
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluation_step()
-
-    def on_fit_end(self) -> None:
-        if self.last_evaluation is not None and self.trainer.is_global_zero:
-            print(f"Evaluation after {self.env_steps} env steps: {self.last_evaluation.summary()}")
-
-    def on_validation_end(self) -> None:
-        if not fitting(self):  # `validate`: the result in one line (in fit, the epoch's metrics show it)
-            self.on_fit_end()
-
-    def on_test_end(self) -> None:
-        self.on_fit_end()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import torch
 from torch.utils.data import IterableDataset
+
+
+def private_generator() -> torch.Generator:
+    """For the DataLoaders of these datasets: each iterator they create draws a seed, which would otherwise come
+    from torch's global generator. Lightning creates them a different number of times in a resumed run than in an
+    uninterrupted one, and the policy's and the buffer's draws must not depend on that."""
+    return torch.Generator().manual_seed(0)
 
 
 class RoundStream(IterableDataset):
