@@ -39,5 +39,7 @@ def run_rank(rank: int, port: int, results: Any) -> None:
             norm.observe_rewards(reward, np.zeros(3, dtype=bool))
         norm.end_round()
         norm.merge_ranks(all_gather)
-    results.put((rank, {k: v.clone() for k, v in norm.state_dict().items()}, len(calls)))
+    # NumPy arrays, pickled by value: a tensor would travel as a shared-memory handle that the parent can only open
+    # while this process still runs.
+    results.put((rank, {k: v.numpy().copy() for k, v in norm.state_dict().items()}, len(calls)))
     dist.destroy_process_group()

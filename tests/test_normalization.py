@@ -1,7 +1,6 @@
 """Observation and reward normalization: statistics of the training envs only, frozen in evaluation, in the
 checkpoint, in act() and the ONNX export, and merged over DDP ranks."""
 
-import socket
 
 import gymnasium as gym
 import lightning as L
@@ -9,10 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import normalization_ranks
+from two_ranks import run_two_ranks
 from rl_lightning import DDPG, DQN, PPO
 from rl_lightning.algorithms.normalization import INITIAL_COUNT, Moments, Normalization
 from rl_lightning.errors import ConfigurationError
@@ -148,17 +147,8 @@ def test_image_and_dict_observations_are_refused_with_the_setting_named():
 
 
 def test_ddp_ranks_merge_to_the_statistics_of_all_their_data():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=normalization_ranks.run_rank, args=(r, port, results)) for r in range(2)]
-    for p in procs:
-        p.start()
-    out = dict((rank, (state, calls)) for rank, state, calls in (results.get(timeout=120) for _ in procs))
-    for p in procs:
-        p.join(timeout=60)
+    out = {rank: ({k: torch.as_tensor(v) for k, v in state.items()}, calls)
+           for rank, state, calls in run_two_ranks(normalization_ranks.run_rank)}
     # One collective per batch (two batches), and the same statistics on both ranks.
     assert out[0][1] == out[1][1] == 2
     for key, value in out[0][0].items():

@@ -12,9 +12,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
-import torch.multiprocessing as mp
 
 import stats_ranks
+from two_ranks import run_two_ranks
 from test_unity_player import vector_env  # noqa: F401 (fixture)
 from rl_lightning import A2C
 from rl_lightning.plotting import read_scalars
@@ -113,19 +113,7 @@ def test_a_served_env_reports_stats_with_their_aggregation():
 
 
 def test_ranks_combine_means_sums_and_most_recent_values_with_one_all_reduce_once_keys_are_known():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=stats_ranks.run_rank, args=(r, port, results)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = dict(results.get(timeout=60) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
+    got = dict(run_two_ranks(stats_ranks.run_rank, timeout=60))
     assert got[0] == got[1]  # every rank logs the same values
     first, second, third = got[0]
     # avg: (6 + 4) / (3 + 1); last: the mean of the ranks' last values; sum: summed. New keys: a gather, two reduces.
