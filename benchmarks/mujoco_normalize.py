@@ -34,8 +34,24 @@ def settings(env_id: str) -> dict:
     return dict(args, env=env_id)
 
 
-def run_rl_lightning(env_id: str, steps: int, seed: int, episodes: int) -> tuple[list[float], float]:
+def play(env_id: str, episodes: int, policy) -> list[float]:
+    """Undiscounted returns of ``episodes`` episodes of ``policy`` (raw observation -> action) on the raw env."""
     import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=10_000 + i)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return returns
+
+
+def run_rl_lightning(env_id: str, steps: int, seed: int, episodes: int) -> tuple[list[float], float]:
     import lightning as L
 
     from rl_lightning import PPO
@@ -46,17 +62,7 @@ def run_rl_lightning(env_id: str, steps: int, seed: int, episodes: int) -> tuple
     L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu").fit(model)
     wall = time.perf_counter() - start
-    env = gym.make(env_id)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10_000 + i)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(model.act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns, wall
+    return play(env_id, episodes, model.act), wall
 
 
 def run_sb3(env_id: str, steps: int, seed: int, episodes: int) -> tuple[list[float], float]:
@@ -78,20 +84,7 @@ def run_sb3(env_id: str, steps: int, seed: int, episodes: int) -> tuple[list[flo
     model.learn(steps)
     wall = time.perf_counter() - start
     envs.training, envs.norm_reward = False, False
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10_000 + i)
-        done, total = False, 0.0
-        while not done:
-            action, _ = model.predict(envs.normalize_obs(obs), deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns, wall
+    return play(env_id, episodes, lambda obs: model.predict(envs.normalize_obs(obs), deterministic=True)[0]), wall
 
 
 def worker(impl: str, env_id: str, steps: int, seed: int, episodes: int) -> None:
