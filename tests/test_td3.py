@@ -166,6 +166,8 @@ def test_td3_pendulum_learns_on_a_short_budget(tmp_path):
     # The zoo config, made short: random play for 1k steps, a 64-64 net, 5k updates.
     model = fit("td3_pendulum.yaml", tmp_path, "--model.init_args.total_steps=6000",
                 "--model.init_args.learning_starts=1000", "--model.init_args.hidden_sizes=[64,64]",
-                "--model.init_args.batch_size=128", "--model.init_args.steps_per_epoch=6000")
-    # A random policy scores about -1200 on Pendulum.
+                "--model.init_args.batch_size=128", "--model.init_args.steps_per_epoch=6000",
+                "--model.init_args.seed=0")
+    # A random policy scores about -1200 on Pendulum; seeds 0 and 1 measured -105 and -134 here (15-50 s on 2
+    # shared cores).
     assert model.last_evaluation.return_mean >= -400
