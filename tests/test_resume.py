@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from toy_envs import MaskedEnv, ShiftingMaskEnv
 
-from rl_lightning import A2C, DDPG, DQN, PPO
+from rl_lightning import A2C, DDPG, DQN, PPO, TD3
 
 # Small budgets; each crosses epoch boundaries (evaluation, checkpoint) on both sides of the stop.
 ALGORITHMS = {
@@ -27,6 +27,9 @@ ALGORITHMS = {
     "DDPG": (DDPG, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
                         train_freq=4, gradient_steps=1, hidden_sizes=[16], action_noise="ou",
                         steps_per_epoch=64, random_warmup=False)),
+    # The delay's phase (critic updates over the run) must survive: 12 updates before the split, a delay of 5.
+    "TD3": (TD3, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
+                      train_freq=4, gradient_steps=1, hidden_sizes=[16], policy_delay=5, steps_per_epoch=64)),
     # Observation and reward statistics (model buffers) and the discounted returns under way (run state).
     "PPO-normalized": (PPO, dict(env="Pendulum-v1", num_envs=2, n_steps=16, batch_size=16, n_epochs=2,
                                  hidden_sizes=[16], steps_per_epoch=64, normalize_observations=True,
@@ -87,7 +90,7 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert torch.equal(a, b)
     # The stream of random numbers continues identically, and so do the envs' episodes.
     assert torch.equal(resumed_rng[0], whole_rng[0]) and (resumed_rng[1] == whole_rng[1]).all()
-    if name.startswith(("DQN", "DDPG")):
+    if name.startswith(("DQN", "DDPG", "TD3")):
         assert (resumed.buffer.size, resumed.buffer.pos) == (whole.buffer.size, whole.buffer.pos)
         for key, store in whole.buffer.storage.items():
             assert torch.equal(store, resumed.buffer.storage[key]), key
@@ -95,6 +98,8 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert resumed.target_updates == whole.target_updates > 0
     if name == "DDPG":
         assert torch.equal(resumed.noise.state, whole.noise.state)
+    if name == "TD3":
+        assert resumed.critic_updates == whole.critic_updates == 28
     if name.endswith("normalized"):
         assert float(whole.normalization.obs.count) > n + m  # the buffers compared above hold the statistics
         assert np.array_equal(resumed.normalization.discounted_returns, whole.normalization.discounted_returns)

@@ -71,7 +71,7 @@ class DDPG(OffPolicyModule):
         self.noise: OrnsteinUhlenbeckNoise | None = None
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
-        check_finite_action_bounds(action_space, "DDPG")  # its tanh output is scaled onto [low, high]
+        check_finite_action_bounds(action_space, type(self).__name__)  # its tanh output is scaled onto [low, high]
         hp = self.hparams
         action_dim = int(action_space.shape[0])
         encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
