@@ -17,6 +17,7 @@ _EXPORTS = {
     "DQN": "rl_lightning.algorithms",
     "PPO": "rl_lightning.algorithms",
     "RLModule": "rl_lightning.algorithms",
+    "SAC": "rl_lightning.algorithms",
     "make_vector_env": "rl_lightning.envs",
     "ConfigurationError": "rl_lightning.errors",
     "EvaluationResult": "rl_lightning.evaluation",

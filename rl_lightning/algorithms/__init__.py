@@ -7,5 +7,6 @@ from rl_lightning.algorithms.dqn import DQN
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.on_policy import OnPolicyModule
 from rl_lightning.algorithms.ppo import PPO
+from rl_lightning.algorithms.sac import SAC
 
-__all__ = ["A2C", "DDPG", "DQN", "PPO", "OffPolicyModule", "OnPolicyModule", "RLModule"]
+__all__ = ["A2C", "DDPG", "DQN", "PPO", "SAC", "OffPolicyModule", "OnPolicyModule", "RLModule"]
