@@ -3,8 +3,8 @@
 Haarnoja et al. 2018 ("Soft Actor-Critic Algorithms and Applications", appendix C): with ``u ~ N(mu(s), sigma(s))``
 and ``a = tanh(u)``, the change of variables gives ``log pi(a|s) = log N(u; mu, sigma) - sum_i log(1 - tanh(u_i)^2)``
 (their eq. 26). SB3 (``common/distributions.py``, ``SquashedDiagGaussianDistribution``) writes the correction as
-``log(1 - a^2 + 1e-6)``; here it is the exact identity ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``, finite
-for every ``u`` without an epsilon.
+``log(1 - a^2 + 1e-6)``; here it is the exact identity ``log(1 - tanh(u)^2) = log 4 - 2|u| - 2 log(1 + exp(-2|u|))``,
+finite and accurate for every ``u`` without an epsilon.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rl_lightning.networks.encoders import make_encoder
@@ -26,7 +25,10 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 def tanh_log_abs_det(u: torch.Tensor) -> torch.Tensor:
     """``log(1 - tanh(u)^2)`` per element, computed without cancellation for large ``|u|``."""
-    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    # 1 - tanh(u)^2 = 4 e^{-2|u|} / (1 + e^{-2|u|})^2. (torch's softplus returns x itself above 20, an error of
+    # e^{-20}-order; log1p of a number in (0, 1] has none.)
+    magnitude = u.abs()
+    return math.log(4.0) - 2.0 * magnitude - 2.0 * torch.log1p(torch.exp(-2.0 * magnitude))
 
 
 def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
