@@ -201,14 +201,11 @@ class SAC(OffPolicyModule):
                                                                 "entropy")}
         for mb in self.minibatches(batch):
             actions_pi, log_prob = self.actor.sample(mb["obs"])
+            ent_coef = self.ent_coef()  # this step's alpha: the one before its own update (SB3's order)
             if self.learn_ent_coef:
-                # alpha of this step is the one before its own update (SB3's order).
-                ent_coef = self.ent_coef()
                 ent_coef_loss = self.temperature_loss(log_prob)
                 self.gradient_step(ent_coef_loss, optimizers[2])
                 stats["ent_coef_loss"].append(ent_coef_loss.detach())
-            else:
-                ent_coef = self.ent_coef()
             with torch.no_grad():
                 next_actions, next_log_prob = self.actor.sample(mb["next_obs"])
                 next_qs = self.q_values(self.critic_target, mb["next_obs"], next_actions)
