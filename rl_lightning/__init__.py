@@ -18,6 +18,7 @@ _EXPORTS = {
     "PPO": "rl_lightning.algorithms",
     "RLModule": "rl_lightning.algorithms",
     "TD3": "rl_lightning.algorithms",
+    "SAC": "rl_lightning.algorithms",
     "make_vector_env": "rl_lightning.envs",
     "ConfigurationError": "rl_lightning.errors",
     "EvaluationResult": "rl_lightning.evaluation",

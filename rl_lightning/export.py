@@ -47,7 +47,8 @@ rules below were read from ML-Agents' ``mlagents/trainers/torch_entities/model_s
   it and the mean are clipped to the action space's bounds, as our training clipped the actions it sent
   (ML-Agents clips to [-3, 3] / 3 because that is what its trainer sends; ours sends the clip to the
   Box, [-1, 1] for Unity). DQN and DDPG act deterministically (their exploration is a training device),
-  so their sampled outputs equal the deterministic ones.
+  so their sampled outputs equal the deterministic ones. SAC exports its deterministic action (``tanh`` of
+  the Gaussian's mean, scaled to the bounds) as both: its squashed sampling is not in the graph.
 - Output order: ``version_number``, ``memory_size``, then the continuous trio, then the discrete trio.
 - Opset 9 (what ML-Agents' exporter uses) and only operators Unity's Barracuda 1.x-2.0 supports
   (``tests/test_export.py`` checks every graph against its list): e.g. no ``ReduceLogSumExp``, so
@@ -166,7 +167,8 @@ def _policy_actions(model: Any, obs: Any, mask: torch.Tensor | None,
     policy = getattr(model, "policy", None)
     space = model.action_space
     if policy is None or not hasattr(policy, "policy_head"):
-        # DQN, DDPG: deterministic policies; their exploration noise is not part of the policy.
+        # DQN, DDPG: deterministic policies; their exploration noise is not part of the policy. SAC: its
+        # deterministic action stands for both outputs.
         action = model.predict_actions(obs, deterministic=True, action_mask=mask)
         return action, action
     out = policy.policy_head(policy.actor_body(obs))

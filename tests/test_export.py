@@ -13,7 +13,7 @@ from onnx import numpy_helper
 import yaml
 from toy_envs import ActionLayoutEnv, GoalImageEnv, ShiftingMaskEnv
 
-from rl_lightning import A2C, DDPG, DQN, PPO, TD3
+from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3
 from rl_lightning.checkpointing import CheckpointError
 from rl_lightning.cli import main
 from rl_lightning.envs.transforms import GoalConditionedImage
@@ -29,6 +29,7 @@ MODELS = {
     "DQN": (DQN, dict(env="CartPole-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
     "DDPG": (DDPG, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
     "TD3": (TD3, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
+    "SAC": (SAC, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
     "DQN-image": (DQN, dict(env=GoalImageEnv, learning_starts=32, batch_size=16, hidden_sizes=[16],
                             cnn_features=32, buffer_size=1000)),
     "PPO-masked-multidiscrete": (PPO, dict(env=ShiftingMaskEnv, n_steps=32, batch_size=32, hidden_sizes=[16])),
@@ -110,7 +111,7 @@ def mlagents_inputs(model, obs, masks):
     return feeds
 
 
-@pytest.mark.parametrize("name", ["PPO-masked-multidiscrete", "DQN-image", "PPO-continuous", "DDPG", "TD3"])
+@pytest.mark.parametrize("name", ["PPO-masked-multidiscrete", "DQN-image", "PPO-continuous", "DDPG", "TD3", "SAC"])
 def test_mlagents_format_follows_unitys_loader_rules(name, tmp_path):
     model = trained(name)
     path = export_onnx(model, tmp_path / "policy.onnx", format="mlagents")
@@ -151,7 +152,7 @@ def test_mlagents_format_follows_unitys_loader_rules(name, tmp_path):
     out = dict(zip([o.name for o in session.get_outputs()], session.run(None, mlagents_inputs(model, obs, masks))))
     sampled, actions = out[f"{kind}_actions"], out[f"deterministic_{kind}_actions"]
     assert sampled.dtype == actions.dtype and sampled.shape == actions.shape
-    if name in ("DQN-image", "DDPG", "TD3"):  # deterministic policies: the sampled output is the same action
+    if name in ("DQN-image", "DDPG", "TD3", "SAC"):  # deterministic exports: the sampled output is the same action
         assert np.array_equal(sampled, actions)
     if is_discrete:
         assert actions.dtype == np.int64 and actions.shape == (32, len(branches))

@@ -163,7 +163,7 @@ def test_ou_noise_reverts_to_its_mean_at_rate_theta():
 
 def test_bad_off_policy_settings_are_rejected_before_training():
     with pytest.raises(ConfigurationError, match=r"DQN needs a Discrete action space; the env's is Box.*; train it "
-                                                 r"with A2C, PPO, DDPG or TD3$"):
+                                                 r"with A2C, PPO, DDPG, SAC or TD3$"):
         DQN(env="Pendulum-v1", batch_size=32, learning_starts=100).setup("fit")
     with pytest.raises(ConfigurationError, match=r"DDPG needs a 1-D Box \(continuous\) action space.*Discrete"):
         DDPG(env="CartPole-v1", batch_size=32, learning_starts=100).setup("fit")

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from toy_envs import MaskedEnv, ShiftingMaskEnv
 
-from rl_lightning import A2C, DDPG, DQN, PPO, TD3
+from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3
 
 # Small budgets; each crosses epoch boundaries (evaluation, checkpoint) on both sides of the stop.
 ALGORITHMS = {
@@ -37,6 +37,10 @@ ALGORITHMS = {
     "DDPG-normalized": (DDPG, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
                                    train_freq=4, gradient_steps=1, hidden_sizes=[16], steps_per_epoch=64,
                                    normalize_observations=True, normalize_rewards=True)),
+    # The learned temperature and its optimizer, the actor's sampling and the run-wide target-update count.
+    "SAC": (SAC, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
+                      train_freq=4, gradient_steps=2, hidden_sizes=[16], target_update_interval=3,
+                      steps_per_epoch=64, random_warmup=False)),
 }
 
 
@@ -90,7 +94,7 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert torch.equal(a, b)
     # The stream of random numbers continues identically, and so do the envs' episodes.
     assert torch.equal(resumed_rng[0], whole_rng[0]) and (resumed_rng[1] == whole_rng[1]).all()
-    if name.startswith(("DQN", "DDPG", "TD3")):
+    if name.startswith(("DQN", "DDPG", "TD3", "SAC")):
         assert (resumed.buffer.size, resumed.buffer.pos) == (whole.buffer.size, whole.buffer.pos)
         for key, store in whole.buffer.storage.items():
             assert torch.equal(store, resumed.buffer.storage[key]), key
@@ -100,6 +104,8 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert torch.equal(resumed.noise.state, whole.noise.state)
     if name == "TD3":
         assert resumed.critic_updates == whole.critic_updates == 28
+    if name == "SAC":
+        assert resumed.gradient_updates == whole.gradient_updates > 0
     if name.endswith("normalized"):
         assert float(whole.normalization.obs.count) > n + m  # the buffers compared above hold the statistics
         assert np.array_equal(resumed.normalization.discounted_returns, whole.normalization.discounted_returns)

@@ -7,6 +7,7 @@ from rl_lightning.algorithms.dqn import DQN
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.on_policy import OnPolicyModule
 from rl_lightning.algorithms.ppo import PPO
+from rl_lightning.algorithms.sac import SAC
 from rl_lightning.algorithms.td3 import TD3
 
-__all__ = ["A2C", "DDPG", "DQN", "PPO", "TD3", "OffPolicyModule", "OnPolicyModule", "RLModule"]
+__all__ = ["A2C", "DDPG", "DQN", "PPO", "SAC", "TD3", "OffPolicyModule", "OnPolicyModule", "RLModule"]
