@@ -138,6 +138,18 @@ class DDPG(OffPolicyModule):
         return self.scale_action(action)
 
     # ------------------------------------------------------------------ learning
+    def deterministic_policy_step(self, obs: Any, actor_opt: Any) -> torch.Tensor:
+        """One actor step of the deterministic policy gradient (Silver et al. 2014): ascend Q(s, mu(s)); returns the
+        loss. The gradient passes through the critic to the action; the critic's own weight gradients are not
+        needed, so they are not computed (a third less backward work through the critic)."""
+        self.critic.requires_grad_(False)
+        try:
+            actor_loss = -self.critic(obs, self.actor(obs)).mean()
+            self.gradient_step(actor_loss, actor_opt)
+        finally:
+            self.critic.requires_grad_(True)
+        return actor_loss
+
     def train_round(self, batch: dict[str, Any]) -> dict[str, Any]:
         hp = self.hparams
         metrics: dict[str, Any] = self.buffer_metrics()
@@ -152,15 +164,7 @@ class DDPG(OffPolicyModule):
                 q = self.critic(mb["obs"], mb["actions"])
                 critic_loss = F.mse_loss(q, target)
                 self.gradient_step(critic_loss, critic_opt)
-                # Deterministic policy gradient (Silver et al. 2014): ascend Q(s, mu(s)). The gradient passes
-                # through the critic to the action; the critic's own weight gradients are not needed, so they
-                # are not computed (a third less backward work through the critic).
-                self.critic.requires_grad_(False)
-                try:
-                    actor_loss = -self.critic(mb["obs"], self.actor(mb["obs"])).mean()
-                    self.gradient_step(actor_loss, actor_opt)
-                finally:
-                    self.critic.requires_grad_(True)
+                actor_loss = self.deterministic_policy_step(mb["obs"], actor_opt)
                 soft_update(self.critic_target, self.critic, hp.tau)
                 soft_update(self.actor_target, self.actor, hp.tau)
                 stats["actor"].append(actor_loss.detach())

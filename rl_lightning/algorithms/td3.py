@@ -108,14 +108,8 @@ class TD3(DDPG):
             self.gradient_step(critic_loss, critic_opt)
             self.critic_updates += 1
             if self.critic_updates % hp.policy_delay == 0:
-                # Deterministic policy gradient through the first critic only (Algorithm 1); its weight gradients
-                # are not needed (see DDPG.train_round).
-                self.critic.requires_grad_(False)
-                try:
-                    actor_loss = -self.critic(mb["obs"], self.actor(mb["obs"])).mean()
-                    self.gradient_step(actor_loss, actor_opt)
-                finally:
-                    self.critic.requires_grad_(True)
+                # Deterministic policy gradient through the first critic only (Algorithm 1).
+                actor_loss = self.deterministic_policy_step(mb["obs"], actor_opt)
                 soft_update(self.critic_target, self.critic, hp.tau)
                 soft_update(self.critic_2_target, self.critic_2, hp.tau)
                 soft_update(self.actor_target, self.actor, hp.tau)
