@@ -269,10 +269,14 @@ class RLModule(PolicyInterface, CheckpointedRun):
     OPTIMIZER_NAMES: tuple[str, ...] = ()
     """Names of ``configure_optimizers``' optimizers, in order: their learning rates are logged as ``lr/<name>``."""
 
+    def optimizers_list(self) -> list[Any]:
+        """``self.optimizers()`` as a list, also when ``configure_optimizers`` returned one optimizer."""
+        optimizers = self.optimizers()
+        return optimizers if isinstance(optimizers, list) else [optimizers]
+
     def learning_rates(self) -> dict[str, float]:
         """``lr/<name>``: the learning rate of each optimizer (of its first parameter group) right now."""
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        optimizers = self.optimizers_list()
         names = self.OPTIMIZER_NAMES if len(self.OPTIMIZER_NAMES) == len(optimizers) else [
             f"optimizer_{i}" for i in range(len(optimizers))]
         return {f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in zip(names, optimizers)}

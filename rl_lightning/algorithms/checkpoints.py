@@ -192,8 +192,6 @@ class CheckpointedRun(L.LightningModule):
         """Give the restored optimizers this run's hyperparameters (``configure_optimizers``'), keeping their state."""
         configured = self.configure_optimizers()
         configured = configured if isinstance(configured, (list, tuple)) else [configured]
-        live = self.optimizers()
-        live = live if isinstance(live, list) else [live]
-        for restored, fresh in zip(live, configured):
+        for restored, fresh in zip(self.optimizers_list(), configured):
             for group, new_group in zip(restored.param_groups, fresh.param_groups):
                 group.update({k: v for k, v in new_group.items() if k != "params"})

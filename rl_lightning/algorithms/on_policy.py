@@ -143,19 +143,14 @@ class OnPolicyModule(RLModule):
         """1 at the start of training, 0 when ``total_steps`` is spent (SB3's convention: after the rollout)."""
         return max(1.0 - self.env_steps / self.hparams.total_steps, 0.0)
 
-    def apply_lr_schedule(self) -> float:
-        """Set the optimizers' learning rates for this update; return the fraction applied."""
-        frac = self.progress_remaining() if self.hparams.lr_schedule == "linear" else 1.0
+    def apply_lr_schedule(self) -> None:
+        """Set the optimizers' learning rates for this update (logged as ``lr/<optimizer>``)."""
         if self.hparams.lr_schedule == "linear":
+            frac = self.progress_remaining()
             base = [self.hparams.learning_rate, self.hparams.critic_learning_rate or self.hparams.learning_rate]
             for opt, lr in zip(self.optimizers_list(), base):
                 for group in opt.param_groups:
                     group["lr"] = lr * frac
-        return frac
-
-    def optimizers_list(self) -> list[Any]:
-        opts = self.optimizers()
-        return opts if isinstance(opts, list) else [opts]
 
     # ------------------------------------------------------------------ collection
     def setup(self, stage: str) -> None:
