@@ -57,6 +57,9 @@ class OffPolicyModule(RLModule):
     """
 
     ROUND_UNIT = "train_freq"
+    # Whether the buffer keeps each observation's action mask beside the next one's (for updates that take
+    # expectations over the allowed actions at ``obs``).
+    STORES_ACTION_MASKS = False
 
     MODEL_SETTINGS = RLModule.MODEL_SETTINGS + ("hidden_sizes", "activation", "cnn_features", "image_layout")
     RESUME_SETTINGS = RLModule.RESUME_SETTINGS + ("buffer_size",)
@@ -122,7 +125,8 @@ class OffPolicyModule(RLModule):
             # Allocated (after a memory check) where the module will live, before training starts.
             device = self.trainer.strategy.root_device if attached_trainer(self) is not None else torch.device("cpu")
             self.buffer = ReplayBuffer(self.hparams.buffer_size, self.observation_space, self.action_space,
-                                       device=device, action_mask_size=None if mask is None else mask.shape[-1])
+                                       device=device, action_mask_size=None if mask is None else mask.shape[-1],
+                                       current_action_masks=self.STORES_ACTION_MASKS)
             if self._saved_buffer is not None:
                 self.buffer.load_state_dict(self._saved_buffer)
                 self._saved_buffer = None
@@ -158,12 +162,13 @@ class OffPolicyModule(RLModule):
             reward = step.reward * hp.reward_scale if hp.reward_scale != 1.0 else step.reward
             # A finished episode's real next observation is its final one (the envs already reset), with its mask.
             next_obs, next_mask = step.transition_obs(), step.transition_action_mask()
+            mask = self._action_mask if self.STORES_ACTION_MASKS else None  # obs's own
             if self._decision is None and step.decision is None:
-                buf.add(obs, stored, reward, next_obs, step.terminated, next_mask)
+                buf.add(obs, stored, reward, next_obs, step.terminated, next_mask, mask)
             else:
                 rows_before = buf.added
                 stored_rows = self._decisions.store(buf, self._decision, obs, stored, reward, next_obs, step.terminated,
-                                                    next_mask, step.decision | step.ended)
+                                                    next_mask, step.decision | step.ended, mask)
                 trace.append((rows_before, stored_rows))
                 self._decision = step.decision
             if step.ended.any():

@@ -190,6 +190,30 @@ class SAC(OffPolicyModule):
         """The critics' Q(s, a), one row per critic."""
         return torch.stack([critic(obs, actions) for critic in critics])
 
+    # The parts of an update that depend on the kind of policy (``DiscreteSAC`` redefines these four).
+    def policy_outputs(self, mb: dict[str, Any]) -> tuple[Any, torch.Tensor]:
+        """What the actor's loss needs of the current policy at ``mb["obs"]`` (here: a reparameterised action), and
+        the policy's log-probability per transition, which the temperature's loss and the entropy metric read."""
+        return self.actor.sample(mb["obs"])
+
+    @torch.no_grad()
+    def critic_target_values(self, mb: dict[str, Any], ent_coef: torch.Tensor) -> torch.Tensor:
+        """The soft Bellman target of eq. 3 at ``mb["next_obs"]``, with a sampled next action."""
+        next_actions, next_log_prob = self.actor.sample(mb["next_obs"])
+        next_qs = self.q_values(self.critic_target, mb["next_obs"], next_actions)
+        return soft_bellman_target(mb["rewards"], mb["terminated"], self.hparams.gamma, next_qs, next_log_prob,
+                                   ent_coef)
+
+    def taken_q_values(self, mb: dict[str, Any]) -> torch.Tensor:
+        """The critics' values of the stored ``(obs, action)`` pairs, one row per critic."""
+        return self.q_values(self.critic, mb["obs"], mb["actions"])
+
+    def actor_loss(self, mb: dict[str, Any], actions_pi: Any, log_prob: torch.Tensor,
+                   ent_coef: torch.Tensor) -> torch.Tensor:
+        """Eq. 7 with the reparameterised sample (eq. 11): ``E[alpha log pi(a|s) - min_i Q_i(s, a)]``; the gradient
+        reaches the actor through the action (the caller has switched the critics' own gradients off)."""
+        return (ent_coef * log_prob - self.q_values(self.critic, mb["obs"], actions_pi).min(0).values).mean()
+
     def train_round(self, batch: dict[str, Any]) -> dict[str, Any]:
         hp = self.hparams
         metrics: dict[str, Any] = self.buffer_metrics()
@@ -200,27 +224,21 @@ class SAC(OffPolicyModule):
         stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("actor", "critic", "q", "ent_coef", "ent_coef_loss",
                                                                 "entropy")}
         for mb in self.minibatches(batch):
-            actions_pi, log_prob = self.actor.sample(mb["obs"])
+            policy, log_prob = self.policy_outputs(mb)
             ent_coef = self.ent_coef()  # this step's alpha: the one before its own update (SB3's order)
             if self.learn_ent_coef:
                 ent_coef_loss = self.temperature_loss(log_prob)
                 self.gradient_step(ent_coef_loss, optimizers[2])
                 stats["ent_coef_loss"].append(ent_coef_loss.detach())
-            with torch.no_grad():
-                next_actions, next_log_prob = self.actor.sample(mb["next_obs"])
-                next_qs = self.q_values(self.critic_target, mb["next_obs"], next_actions)
-                target = soft_bellman_target(mb["rewards"], mb["terminated"], hp.gamma, next_qs, next_log_prob,
-                                             ent_coef)
+            target = self.critic_target_values(mb, ent_coef)
             # Eq. 5, for each critic; SB3's 0.5 * sum of the two mean squared errors.
-            qs = self.q_values(self.critic, mb["obs"], mb["actions"])
+            qs = self.taken_q_values(mb)
             critic_loss = 0.5 * sum(F.mse_loss(q, target) for q in qs)
             self.gradient_step(critic_loss, critic_opt)
-            # Eq. 7 with the reparameterised sample (eq. 11): E[alpha log pi(a|s) - min_i Q_i(s, a)]. The gradient
-            # reaches the actor through the action; the critics' own weight gradients are not computed.
+            # The actor's loss reads the critics; their own weight gradients are not computed.
             self.critic.requires_grad_(False)
             try:
-                actor_loss = (ent_coef * log_prob - self.q_values(self.critic, mb["obs"], actions_pi).min(0).values
-                              ).mean()
+                actor_loss = self.actor_loss(mb, policy, log_prob, ent_coef)
                 self.gradient_step(actor_loss, actor_opt)
             finally:
                 self.critic.requires_grad_(True)

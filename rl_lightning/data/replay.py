@@ -44,7 +44,8 @@ def _gib(n: float) -> str:
 
 
 class ReplayBuffer:
-    """Transitions ``(obs, action, reward, next_obs, terminated[, next_action_mask])`` in a ring of ``capacity``.
+    """Transitions ``(obs, action, reward, next_obs, terminated[, next_action_mask[, action_mask]])`` in a ring of
+    ``capacity``.
 
     Each ``add`` writes one row per env copy; once full, the oldest rows are
     overwritten. ``next_obs`` is the observation that followed the action in
@@ -53,10 +54,15 @@ class ReplayBuffer:
     future. Dict observations are stored key by key; uint8 observations
     (images) stay uint8. All storage is allocated up front, after checking it
     fits, on one device; sampling is a single ``randint`` and gather.
+
+    With ``action_mask_size`` the mask of each next observation is kept (a value target over the next actions
+    must skip the forbidden ones); with ``current_action_masks`` as well, the mask of each observation (for
+    updates that take expectations over the policy's actions at ``obs``, as discrete SAC's do).
     """
 
     def __init__(self, capacity: int, observation_space: gym.Space, action_space: gym.Space,
-                 device: torch.device | str = "cpu", action_mask_size: int | None = None) -> None:
+                 device: torch.device | str = "cpu", action_mask_size: int | None = None,
+                 current_action_masks: bool = False) -> None:
         if capacity < 1:
             raise ConfigurationError(f"buffer_size={capacity} must be >= 1")
         self.capacity = capacity
@@ -76,6 +82,8 @@ class ReplayBuffer:
         self.specs["terminated"] = ((), torch.bool)
         if action_mask_size is not None:
             self.specs["next_action_mask"] = ((action_mask_size,), torch.bool)
+            if current_action_masks:
+                self.specs["action_mask"] = ((action_mask_size,), torch.bool)
 
         needed = self.nbytes()
         free = available_memory(self.device)
@@ -115,13 +123,14 @@ class ReplayBuffer:
         return {prefix: obs}
 
     def add(self, obs: Any, actions: np.ndarray, rewards: np.ndarray, next_obs: Any, terminated: np.ndarray,
-            next_action_mask: np.ndarray | None = None) -> None:
+            next_action_mask: np.ndarray | None = None, action_mask: np.ndarray | None = None) -> None:
         """Append one transition per env copy: NumPy arrays with a leading ``num_envs`` dimension (observations
-        as the envs give them, a dict of arrays for Dict spaces)."""
+        as the envs give them, a dict of arrays for Dict spaces). The masks are kept when the buffer stores them."""
         fields = {**self._flatten("obs", obs), **self._flatten("next_obs", next_obs), "actions": actions,
                   "rewards": rewards, "terminated": terminated}
-        if next_action_mask is not None:
-            fields["next_action_mask"] = next_action_mask
+        for name, mask in (("next_action_mask", next_action_mask), ("action_mask", action_mask)):
+            if mask is not None and name in self.specs:
+                fields[name] = mask
         n = len(rewards)
         rows: slice | np.ndarray | torch.Tensor = (slice(self.pos, self.pos + n) if self.pos + n <= self.capacity
                                                    else np.arange(self.pos, self.pos + n) % self.capacity)
@@ -232,16 +241,18 @@ class DecisionTransitions:
         self.actions: np.ndarray | None = None
         self.rewards: np.ndarray | None = None
         self.open: np.ndarray | None = None  # rows with a transition begun and not yet stored
+        self.action_mask: np.ndarray | None = None  # each open transition's mask at its decision, when kept
 
-    def _allocate(self, obs: Any, actions: np.ndarray, n: int) -> None:
+    def _allocate(self, obs: Any, actions: np.ndarray, n: int, action_mask: np.ndarray | None) -> None:
         self.obs = {k: np.zeros_like(v) for k, v in obs.items()} if isinstance(obs, dict) else np.zeros_like(obs)
         self.actions = np.zeros_like(actions)
+        self.action_mask = None if action_mask is None else np.zeros_like(action_mask)
         self.rewards = np.zeros(n, np.float32)
         self.open = np.zeros(n, bool)
 
     def store(self, buffer: ReplayBuffer, decision: np.ndarray | None, obs: Any, actions: np.ndarray,
               rewards: np.ndarray, next_obs: Any, terminated: np.ndarray, next_action_mask: np.ndarray | None,
-              completes: np.ndarray) -> np.ndarray:
+              completes: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
         """Account for one env step and store the transitions it completes in ``buffer``; return the sub-envs
         (rows) whose transitions were stored, in the order they were written.
 
@@ -251,10 +262,11 @@ class DecisionTransitions:
         n = len(rewards)
         decision = np.ones(n, bool) if decision is None else decision
         if decision.all() and completes.all() and (self.open is None or not self.open.any()):
-            buffer.add(obs, actions, rewards, next_obs, terminated, next_action_mask)  # every row a whole transition
+            # Every row a whole transition.
+            buffer.add(obs, actions, rewards, next_obs, terminated, next_action_mask, action_mask)
             return np.arange(n)
         if self.open is None:
-            self._allocate(obs, actions, n)
+            self._allocate(obs, actions, n, action_mask)
         begin = np.flatnonzero(decision)
         if isinstance(self.obs, dict):
             for k, store in self.obs.items():
@@ -262,12 +274,15 @@ class DecisionTransitions:
         else:
             self.obs[begin] = obs[begin]
         self.actions[begin] = actions[begin]
+        if self.action_mask is not None:
+            self.action_mask[begin] = action_mask[begin]
         self.rewards[begin] = 0.0
         self.open[begin] = True
         self.rewards[self.open] += rewards[self.open]
         done = np.flatnonzero(self.open & completes)
         if len(done):
             buffer.add(_rows(self.obs, done), self.actions[done], self.rewards[done], _rows(next_obs, done),
-                       terminated[done], None if next_action_mask is None else next_action_mask[done])
+                       terminated[done], None if next_action_mask is None else next_action_mask[done],
+                       None if self.action_mask is None else self.action_mask[done])
             self.open[done] = False
         return done
