@@ -46,15 +46,39 @@ rules below were read from ML-Agents' ``mlagents/trainers/torch_entities/model_s
   (``logits * mask - 1e8 * (1 - mask)``); a Gaussian samples ``mean + std * RandomNormalLike``, and both
   it and the mean are clipped to the action space's bounds, as our training clipped the actions it sent
   (ML-Agents clips to [-3, 3] / 3 because that is what its trainer sends; ours sends the clip to the
-  Box, [-1, 1] for Unity). DQN and DDPG act deterministically (their exploration is a training device),
-  so their sampled outputs equal the deterministic ones. SAC exports its deterministic action (``tanh`` of
-  the Gaussian's mean, scaled to the bounds) as both: its squashed sampling is not in the graph.
+  Box, [-1, 1] for Unity). DQN, DDPG and TD3 act deterministically (their exploration is a training
+  device), so their sampled outputs equal the deterministic ones. SAC samples its squashed Gaussian in the
+  graph, ``tanh(mean + exp(log_std) * RandomNormalLike)`` scaled to the bounds (its log std clamped as in
+  training), and its deterministic output is ``tanh(mean)`` scaled: what ``model.act`` gives. Both are then
+  clipped to the bounds: ONNX Runtime's ``Tanh`` can return a float32 step beyond +-1. ML-Agents'
+  own SAC (``sac/trainer.py``: ``tanh_squash=True``) samples the same way (``distributions.py``,
+  ``TanhGaussianDistInstance.sample``: ``TanhTransform`` of the Gaussian sample) but inherits
+  ``GaussianDistInstance.deterministic_sample``, the mean before tanh, unclipped (``ActionModel`` clips only
+  without tanh_squash); ours squashes it, so both outputs lie within the bounds.
 - Output order: ``version_number``, ``memory_size``, then the continuous trio, then the discrete trio.
 - Opset 9 (what ML-Agents' exporter uses) and only operators Unity's Barracuda 1.x-2.0 supports
   (``tests/test_export.py`` checks every graph against its list): e.g. no ``ReduceLogSumExp``, so
   log-softmax and ``torch.distributions`` stay out of the graph.
 Unity's runtime check (``ModelRunner``) refuses versions outside [2, 3]; the Editor's Inspector warns on
 observation or action sizes that do not match the agent's Behavior Parameters.
+
+How an algorithm's policy is exported
+    A model may define ``export_actions(obs, action_mask) -> (sampled, most_likely)``; both formats use it
+    (the plain format keeps ``most_likely``). ``obs``: what the model's networks take, batch first, float
+    tensors (a dict of them for a Dict space), already through the folded observation wrappers and the
+    model's observation normalization. ``action_mask``: ``None`` for Box actions; for discrete ones a bool
+    tensor ``[batch, sum of branch sizes]``, True = allowed, branches side by side, in the model's action
+    space (after the wrappers' ``export_action_mask``). Returns two tensors in the layout of the model's
+    action space, as ``predict_actions`` gives it: float ``[batch, dim]`` within the Box's bounds, or integer
+    branch indices from 0, ``[batch]`` (Discrete) / ``[batch, branches]`` (MultiDiscrete); the exporter adds
+    a space's ``start``, applies the action wrappers and casts (float32 / int64). ``sampled`` draws from the
+    policy anew for each row and each run: noise from ``torch.randn_like`` / ``torch.rand_like`` of a
+    batch-shaped tensor (``RandomNormalLike`` / ``RandomUniformLike``; ``torch.randn(shape)`` would freeze the
+    batch size) or ``torch.multinomial`` over a softmax (``Multinomial``). ``most_likely`` is the action
+    ``model.act(obs, deterministic=True)`` takes. Masked actions are never returned by either: mask logits
+    as ``logits * mask - MASKED_LOGIT * (1 - mask)``. Only operators on Barracuda's list (above) at opset 9.
+    SAC defines the hook; a model without it gets PPO/A2C's Gaussian or categorical head (``policy.policy_head``)
+    read as above, or else (DQN, DDPG, TD3) ``predict_actions(deterministic=True)`` for both outputs.
 """
 
 from __future__ import annotations
@@ -162,13 +186,15 @@ def _policy_actions(model: Any, obs: Any, mask: torch.Tensor | None,
                     bounds: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(sampled, most likely) actions of the model's policy, in its action space's layout, with Barracuda's ops.
 
-    ``bounds``: a Box action space's (low, high), which Gaussian actions are clipped to.
+    ``bounds``: a Box action space's (low, high), which PPO/A2C's Gaussian actions are clipped to.
     """
+    export_actions = getattr(model, "export_actions", None)
+    if callable(export_actions):  # the algorithm's own hook (module docstring: its contract)
+        return export_actions(obs, mask)
     policy = getattr(model, "policy", None)
     space = model.action_space
     if policy is None or not hasattr(policy, "policy_head"):
-        # DQN, DDPG: deterministic policies; their exploration noise is not part of the policy. SAC: its
-        # deterministic action stands for both outputs.
+        # DQN, DDPG, TD3: deterministic policies; their exploration noise is not part of the policy.
         action = model.predict_actions(obs, deterministic=True, action_mask=mask)
         return action, action
     out = policy.policy_head(policy.actor_body(obs))

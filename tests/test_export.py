@@ -1,5 +1,6 @@
 """ONNX export: ONNX Runtime reproduces the PyTorch policy; the ML-Agents format follows Unity's loader rules."""
 
+import math
 import os
 
 import gymnasium as gym
@@ -152,8 +153,10 @@ def test_mlagents_format_follows_unitys_loader_rules(name, tmp_path):
     out = dict(zip([o.name for o in session.get_outputs()], session.run(None, mlagents_inputs(model, obs, masks))))
     sampled, actions = out[f"{kind}_actions"], out[f"deterministic_{kind}_actions"]
     assert sampled.dtype == actions.dtype and sampled.shape == actions.shape
-    if name in ("DQN-image", "DDPG", "TD3", "SAC"):  # deterministic exports: the sampled output is the same action
+    if name in ("DQN-image", "DDPG", "TD3"):  # deterministic exports: the sampled output is the same action
         assert np.array_equal(sampled, actions)
+    else:  # a sample of the policy, not its most likely action
+        assert not np.array_equal(sampled, actions)
     if is_discrete:
         assert actions.dtype == np.int64 and actions.shape == (32, len(branches))
         assert np.array_equal(actions, expected.reshape(32, -1))
@@ -230,6 +233,7 @@ def layout_models(layout):
     models = [PPO(**kwargs, n_steps=8, batch_size=8), A2C(**kwargs, n_steps=8)]
     if layout.startswith("continuous"):
         models.append(DDPG(**kwargs, buffer_size=100, learning_starts=16, batch_size=16))
+        models.append(SAC(**kwargs, buffer_size=100, learning_starts=16, batch_size=16))
     elif len(LAYOUTS[layout]["branches"]) == 1:
         models.append(DQN(**kwargs, buffer_size=100, learning_starts=16, batch_size=16))
     for model in models:
@@ -363,6 +367,53 @@ def test_sampled_continuous_actions_have_the_policys_mean_and_std(tmp_path):
     assert sampled[:, 2].min() >= -1.0 and sampled[:, 2].max() == 1.0 and (sampled[:, 2] == 1.0).mean() > 0.3
     np.testing.assert_allclose(mean, np.broadcast_to(means, mean.shape), atol=1e-6)
     np.testing.assert_allclose(mean[:50], model.act(obs[:50], deterministic=True), atol=1e-6)
+
+
+def test_sac_samples_its_squashed_gaussian_in_the_graph(tmp_path):
+    # Bounds [-2, 2], [0, 4], [1, 3]: scale(tanh(u)) = low + (tanh(u) + 1) * (high - low) / 2.
+    low, high = np.array([-2.0, 0.0, 1.0], np.float32), np.array([2.0, 4.0, 3.0], np.float32)
+    model = built(SAC, env=ActionLayoutEnv, env_kwargs=dict(continuous=3, low=low.tolist(), high=high.tolist()),
+                  hidden_sizes=[16], buffer_size=100, learning_starts=16, batch_size=16)
+    means = np.array([0.3, -0.5, 0.0], np.float32)
+    # The third log std lies above LOG_STD_MAX = 2: the graph must clamp it to 2, as training does.
+    log_stds = np.array([np.log(0.2), np.log(0.5), 4.0], np.float32)
+    with torch.no_grad():  # a policy whose Gaussian ignores the observation
+        for head, bias in ((model.actor.mean, means), (model.actor.log_std, log_stds)):
+            head.weight.zero_()
+            head.bias.copy_(torch.as_tensor(bias))
+    n = 20000
+    obs = np.random.default_rng(7).uniform(-1, 1, (n, 4)).astype(np.float32)
+    path = export_onnx(model, tmp_path / "sac.onnx", format="mlagents")
+    assert unsupported_operators(path) == []
+    assert {"RandomNormalLike", "Tanh", "Exp"} <= {node.op_type for node in onnx.load(str(path)).graph.node}
+    session = ort.InferenceSession(str(path))
+    names = ["continuous_actions", "deterministic_continuous_actions"]
+    sampled, likeliest = session.run(names, {"obs_0": obs})
+    again, _ = session.run(names, {"obs_0": obs[:100]})
+    assert sampled.dtype == np.float32 and sampled.shape == (n, 3)
+    assert not np.array_equal(again, sampled[:100])  # a fresh draw on every run
+    assert len(np.unique(sampled[:, 0])) > n // 2  # and on every row
+    assert (sampled >= low).all() and (sampled <= high).all()
+    # Undo the scaling and the tanh: the pre-tanh values are the Gaussian's, mean within 5 standard errors,
+    # std within 5%.
+    u = np.arctanh(2.0 * (sampled.astype(np.float64) - low) / (high - low) - 1.0)
+    stds = np.exp(log_stds)
+    for i in (0, 1):
+        assert abs(u[:, i].mean() - means[i]) < 5 * stds[i] / np.sqrt(n), (i, u[:, i].mean())
+        assert abs(u[:, i].std() - stds[i]) < 0.05 * stds[i], (i, u[:, i].std())
+    # Clamped std exp(2): |tanh(u)| < 1/2 iff |u| < atanh(1/2), for ~5.9% of the draws (exp(4) would give ~0.3%).
+    unscaled = np.abs(2.0 * (sampled[:, 2] - low[2]) / (high[2] - low[2]) - 1.0)
+    p = math.erf(np.arctanh(0.5) / np.exp(2.0) / math.sqrt(2.0))  # P(|N(0, 1)| < x) = erf(x / sqrt(2))
+    assert abs((unscaled < 0.5).mean() - p) < 5 * np.sqrt(p * (1 - p) / n), (unscaled < 0.5).mean()
+    # The deterministic output is model.act's action: tanh(mean), scaled; in the plain format too.
+    np.testing.assert_allclose(likeliest, np.broadcast_to(low + (np.tanh(means) + 1) * (high - low) / 2,
+                                                          likeliest.shape), atol=1e-5)
+    expected = model.act(obs[:64], deterministic=True)
+    np.testing.assert_allclose(likeliest[:64], expected, atol=1e-5, rtol=0)
+    plain = export_onnx(model, tmp_path / "plain.onnx")
+    assert unsupported_operators(plain) == []
+    (actions,) = ort.InferenceSession(str(plain)).run(None, {"obs": obs[:64]})
+    np.testing.assert_allclose(actions, expected, atol=1e-5, rtol=0)
 
 
 def seed_model(config, env_id, **overrides):

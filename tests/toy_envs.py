@@ -242,14 +242,16 @@ class StatsEnv(CounterEnv):
 class ActionLayoutEnv(gym.Env):
     """A 4-dim vector observation and the action layout asked for; ``masked``: ``info["action_mask"]`` too.
 
-    ``continuous=n``: Box(-1, 1, (n,)) as Unity's continuous actions; ``branches=[...]``: one Discrete branch
-    or a MultiDiscrete. Episodes last 8 steps; rewards are 0 (for export tests, which need spaces, not learning).
+    ``continuous=n``: Box(-1, 1, (n,)) as Unity's continuous actions (other bounds: ``low``, ``high``);
+    ``branches=[...]``: one Discrete branch or a MultiDiscrete. Episodes last 8 steps; rewards are 0 (for export
+    tests, which need spaces, not learning).
     """
 
-    def __init__(self, continuous: int | None = None, branches: list[int] | None = None, masked: bool = False):
+    def __init__(self, continuous: int | None = None, branches: list[int] | None = None, masked: bool = False,
+                 low: float | list[float] = -1.0, high: float | list[float] = 1.0):
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         if continuous:
-            self.action_space = gym.spaces.Box(-1.0, 1.0, (continuous,), np.float32)
+            self.action_space = gym.spaces.Box(np.float32(low), np.float32(high), (continuous,), np.float32)
         elif len(branches) == 1:
             self.action_space = gym.spaces.Discrete(branches[0])
         else:

@@ -72,8 +72,8 @@ class SAC(OffPolicyModule):
     entropy temperature ``alpha`` learned towards a target entropy.
 
     The actor's action in [-1, 1] (``tanh`` of a Gaussian sample) is what the buffer stores and the critics see; it
-    is scaled to the action bounds for the env. The deterministic action (evaluation, ``act``, the ONNX export) is
-    ``tanh(mean)``.
+    is scaled to the action bounds for the env. The deterministic action (evaluation, ``act``, the ONNX export's
+    deterministic output) is ``tanh(mean)``; the export's sampled output samples the squashed Gaussian in the graph.
 
     Args:
         actor_learning_rate: Adam learning rate of the actor.
@@ -175,6 +175,15 @@ class SAC(OffPolicyModule):
                         action_mask: torch.Tensor | None = None) -> torch.Tensor:
         action = self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)[0]
         return self.scale_action(action)
+
+    def export_actions(self, obs: Any, action_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ONNX exporter's hook (``rl_lightning.export``): a sample of the policy and its most likely action,
+        both scaled to the bounds."""
+        # Clipped to the bounds (Min, Max): ONNX Runtime's Tanh (1.26) strays up to 2e-7 outside [-1, 1], and the
+        # scaling's rounding could too.
+        sampled, likeliest = (torch.maximum(torch.minimum(self.scale_action(a), self.action_high), self.action_low)
+                              for a in self.actor.sample_and_deterministic(obs))
+        return sampled, likeliest
 
     # ------------------------------------------------------------------ learning
     def ent_coef(self) -> torch.Tensor:

@@ -63,6 +63,12 @@ class SquashedGaussianActor(nn.Module):
         u = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u), squashed_log_prob(u, mean, log_std)
 
+    def sample_and_deterministic(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sample ``tanh(mean + std * N(0, 1))`` and the deterministic action ``tanh(mean)``, both in [-1, 1], from
+        one pass and without the log-probability: the ONNX export's two outputs (Tanh, Exp, Clip, RandomNormalLike)."""
+        mean, log_std = self(obs)
+        return torch.tanh(mean + log_std.exp() * torch.randn_like(mean)), torch.tanh(mean)
+
     def deterministic(self, obs: Any) -> torch.Tensor:
         """The most likely pre-squash action, squashed: ``tanh(mean)``."""
         return torch.tanh(self(obs)[0])
