@@ -53,6 +53,12 @@ TINY = {
                                   "--model.init_args.learning_starts=128", "--model.init_args.batch_size=32",
                                   "--model.init_args.train_freq=8", "--model.init_args.gradient_steps=2",
                                   "--model.init_args.buffer_size=5000"]),
+    # Twin critics in one optimizer, the actor and targets moving every second critic update (a run-long count).
+    "TD3": ("td3_pendulum.yaml", ["--model.init_args.num_envs=2", "--model.init_args.hidden_sizes=[16]",
+                                  "--model.init_args.total_steps=800", "--model.init_args.steps_per_epoch=400",
+                                  "--model.init_args.learning_starts=128", "--model.init_args.batch_size=32",
+                                  "--model.init_args.train_freq=8", "--model.init_args.gradient_steps=3",
+                                  "--model.init_args.buffer_size=5000"]),
 }
 
 

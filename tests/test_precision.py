@@ -1,8 +1,8 @@
 """Training under Lightning's precision plugins (``Trainer(precision=...)``, see ``rl_lightning.precision``).
 
-Short CPU fits of PPO, DQN, DDPG and SAC under "bf16-mixed", "64-true" and "bf16-true": each finishes its budget, the
-networks get their observations in the module's dtype, and gradient clipping holds (every optimizer step sees a
-gradient norm at most ``max_grad_norm``).
+Short CPU fits of PPO, DQN, DDPG, SAC and TD3 under "bf16-mixed", "64-true" and "bf16-true": each finishes its
+budget, the networks get their observations in the module's dtype, and gradient clipping holds (every optimizer step
+sees a gradient norm at most ``max_grad_norm``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
-from rl_lightning import DDPG, DQN, PPO, SAC
+from rl_lightning import DDPG, DQN, PPO, SAC, TD3
 from rl_lightning.errors import ConfigurationError
 
 warnings.filterwarnings("ignore", message=r".*(GPU available|bf16|AMP|16-mixed).*")
@@ -29,6 +29,8 @@ RUNS = {
     "DDPG": lambda **kw: DDPG(env="Pendulum-v1", num_envs=2, batch_size=32, learning_starts=128, buffer_size=2000,
                               **kw),
     "SAC": lambda **kw: SAC(env="Pendulum-v1", num_envs=2, batch_size=32, learning_starts=128, buffer_size=2000,
+                            **kw),
+    "TD3": lambda **kw: TD3(env="Pendulum-v1", num_envs=2, batch_size=32, learning_starts=128, buffer_size=2000,
                             **kw),
 }
 DTYPES = {"bf16-mixed": torch.float32, "64-true": torch.float64, "bf16-true": torch.bfloat16}
