@@ -341,7 +341,7 @@ class _GaussianTanhActor(nn.Module):
         mean, log_std = self.mean(h), self.log_std(h).clamp(-20.0, 2.0)
         u = mean + log_std.exp() * torch.randn_like(mean)
         # log N(u) minus log|d tanh(u)/du|, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
-        log_prob = (torch.distributions.Normal(mean, log_std.exp()).log_prob(u)
+        log_prob = (torch.distributions.Normal(mean, log_std.exp(), validate_args=False).log_prob(u)
                     - 2.0 * (np.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
         return torch.tanh(u), log_prob
 
