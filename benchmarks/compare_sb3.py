@@ -1,7 +1,8 @@
 """rl_lightning vs Stable-Baselines3 vs a plain PyTorch loop, side by side, same hyperparameters (rl-baselines3-zoo).
 
     pip install -e ".[benchmark]"
-    python benchmarks/compare_sb3.py                          # 4 tasks x 3 seeds x 3 implementations
+    python benchmarks/compare_sb3.py                          # 6 tasks x 3 seeds x 3 implementations
+    python benchmarks/compare_sb3.py --tasks sac_pendulum td3_pendulum
     python benchmarks/compare_sb3.py --tasks ppo_cartpole --seeds 0 1 2 3 4
     python benchmarks/compare_sb3.py --scale 0.05 --seeds 0   # a quick smoke run (5% of each budget)
     python benchmarks/compare_sb3.py --unity                  # also the Unity path's table (unity_speed.py)
@@ -12,6 +13,13 @@ alike. Wall time counts building the model and training, not the final evaluatio
 deterministic episodes for all three (20 episodes; 10 for Pendulum; seeds 10000+), nor importing the
 library: that is a fixed cost per process, shown in its own column (Lightning's import takes ~1.9 s,
 SB3's ~0.3 s, on top of torch's ~1 s that all three pay).
+
+The tasks: PPO, A2C and DQN on CartPole-v1; DDPG, SAC and TD3 on Pendulum-v1. SAC learns from env step 256 in
+all three implementations, as configs/sac_pendulum.yaml does (rl_lightning wants at least one minibatch of 256
+in the buffer first), not from SB3's default 100: like for like. Under ``--scale`` below 1 the Pendulum
+tasks' learning_starts becomes min(the zoo's value, max(batch size, half the scaled budget)), the same for all
+three implementations, so a smoke run also reaches the updates (DDPG's and TD3's 10k random steps would exceed
+the whole of a 5% budget); at full scale that is the zoo's value for every task.
 """
 
 from __future__ import annotations
@@ -33,8 +41,19 @@ TASKS = {
     "a2c_cartpole": ("A2C", "CartPole-v1", 100_000, 20),
     "dqn_cartpole": ("DQN", "CartPole-v1", 50_000, 20),
     "ddpg_pendulum": ("DDPG", "Pendulum-v1", 20_000, 10),
+    "sac_pendulum": ("SAC", "Pendulum-v1", 20_000, 10),
+    "td3_pendulum": ("TD3", "Pendulum-v1", 20_000, 10),
 }
+# The Pendulum tasks' (learning_starts, batch_size): the zoo's, but SAC's 256 for SB3's 100 (see above).
+PENDULUM_STARTS = {"ddpg_pendulum": (10_000, 256), "sac_pendulum": (256, 256), "td3_pendulum": (10_000, 256)}
 IMPLS = ("rl_lightning", "sb3", "plain")
+
+
+def learning_starts(task: str, steps: int) -> int:
+    """The env steps before ``task``'s first update in a run of ``steps``: the zoo's value at full budget; in a
+    shorter (scaled) run at most half of it, but at least one minibatch (rl_lightning's rule)."""
+    starts, batch_size = PENDULUM_STARTS[task]
+    return starts if steps >= TASKS[task][2] else min(starts, max(batch_size, steps // 2))
 
 
 # ---------------------------------------------------------------------- one run (in a worker process)
@@ -44,11 +63,11 @@ def train_rl_lightning(task: str, steps: int, seed: int):
 
     import rl_lightning
 
-    config = {"ppo_cartpole": "ppo_cartpole.yaml", "a2c_cartpole": "a2c_cartpole.yaml",
-              "dqn_cartpole": "dqn_cartpole.yaml", "ddpg_pendulum": "ddpg_pendulum.yaml"}[task]
-    model_cfg = yaml.safe_load((ROOT / "configs" / config).read_text())["model"]
+    model_cfg = yaml.safe_load((ROOT / "configs" / f"{task}.yaml").read_text())["model"]
     args = dict(model_cfg["init_args"], total_steps=steps, seed=seed, eval_episodes=0,
                 steps_per_epoch=max(steps // 10, 1))
+    if task in PENDULUM_STARTS:
+        args["learning_starts"] = learning_starts(task, steps)
     if task == "dqn_cartpole":
         args["exploration_fraction"] = 0.16  # the zoo's 16% of its 50k budget
     model = getattr(rl_lightning, model_cfg["class_path"].rsplit(".", 1)[1])(**args)
@@ -59,7 +78,7 @@ def train_rl_lightning(task: str, steps: int, seed: int):
 
 
 def train_sb3(task: str, steps: int, seed: int):
-    from stable_baselines3 import A2C, DDPG, DQN, PPO
+    from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.noise import NormalActionNoise
     import numpy as np
@@ -79,10 +98,21 @@ def train_sb3(task: str, steps: int, seed: int):
                     learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                     exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
                     seed=seed, device="cpu")
-    else:
-        model = DDPG("MlpPolicy", "Pendulum-v1", gamma=0.98, buffer_size=200_000, learning_starts=10_000,
+    elif task == "ddpg_pendulum":
+        model = DDPG("MlpPolicy", "Pendulum-v1", gamma=0.98, buffer_size=200_000,
+                     learning_starts=learning_starts(task, steps),
                      action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)), gradient_steps=1, train_freq=1,
                      learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]), seed=seed, device="cpu")
+    elif task == "sac_pendulum":
+        # SB3's SAC defaults otherwise (buffer 1M, batch 256, tau 0.005, gamma 0.99, ent_coef "auto", [256, 256]).
+        model = SAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, learning_starts=learning_starts(task, steps),
+                    seed=seed, device="cpu")
+    else:
+        model = TD3("MlpPolicy", "Pendulum-v1", gamma=0.98, buffer_size=200_000,
+                    learning_starts=learning_starts(task, steps),
+                    action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)), gradient_steps=1, train_freq=1,
+                    learning_rate=1e-3, batch_size=256, tau=0.005, policy_delay=2, target_policy_noise=0.2,
+                    target_noise_clip=0.5, policy_kwargs=dict(net_arch=[400, 300]), seed=seed, device="cpu")
     model.learn(total_timesteps=steps)
     return lambda obs: model.predict(obs, deterministic=True)[0]
 
@@ -101,8 +131,16 @@ def train_plain(task: str, steps: int, seed: int):
         return plain_loops.dqn("CartPole-v1", steps, seed, lr=2.3e-3, batch_size=64, buffer_size=100_000,
                                learning_starts=1000, gamma=0.99, target_update=10, train_freq=256, gradient_steps=128,
                                exploration_fraction=0.16, final_eps=0.04, hidden=[256, 256])
-    return plain_loops.ddpg("Pendulum-v1", steps, seed, lr=1e-3, batch_size=256, buffer_size=200_000,
-                            learning_starts=10_000, gamma=0.98, tau=0.005, noise_std=0.1, hidden=[400, 300])
+    if task == "ddpg_pendulum":
+        return plain_loops.ddpg("Pendulum-v1", steps, seed, lr=1e-3, batch_size=256, buffer_size=200_000,
+                                learning_starts=learning_starts(task, steps), gamma=0.98, tau=0.005, noise_std=0.1,
+                                hidden=[400, 300])
+    if task == "sac_pendulum":
+        return plain_loops.sac("Pendulum-v1", steps, seed, lr=1e-3, batch_size=256, buffer_size=1_000_000,
+                               learning_starts=learning_starts(task, steps), gamma=0.99, tau=0.005, hidden=[256, 256])
+    return plain_loops.td3("Pendulum-v1", steps, seed, lr=1e-3, batch_size=256, buffer_size=200_000,
+                           learning_starts=learning_starts(task, steps), gamma=0.98, tau=0.005, noise_std=0.1,
+                           hidden=[400, 300], policy_delay=2, target_noise=0.2, target_noise_clip=0.5)
 
 
 def import_library(impl: str) -> None:
@@ -113,7 +151,7 @@ def import_library(impl: str) -> None:
         import rl_lightning.algorithms  # noqa: F401
     elif impl == "sb3":
         import stable_baselines3  # noqa: F401
-        from stable_baselines3 import A2C, DDPG, DQN, PPO  # noqa: F401
+        from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3  # noqa: F401
     else:
         sys.path.insert(0, str(Path(__file__).parent))
         import plain_loops  # noqa: F401

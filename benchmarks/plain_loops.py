@@ -3,8 +3,8 @@
 Each function trains for ``total_steps`` env steps and returns a policy ``obs batch -> action batch``
 (deterministic). They exist only to measure how much time rl_lightning adds over the bare algorithm, so
 they use the same kernels as rl_lightning where that is a plain PyTorch choice (fused Adam, multi-tensor
-RMSprop and gradient clipping, no critic weight gradients in DDPG's actor step): the difference between
-the two is then the framework, not the arithmetic.
+RMSprop and gradient clipping, no critic weight gradients in the actor steps of DDPG, TD3 and SAC): the
+difference between the two is then the framework, not the arithmetic.
 """
 
 from __future__ import annotations
@@ -236,3 +236,174 @@ def ddpg(env_id: str, total_steps: int, seed: int, *, lr: float, batch_size: int
                         tp.lerp_(p, tau)
     envs.close()
     return lambda o: scale(actor(torch.as_tensor(o, dtype=torch.float32))).numpy()
+
+
+# ---------------------------------------------------------------------- SAC and TD3 (one env, Box actions)
+class BoxReplay:
+    """A replay buffer of preallocated tensors for one env with Box actions (stored in [-1, 1])."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
+        self.capacity, self.size, self.pos = capacity, 0, 0
+        self.obs, self.next_obs = torch.zeros(capacity, obs_dim), torch.zeros(capacity, obs_dim)
+        self.act, self.rew, self.term = torch.zeros(capacity, act_dim), torch.zeros(capacity), torch.zeros(capacity)
+
+    def add(self, obs: np.ndarray, action: torch.Tensor, reward: float, next_obs: np.ndarray, term: bool) -> None:
+        i = self.pos
+        self.obs[i], self.next_obs[i], self.act[i] = torch.as_tensor(obs), torch.as_tensor(next_obs), action
+        self.rew[i], self.term[i] = reward, float(term)
+        self.pos, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
+        idx = torch.randint(0, self.size, (n,))
+        return self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.term[idx]
+
+
+def _box_env(env_id: str, seed: int) -> tuple[gym.vector.VectorEnv, int, int, Callable[[torch.Tensor], torch.Tensor]]:
+    """One env copy, its observation and action sizes, and the map from [-1, 1] actions to its bounds."""
+    envs = vector_env(env_id, 1, seed)
+    low = torch.as_tensor(envs.single_action_space.low)
+    high = torch.as_tensor(envs.single_action_space.high)
+    return (envs, envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
+            lambda a: low + (a + 1.0) * 0.5 * (high - low))
+
+
+def _soft_update(pairs: list[tuple[nn.Module, nn.Module]], tau: float) -> None:
+    with torch.no_grad():
+        for net, tgt in pairs:
+            for p, tp in zip(net.parameters(), tgt.parameters()):
+                tp.lerp_(p, tau)
+
+
+def td3(env_id: str, total_steps: int, seed: int, *, lr: float, batch_size: int, buffer_size: int,
+        learning_starts: int, gamma: float, tau: float, noise_std: float, hidden: list[int], policy_delay: int,
+        target_noise: float, target_noise_clip: float) -> Policy:
+    """TD3 (Fujimoto et al. 2018): twin critics regressed onto the smaller target value, a clipped-noise target
+    action, and the actor and all targets moved once every ``policy_delay`` critic updates."""
+    torch.manual_seed(seed)
+    envs, obs_dim, act_dim, scale = _box_env(env_id, seed)
+    actor = nn.Sequential(mlp([obs_dim, *hidden, act_dim], nn.ReLU), nn.Tanh())
+    q1, q2 = mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU), mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU)
+    actor_t, q1_t, q2_t = copy.deepcopy(actor), copy.deepcopy(q1), copy.deepcopy(q2)
+    a_opt = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
+    c_opt = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=lr, fused=True)  # one optimizer, as SB3
+    buf = BoxReplay(buffer_size, obs_dim, act_dim)
+    updates = 0
+    obs = envs.reset(seed=seed)[0]
+    for step in range(1, total_steps + 1):
+        if step <= learning_starts:
+            a = torch.rand(1, act_dim) * 2 - 1
+        else:
+            with torch.no_grad():
+                a = actor(torch.as_tensor(obs, dtype=torch.float32)) + noise_std * torch.randn(1, act_dim)
+                a = a.clamp(-1, 1)
+        next_obs, reward, term, trunc, info = envs.step(scale(a).numpy())
+        ended = term | trunc
+        real_next = _final_obs(next_obs, info, ended) if ended.any() else next_obs
+        buf.add(obs[0], a[0], float(reward[0]), real_next[0], bool(term[0]))
+        obs = next_obs
+        if step <= learning_starts:
+            continue
+        s, act, r, s2, d = buf.sample(batch_size)
+        with torch.no_grad():
+            noise = (torch.randn(batch_size, act_dim) * target_noise).clamp(-target_noise_clip, target_noise_clip)
+            a2 = (actor_t(s2) + noise).clamp(-1, 1)
+            sa2 = torch.cat([s2, a2], -1)
+            target = r + gamma * (1 - d) * torch.minimum(q1_t(sa2), q2_t(sa2)).squeeze(-1)
+        sa = torch.cat([s, act], -1)
+        c_loss = F.mse_loss(q1(sa).squeeze(-1), target) + F.mse_loss(q2(sa).squeeze(-1), target)
+        c_opt.zero_grad()
+        c_loss.backward()
+        c_opt.step()
+        updates += 1
+        if updates % policy_delay == 0:
+            q1.requires_grad_(False)  # the actor's gradient goes through Q1 to the action, not into Q1's weights
+            a_loss = -q1(torch.cat([s, actor(s)], -1)).mean()
+            a_opt.zero_grad()
+            a_loss.backward()
+            a_opt.step()
+            q1.requires_grad_(True)
+            _soft_update([(actor, actor_t), (q1, q1_t), (q2, q2_t)], tau)
+    envs.close()
+    return lambda o: scale(actor(torch.as_tensor(o, dtype=torch.float32))).numpy()
+
+
+class _GaussianTanhActor(nn.Module):
+    """SAC's policy: an MLP trunk, a mean and a log-std head; samples are tanh-squashed into [-1, 1]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(mlp([obs_dim, *hidden], nn.ReLU), nn.ReLU())
+        self.mean, self.log_std = nn.Linear(hidden[-1], act_dim), nn.Linear(hidden[-1], act_dim)
+
+    def forward(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised squashed sample and its log-probability."""
+        h = self.trunk(s)
+        mean, log_std = self.mean(h), self.log_std(h).clamp(-20.0, 2.0)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        # log N(u) minus log|d tanh(u)/du|, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+        log_prob = (torch.distributions.Normal(mean, log_std.exp(), validate_args=False).log_prob(u)
+                    - 2.0 * (np.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+    def deterministic(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mean(self.trunk(s)))
+
+
+def sac(env_id: str, total_steps: int, seed: int, *, lr: float, batch_size: int, buffer_size: int,
+        learning_starts: int, gamma: float, tau: float, hidden: list[int]) -> Policy:
+    """SAC (Haarnoja et al. 2018) with a learned temperature towards entropy ``-dim(A)``; per gradient step, as
+    SB3: temperature, then both critics (one optimizer), then the actor, then the critics' targets."""
+    torch.manual_seed(seed)
+    envs, obs_dim, act_dim, scale = _box_env(env_id, seed)
+    actor = _GaussianTanhActor(obs_dim, act_dim, hidden)
+    q1, q2 = mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU), mlp([obs_dim + act_dim, *hidden, 1], nn.ReLU)
+    q1_t, q2_t = copy.deepcopy(q1), copy.deepcopy(q2)
+    log_alpha = torch.zeros(1, requires_grad=True)  # alpha starts at 1
+    target_entropy = -float(act_dim)
+    a_opt = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
+    c_opt = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=lr, fused=True)
+    alpha_opt = torch.optim.Adam([log_alpha], lr=lr, fused=True)
+    buf = BoxReplay(buffer_size, obs_dim, act_dim)
+    obs = envs.reset(seed=seed)[0]
+    for step in range(1, total_steps + 1):
+        if step <= learning_starts:
+            a = torch.rand(1, act_dim) * 2 - 1
+        else:
+            with torch.no_grad():
+                a = actor(torch.as_tensor(obs, dtype=torch.float32))[0]
+        next_obs, reward, term, trunc, info = envs.step(scale(a).numpy())
+        ended = term | trunc
+        real_next = _final_obs(next_obs, info, ended) if ended.any() else next_obs
+        buf.add(obs[0], a[0], float(reward[0]), real_next[0], bool(term[0]))
+        obs = next_obs
+        if step <= learning_starts:
+            continue
+        s, act, r, s2, d = buf.sample(batch_size)
+        a_pi, logp = actor(s)
+        alpha = log_alpha.detach().exp()  # this step's alpha: the value before its own update
+        alpha_loss = -(log_alpha * (logp.detach() + target_entropy)).mean()
+        alpha_opt.zero_grad()
+        alpha_loss.backward()
+        alpha_opt.step()
+        with torch.no_grad():
+            a2, logp2 = actor(s2)
+            sa2 = torch.cat([s2, a2], -1)
+            soft_v = torch.minimum(q1_t(sa2), q2_t(sa2)).squeeze(-1) - alpha * logp2
+            target = r + gamma * (1 - d) * soft_v
+        sa = torch.cat([s, act], -1)
+        c_loss = 0.5 * (F.mse_loss(q1(sa).squeeze(-1), target) + F.mse_loss(q2(sa).squeeze(-1), target))
+        c_opt.zero_grad()
+        c_loss.backward()
+        c_opt.step()
+        q1.requires_grad_(False)
+        q2.requires_grad_(False)
+        sa_pi = torch.cat([s, a_pi], -1)
+        a_loss = (alpha * logp - torch.minimum(q1(sa_pi), q2(sa_pi)).squeeze(-1)).mean()
+        a_opt.zero_grad()
+        a_loss.backward()
+        a_opt.step()
+        q1.requires_grad_(True)
+        q2.requires_grad_(True)
+        _soft_update([(q1, q1_t), (q2, q2_t)], tau)
+    envs.close()
+    return lambda o: scale(actor.deterministic(torch.as_tensor(o, dtype=torch.float32))).numpy()

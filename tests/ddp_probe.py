@@ -26,6 +26,7 @@ class RankProbe(L.Callback):
         self.local_returns: dict[int, list[float]] = {}  # env_steps after a batch -> this rank's finished returns
         self.batches = 0
         self.resumed: dict[str, Any] = {}
+        self.initial_parameters: dict[str, torch.Tensor] = {}  # the trainable parameters as training starts
         self._pending: list[float] = []
 
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
@@ -42,6 +43,8 @@ class RankProbe(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         # The module restores its run state in its own on_train_start, after the callbacks': what it will restore.
         state = pl_module._resume_state
+        self.initial_parameters = {name: p.detach().cpu().clone() for name, p in pl_module.named_parameters()
+                                   if p.requires_grad}
         self.resumed = {"env_steps": pl_module.env_steps, "episodes": pl_module.episodes,
                         "obs": None if state is None else np.asarray(state["obs"]).copy()}
         buffer = getattr(pl_module, "buffer", None)
@@ -70,6 +73,7 @@ class RankProbe(L.Callback):
             "batches": self.batches,
             "local_returns": self.local_returns,
             "resumed": self.resumed,
+            "initial_parameters": self.initial_parameters,
             "buffer": None if buffer is None else buffer.state_dict(),
             "last_eval_return": None if pl_module.last_evaluation is None else pl_module.last_evaluation.return_mean,
         }, self.folder / f"rank{trainer.global_rank}.pt")

@@ -53,6 +53,13 @@ TINY = {
                                   "--model.init_args.learning_starts=128", "--model.init_args.batch_size=32",
                                   "--model.init_args.train_freq=8", "--model.init_args.gradient_steps=2",
                                   "--model.init_args.buffer_size=5000"]),
+    # Twin critics in one optimizer; the actor and targets move every second critic update, counted over the run
+    # (3 updates a round: the actor's fall at different places in successive rounds).
+    "TD3": ("td3_pendulum.yaml", ["--model.init_args.num_envs=2", "--model.init_args.hidden_sizes=[16]",
+                                  "--model.init_args.total_steps=800", "--model.init_args.steps_per_epoch=400",
+                                  "--model.init_args.learning_starts=128", "--model.init_args.batch_size=32",
+                                  "--model.init_args.train_freq=8", "--model.init_args.gradient_steps=3",
+                                  "--model.init_args.buffer_size=5000"]),
 }
 
 
@@ -104,6 +111,11 @@ def test_ranks_end_with_identical_parameters_and_a_global_step_budget(name, tmp_
     fit_ddp(tmp_path, config, *overrides)
     ranks = probes(tmp_path)
     assert_same_parameters(ranks)
+    # Every trainable parameter moved (a network whose updates were skipped would be identical on both ranks too).
+    unmoved = [name for name, value in ranks[0]["initial_parameters"].items()
+               if torch.equal(value, ranks[0]["state_dict"][name])]
+    assert ranks[0]["initial_parameters"]
+    assert not unmoved, unmoved
     # The budget counts both ranks' steps: each stepped its envs for half of it, not for all of it.
     assert [r["env_steps"] for r in ranks] == [total, total]
     # Both ranks ran the same batches (else one would wait for the other's collectives forever).

@@ -1,8 +1,8 @@
 """Training under Lightning's precision plugins (``Trainer(precision=...)``, see ``rl_lightning.precision``).
 
-Short CPU fits of PPO, DQN, DDPG and SAC under "bf16-mixed", "64-true" and "bf16-true": each finishes its budget, the
-networks get their observations in the module's dtype, and gradient clipping holds (every optimizer step sees a
-gradient norm at most ``max_grad_norm``).
+Short CPU fits of PPO, DQN, DDPG, SAC and TD3 under "bf16-mixed", "64-true" and "bf16-true": each finishes its
+budget, the networks get their observations in the module's dtype, and gradient clipping holds (every optimizer step
+sees a gradient norm at most ``max_grad_norm``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
-from rl_lightning import DDPG, DQN, PPO, SAC
+from rl_lightning import DDPG, DQN, PPO, SAC, TD3
 from rl_lightning.errors import ConfigurationError
 
 warnings.filterwarnings("ignore", message=r".*(GPU available|bf16|AMP|16-mixed).*")
@@ -30,6 +30,8 @@ RUNS = {
                               **kw),
     "SAC": lambda **kw: SAC(env="Pendulum-v1", num_envs=2, batch_size=32, learning_starts=128, buffer_size=2000,
                             **kw),
+    "TD3": lambda **kw: TD3(env="Pendulum-v1", num_envs=2, batch_size=32, learning_starts=128, buffer_size=2000,
+                            **kw),
 }
 DTYPES = {"bf16-mixed": torch.float32, "64-true": torch.float64, "bf16-true": torch.bfloat16}
 
@@ -39,8 +41,10 @@ class GradientNorms(L.Callback):
 
     def __init__(self) -> None:
         self.norms: list[float] = []
+        self.stepped: set[int] = set()  # ids of the optimizers that stepped
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.stepped.add(id(optimizer))
         grads = [p.grad.double() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
 
@@ -77,6 +81,8 @@ def test_fit_under_precision_clips_and_feeds_the_module_dtype(algo, precision, t
     # Clipping is on: every step's gradient norm is at most max_grad_norm (bf16 rounding: a few per cent).
     assert len(norms.norms) > 10
     assert max(norms.norms) <= MAX_NORM * (1.05 if dtype == torch.bfloat16 else 1.0 + 1e-6), max(norms.norms)
+    # Every optimizer stepped (a critic, or SAC's temperature, that never moves would pass the checks above).
+    assert norms.stepped == {id(opt) for opt in trainer.optimizers}
     # Mixed precision clips with multi-tensor optimizers (MixedPrecision refuses fused ones); the rest stay fused.
     assert all(bool(opt.defaults.get("fused")) == (precision != "bf16-mixed") for opt in trainer.optimizers)
     # Acting after training: observations go in as the env gives them, actions come out as NumPy.
