@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "A2C": "rl_lightning.algorithms",
     "DDPG": "rl_lightning.algorithms",
+    "DiscreteSAC": "rl_lightning.algorithms",
     "DQN": "rl_lightning.algorithms",
     "PPO": "rl_lightning.algorithms",
     "RLModule": "rl_lightning.algorithms",

@@ -203,12 +203,20 @@ def _policy_actions(model: Any, obs: Any, mask: torch.Tensor | None,
         sample = out + torch.randn_like(out) * torch.exp(policy.log_std)
         low, high = bounds
         return (torch.maximum(torch.minimum(sample, high), low), torch.maximum(torch.minimum(out, high), low))
+    return categorical_actions(out, mask, space)
+
+
+def categorical_actions(logits: torch.Tensor, mask: torch.Tensor | None,
+                        space: gym.Space) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sampled, most likely) actions of categorical branches, with Barracuda's ops: ``logits`` and ``mask``
+    ``[batch, sum of branch sizes]`` (the branches of a Discrete or MultiDiscrete ``space`` side by side), masked
+    as ML-Agents masks them; branch indices from 0, ``[batch]`` (Discrete) or ``[batch, branches]``."""
     branches = _branches(space)
-    logits = out.split(branches, dim=-1) if len(branches) > 1 else [out]
+    parts = logits.split(branches, dim=-1) if len(branches) > 1 else [logits]
     masks = [None] * len(branches) if mask is None else (
         mask.float().split(branches, dim=-1) if len(branches) > 1 else [mask.float()])
     sampled, likeliest = [], []
-    for branch_logits, branch_mask in zip(logits, masks):
+    for branch_logits, branch_mask in zip(parts, masks):
         if branch_mask is not None:
             branch_logits = branch_logits * branch_mask - MASKED_LOGIT * (1.0 - branch_mask)
         likeliest.append(branch_logits.argmax(dim=-1, keepdim=True))

@@ -12,9 +12,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 import yaml
-from toy_envs import ActionLayoutEnv, GoalImageEnv, ShiftingMaskEnv
+from toy_envs import ActionLayoutEnv, GoalImageEnv, MaskedEnv, ShiftingMaskEnv
 
-from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3
+from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3, DiscreteSAC
 from rl_lightning.checkpointing import CheckpointError
 from rl_lightning.cli import main
 from rl_lightning.envs.transforms import GoalConditionedImage
@@ -31,6 +31,8 @@ MODELS = {
     "DDPG": (DDPG, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
     "TD3": (TD3, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
     "SAC": (SAC, dict(env="Pendulum-v1", learning_starts=32, batch_size=16, hidden_sizes=[16], buffer_size=1000)),
+    "DiscreteSAC-masked": (DiscreteSAC, dict(env=MaskedEnv, learning_starts=32,
+                                             batch_size=16, hidden_sizes=[16], buffer_size=1000)),
     "DQN-image": (DQN, dict(env=GoalImageEnv, learning_starts=32, batch_size=16, hidden_sizes=[16],
                             cnn_features=32, buffer_size=1000)),
     "PPO-masked-multidiscrete": (PPO, dict(env=ShiftingMaskEnv, n_steps=32, batch_size=32, hidden_sizes=[16])),
@@ -112,7 +114,8 @@ def mlagents_inputs(model, obs, masks):
     return feeds
 
 
-@pytest.mark.parametrize("name", ["PPO-masked-multidiscrete", "DQN-image", "PPO-continuous", "DDPG", "TD3", "SAC"])
+@pytest.mark.parametrize("name", ["PPO-masked-multidiscrete", "DQN-image", "PPO-continuous", "DDPG", "TD3", "SAC",
+                                  "DiscreteSAC-masked"])
 def test_mlagents_format_follows_unitys_loader_rules(name, tmp_path):
     model = trained(name)
     path = export_onnx(model, tmp_path / "policy.onnx", format="mlagents")
@@ -236,6 +239,7 @@ def layout_models(layout):
         models.append(SAC(**kwargs, buffer_size=100, learning_starts=16, batch_size=16))
     elif len(LAYOUTS[layout]["branches"]) == 1:
         models.append(DQN(**kwargs, buffer_size=100, learning_starts=16, batch_size=16))
+        models.append(DiscreteSAC(**kwargs, buffer_size=100, learning_starts=16, batch_size=16))
     for model in models:
         model.hparams.eval_episodes = 0
         model.setup("fit")

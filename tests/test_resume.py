@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from toy_envs import MaskedEnv, ShiftingMaskEnv
 
-from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3
+from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3, DiscreteSAC
 
 # Small budgets; each crosses epoch boundaries (evaluation, checkpoint) on both sides of the stop.
 ALGORITHMS = {
@@ -41,6 +41,10 @@ ALGORITHMS = {
     "SAC": (SAC, dict(env="Pendulum-v1", num_envs=2, learning_starts=40, batch_size=16, buffer_size=100,
                       train_freq=4, gradient_steps=2, hidden_sizes=[16], target_update_interval=3,
                       steps_per_epoch=64, random_warmup=False)),
+    # The categorical policy's draws, and each observation's action mask kept in the buffer beside the next one's.
+    "DiscreteSAC-masked": (DiscreteSAC, dict(env=MaskedEnv, num_envs=2, learning_starts=40, batch_size=16,
+                                             buffer_size=100, train_freq=4, gradient_steps=2, hidden_sizes=[16],
+                                             target_update_interval=3, steps_per_epoch=64, random_warmup=False)),
 }
 
 
@@ -94,7 +98,7 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert torch.equal(a, b)
     # The stream of random numbers continues identically, and so do the envs' episodes.
     assert torch.equal(resumed_rng[0], whole_rng[0]) and (resumed_rng[1] == whole_rng[1]).all()
-    if name.startswith(("DQN", "DDPG", "TD3", "SAC")):
+    if name.startswith(("DQN", "DDPG", "TD3", "SAC", "DiscreteSAC")):
         assert (resumed.buffer.size, resumed.buffer.pos) == (whole.buffer.size, whole.buffer.pos)
         for key, store in whole.buffer.storage.items():
             assert torch.equal(store, resumed.buffer.storage[key]), key
@@ -104,7 +108,7 @@ def test_stopping_and_resuming_gives_the_same_run_bit_for_bit(name, tmp_path):
         assert torch.equal(resumed.noise.state, whole.noise.state)
     if name == "TD3":
         assert resumed.critic_updates == whole.critic_updates == 28
-    if name == "SAC":
+    if name in ("SAC", "DiscreteSAC-masked"):
         assert resumed.gradient_updates == whole.gradient_updates > 0
     if name.endswith("normalized"):
         assert float(whole.normalization.obs.count) > n + m  # the buffers compared above hold the statistics

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3, ConfigurationError
+from rl_lightning import A2C, DDPG, DQN, PPO, SAC, TD3, ConfigurationError, DiscreteSAC
 from rl_lightning.algorithms.schedule import RoundSchedule
 from rl_lightning.plotting import read_scalars
 
@@ -47,6 +47,9 @@ CASES = {
     "SAC": (SAC, dict(env="Pendulum-v1", total_steps=100, steps_per_epoch=40, train_freq=3,
                       gradient_steps=2, batch_size=8, learning_starts=24, buffer_size=500, target_update_interval=3),
             7, [42, 84, 102], 17),
+    "DiscreteSAC": (DiscreteSAC, dict(env="CartPole-v1", total_steps=100, steps_per_epoch=40, train_freq=3,
+                                      gradient_steps=2, batch_size=8, learning_starts=24, buffer_size=500,
+                                      target_update_interval=3), 7, [42, 84, 102], 17),
 }
 
 

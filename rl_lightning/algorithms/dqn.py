@@ -16,7 +16,7 @@ from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.precision import fused_optimizers_allowed
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.envs.spaces import to_action_indices, to_space_actions
+from rl_lightning.envs.spaces import to_space_actions
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.acting import q_values_of
 from rl_lightning.networks.mlp import orthogonal_init
@@ -142,12 +142,7 @@ class DQN(OffPolicyModule):
         return actions
 
     def random_actions(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._action_mask is None:
-            actions = self.envs.action_space.sample()
-        else:
-            actions = np.array([self.envs.single_action_space.sample(mask=m.astype(np.int8))
-                                for m in self._action_mask])
-        return actions, to_action_indices(actions, self.action_space)  # drawn in the space, stored from 0
+        return self.uniform_discrete_actions()
 
     def explorer(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
         """Epsilon-greedy on the Q-values of ``q_values_of`` (the NumPy mirror of an MLP on the CPU)."""

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.data.replay import DecisionTransitions, ReplayBuffer
 from rl_lightning.data.rollout import minibatch
+from rl_lightning.envs.spaces import to_action_indices
 from rl_lightning.envs.steps import action_masks, step_envs
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import all_finite, env_label, first_non_finite, non_finite_env_fault
@@ -105,6 +106,16 @@ class OffPolicyModule(RLModule):
     def explorer(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
         """What a round explores with: the envs' observations (as they give them: NumPy, a dict of arrays for Dict
         spaces) -> ``(env_actions, stored_actions)``, NumPy arrays with one row per env copy."""
+
+    def uniform_discrete_actions(self) -> tuple[np.ndarray, np.ndarray]:
+        """``random_actions`` for a Discrete action space: uniform over each env copy's allowed actions, drawn in
+        the space (from its ``start``) and stored from 0."""
+        if self._action_mask is None:
+            actions = self.envs.action_space.sample()
+        else:
+            actions = np.array([self.envs.single_action_space.sample(mask=m.astype(np.int8))
+                                for m in self._action_mask])
+        return actions, to_action_indices(actions, self.action_space)
 
     def on_episodes_end(self, ended: np.ndarray) -> None:
         """Called with the mask of env copies whose episode ended this step (e.g. to reset noise)."""
