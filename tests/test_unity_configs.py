@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from rl_lightning import DDPG, DQN, PPO
+from rl_lightning import DDPG, DQN, PPO, SAC, DiscreteSAC
 from rl_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,11 @@ def shrunk(config: str, tmp_path: Path, **init_args) -> Path:
     ("ddpg_drone.yaml", DDPG, dict(total_steps=96, steps_per_epoch=48, learning_starts=32, batch_size=32,
                                    eval_episodes=2)),
     ("ppo_dodge.yaml", PPO, dict(total_steps=256, steps_per_epoch=128, n_steps=16, batch_size=64, eval_episodes=2)),
-], ids=["dqn_gridworld", "ddpg_drone", "ppo_dodge"])
+    ("sac_drone.yaml", SAC, dict(total_steps=96, steps_per_epoch=48, learning_starts=32, batch_size=32,
+                                 eval_episodes=2)),
+    ("discrete_sac_dodge.yaml", DiscreteSAC, dict(total_steps=256, steps_per_epoch=128, learning_starts=64,
+                                                  batch_size=32, buffer_size=512, eval_episodes=2)),
+], ids=["dqn_gridworld", "ddpg_drone", "ppo_dodge", "sac_drone", "discrete_sac_dodge"])
 def test_seed_config_fits_and_tests_through_the_player(config, algorithm, init_args, tmp_path, capsys):
     path = shrunk(config, tmp_path, **init_args)
     main(["fit", "--config", str(path)])
@@ -51,11 +55,11 @@ def test_seed_config_fits_and_tests_through_the_player(config, algorithm, init_a
     if config == "dqn_gridworld.yaml":
         # The 6-channel goal image and the 4 moves of seed S1, as the network sees them.
         assert model.observation_space.shape == (64, 84, 6) and model.action_space.n == 4
-    if config == "ppo_dodge.yaml":
+    if config in ("ppo_dodge.yaml", "discrete_sac_dodge.yaml"):
         assert model.observation_space.shape == (122,) and model.action_space.n == 5
     main(["test", "--config", str(path), f"--ckpt_path={last}"])
     out = capsys.readouterr().out
     assert "eval/return_mean" in out
-    if config != "ppo_dodge.yaml":
+    if "dodge" not in config:
         assert "eval/success_rate" in out  # reported through success_reward (Unity sends no per-agent info)
     assert torch.load(last, weights_only=True)["rl_lightning"]["env_steps"] == init_args["total_steps"]

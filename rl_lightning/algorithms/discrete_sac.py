@@ -73,8 +73,9 @@ class DiscreteSAC(SAC):
     ACTION_SPACES = ("discrete",)
     STORES_ACTION_MASKS = True
 
-    def __init__(self, target_entropy_scale: float = 0.98, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, target_entropy: float | None = None, target_entropy_scale: float = 0.98,
+                 **kwargs: Any) -> None:
+        super().__init__(target_entropy=target_entropy, **kwargs)
         if not 0.0 < target_entropy_scale <= 1.0:
             raise ConfigurationError(f"target_entropy_scale={target_entropy_scale} must lie in (0, 1] (a fraction of "
                                      "the uniform policy's entropy log |A|)")
