@@ -60,6 +60,14 @@ TINY = {
                                   "--model.init_args.learning_starts=128", "--model.init_args.batch_size=32",
                                   "--model.init_args.train_freq=8", "--model.init_args.gradient_steps=3",
                                   "--model.init_args.buffer_size=5000"]),
+    # Discrete actions: the categorical actor and per-action critics, three optimizers as SAC's.
+    "DiscreteSAC": ("discrete_sac_cartpole.yaml", ["--model.init_args.num_envs=2", "--model.init_args.hidden_sizes=[16]",
+                                                   "--model.init_args.total_steps=800",
+                                                   "--model.init_args.steps_per_epoch=400",
+                                                   "--model.init_args.learning_starts=128",
+                                                   "--model.init_args.batch_size=32", "--model.init_args.train_freq=8",
+                                                   "--model.init_args.gradient_steps=2",
+                                                   "--model.init_args.buffer_size=5000"]),
 }
 
 

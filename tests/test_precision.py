@@ -1,6 +1,6 @@
 """Training under Lightning's precision plugins (``Trainer(precision=...)``, see ``rl_lightning.precision``).
 
-Short CPU fits of PPO, DQN, DDPG, SAC and TD3 under "bf16-mixed", "64-true" and "bf16-true": each finishes its
+Short CPU fits of PPO, DQN, DDPG, SAC, TD3 and DiscreteSAC under "bf16-mixed", "64-true" and "bf16-true": each finishes its
 budget, the networks get their observations in the module's dtype, and gradient clipping holds (every optimizer step
 sees a gradient norm at most ``max_grad_norm``).
 """
@@ -15,7 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
-from rl_lightning import DDPG, DQN, PPO, SAC, TD3
+from rl_lightning import DDPG, DQN, PPO, SAC, TD3, DiscreteSAC
 from rl_lightning.errors import ConfigurationError
 
 warnings.filterwarnings("ignore", message=r".*(GPU available|bf16|AMP|16-mixed).*")
@@ -32,6 +32,8 @@ RUNS = {
                             **kw),
     "TD3": lambda **kw: TD3(env="Pendulum-v1", num_envs=2, batch_size=32, learning_starts=128, buffer_size=2000,
                             **kw),
+    "DiscreteSAC": lambda **kw: DiscreteSAC(env="CartPole-v1", num_envs=2, train_freq=4, gradient_steps=2,
+                                            batch_size=32, learning_starts=128, buffer_size=2000, **kw),
 }
 DTYPES = {"bf16-mixed": torch.float32, "64-true": torch.float64, "bf16-true": torch.bfloat16}
 
