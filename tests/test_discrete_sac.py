@@ -146,3 +146,31 @@ def test_discrete_sac_learns_cartpole_on_a_short_budget(tmp_path):
                                "--trainer.enable_progress_bar=false"])
     # A random policy lasts about 22 steps.
     assert cli.model.last_evaluation.return_mean >= 150
+
+
+def test_transitions_between_decisions_keep_the_mask_of_their_deciding_observation():
+    # Two rows; row 1 decides only every other step (as a Unity agent with a decision period of 2): its stored
+    # transition must carry the mask it had when it decided, not the one of the step that completed it.
+    import gymnasium as gym
+
+    from rl_lightning.data.replay import DecisionTransitions, ReplayBuffer
+
+    buffer = ReplayBuffer(10, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(3), action_mask_size=3,
+                          current_action_masks=True)
+    transitions = DecisionTransitions()
+    masks = [np.array([[1, 0, 0], [0, 1, 0]], bool), np.array([[0, 0, 1], [1, 1, 1]], bool)]
+    next_masks = [masks[1], np.array([[1, 1, 0], [0, 1, 1]], bool)]
+    obs = [np.array([[0.0], [0.5]], np.float32), np.array([[0.1], [0.6]], np.float32),
+           np.array([[0.2], [0.7]], np.float32)]
+    decisions = [np.array([True, True]), np.array([True, False])]
+    completes = [np.array([True, False]), np.array([True, True])]
+    for t in range(2):
+        transitions.store(buffer, decisions[t], obs[t], np.array([0, 1]), np.ones(2, np.float32), obs[t + 1],
+                          np.zeros(2, bool), next_masks[t], completes[t], masks[t])
+    # Stored: row 0 at step 0, then rows 0 and 1 at step 1 (row 1's transition began at step 0).
+    assert buffer.size == 3
+    stored_masks = buffer.storage["action_mask"][:3].numpy()
+    np.testing.assert_array_equal(stored_masks, [masks[0][0], masks[1][0], masks[0][1]])
+    np.testing.assert_array_equal(buffer.storage["next_action_mask"][:3].numpy(),
+                                  [next_masks[0][0], next_masks[1][0], next_masks[1][1]])
+    np.testing.assert_array_equal(buffer.storage["obs"][:3, 0].numpy(), np.array([0.0, 0.1, 0.5], np.float32))
