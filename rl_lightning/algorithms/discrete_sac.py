@@ -12,8 +12,11 @@ are computed exactly, and nothing is reparameterised:
 
 Action masks (Unity ML-Agents' ``ActionMask``, Gymnasium's ``info["action_mask"]``) restrict ``pi`` to the allowed
 actions at each state, when acting and inside every expectation: the replay buffer keeps each observation's mask
-beside the next one's. ML-Agents' SAC does the same for its discrete branches (``mlagents/trainers/sac/
-optimizer_torch.py`` sums its value and policy terms over the masked branch probabilities). Everything else -
+beside the next one's. ML-Agents' SAC (``ml-agents/mlagents/trainers/sac/optimizer_torch.py``) likewise stores each
+experience's ``BufferKey.ACTION_MASK``, evaluates the actor on the sampled observations under it, and sums its
+policy and entropy losses over the masked branch probabilities (``sac_policy_loss``, ``sac_entropy_loss``); it
+bootstraps from a separate value network, so it needs no next mask, and its target entropy is 0.2 of ``log`` of each
+branch's size (``discrete_target_entropy_scale``). Everything else -
 the buffer, rounds, twin critics and their soft targets, the temperature parameter, the update order, checkpoints -
 is ``SAC``'s.
 """
@@ -92,10 +95,7 @@ class DiscreteSAC(SAC):
         self.actor = head()  # logits
         self.critic = nn.ModuleList([head(), head()])
         self.critic_target = make_target(self.critic)
-        self.log_ent_coef = nn.Parameter(torch.tensor([math.log(self.initial_ent_coef)]),
-                                         requires_grad=self.learn_ent_coef)
-        if self.target_entropy is None:
-            self.target_entropy = hp.target_entropy_scale * math.log(n_actions)
+        self.build_temperature(hp.target_entropy_scale * math.log(n_actions))
 
     # ------------------------------------------------------------------ acting
     def random_actions(self) -> tuple[np.ndarray, np.ndarray]:

@@ -136,14 +136,18 @@ class SAC(OffPolicyModule):
             CriticWithActionJoin(observation_space, action_dim, hp.hidden_sizes, hp.activation, 0, hp.cnn_features,
                                  hp.image_layout) for _ in range(2)])
         self.critic_target = make_target(self.critic)
-        # log(alpha), learned when ent_coef is "auto..." (the log keeps alpha positive); in the state dict either way.
-        self.log_ent_coef = nn.Parameter(torch.tensor([math.log(self.initial_ent_coef)]),
-                                         requires_grad=self.learn_ent_coef)
-        if self.target_entropy is None:
-            self.target_entropy = -float(action_dim)
+        self.build_temperature(-float(action_dim))  # sec. 5: -dim(A)
         self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32),
                              persistent=False)
+
+    def build_temperature(self, default_target_entropy: float) -> None:
+        """``log(alpha)``, learned when ent_coef is "auto..." (the log keeps alpha positive; in the state dict
+        either way), and the target entropy: the ``target_entropy`` setting, or else ``default_target_entropy``."""
+        self.log_ent_coef = nn.Parameter(torch.tensor([math.log(self.initial_ent_coef)]),
+                                         requires_grad=self.learn_ent_coef)
+        if self.target_entropy is None:
+            self.target_entropy = default_target_entropy
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp, fused = self.hparams, fused_optimizers_allowed(self)
