@@ -174,3 +174,18 @@ def test_transitions_between_decisions_keep_the_mask_of_their_deciding_observati
     np.testing.assert_array_equal(buffer.storage["next_action_mask"][:3].numpy(),
                                   [next_masks[0][0], next_masks[1][0], next_masks[1][1]])
     np.testing.assert_array_equal(buffer.storage["obs"][:3, 0].numpy(), np.array([0.0, 0.1, 0.5], np.float32))
+
+
+def test_masks_that_appear_after_the_first_reset_stop_the_run_with_a_clear_error():
+    # The buffer's fields are fixed when it is built; a mask it cannot store must not be dropped silently.
+    import gymnasium as gym
+
+    from rl_lightning.data.replay import ReplayBuffer
+    from rl_lightning.errors import EnvironmentFault
+
+    buffer = ReplayBuffer(10, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Discrete(3))
+    obs = np.zeros((2, 1), np.float32)
+    with pytest.raises(EnvironmentFault, match=r"gives action masks .* but gave none at its first reset"):
+        buffer.add(obs, np.array([0, 1]), np.ones(2, np.float32), obs, np.zeros(2, bool), np.ones((2, 3), bool))
+    buffer.add(obs, np.array([0, 1]), np.ones(2, np.float32), obs, np.zeros(2, bool))
+    assert buffer.size == 2

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rl_lightning.errors import ConfigurationError
+from rl_lightning.errors import ConfigurationError, EnvironmentFault
 
 Obs = torch.Tensor | dict[str, torch.Tensor]
 
@@ -129,7 +129,11 @@ class ReplayBuffer:
         fields = {**self._flatten("obs", obs), **self._flatten("next_obs", next_obs), "actions": actions,
                   "rewards": rewards, "terminated": terminated}
         for name, mask in (("next_action_mask", next_action_mask), ("action_mask", action_mask)):
-            if mask is not None and name in self.specs:
+            if mask is not None:
+                if name not in self.specs:  # the buffer's fields were fixed by the envs' first reset
+                    raise EnvironmentFault("the env gives action masks (info['action_mask']) now but gave none at "
+                                           "its first reset, when the replay buffer was built: give a mask from "
+                                           "reset on (all True where every action is allowed)")
                 fields[name] = mask
         n = len(rewards)
         rows: slice | np.ndarray | torch.Tensor = (slice(self.pos, self.pos + n) if self.pos + n <= self.capacity
