@@ -14,8 +14,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from rl_lightning.checkpointing import AtomicCheckpointIO
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.lightning_compat import (end_epoch_in_checkpoint, replace_default_checkpoint_io,
-                                           save_model_checkpoint)
+from rl_lightning.lightning_compat import (end_epoch_in_checkpoint, optimizer_step_of_last_save,
+                                           replace_default_checkpoint_io, save_model_checkpoint,
+                                           set_optimizer_step_of_last_save)
 from rl_lightning.signals import exit_code_for
 
 
@@ -29,6 +30,9 @@ class LastCheckpoint(ModelCheckpoint):
     ``last.ckpt`` stops moving. Here ``last.ckpt`` is the callback's only, unmonitored top-1 file:
     Lightning writes that one every epoch. Keep the best by a metric with a second ``ModelCheckpoint``.
 
+    Lightning skips a save when no optimizer step was taken since the last one; here a save is skipped only when no
+    env step was taken, so epochs of an off-policy warm-up (``learning_starts``, no updates yet) are saved too.
+
     On SIGTERM (``SIGTERMException``, see ``rl_lightning.signals``) or Ctrl-C (``KeyboardInterrupt``)
     the run's state at that moment is written to the same ``last.ckpt``: the weights and optimizers of the
     last completed update, the counters and the envs, so that ``--ckpt_path last`` continues from there.
@@ -41,6 +45,27 @@ class LastCheckpoint(ModelCheckpoint):
                          enable_version_counter=False, **kwargs)
         self._interrupt_saved = False
         self._interrupting = False
+        self._env_steps_saved: int | None = None
+
+    def _save_if_env_steps_moved(self, hook: Any, trainer: L.Trainer, pl_module: Any) -> None:
+        """Run ModelCheckpoint's epoch-end ``hook`` so that it saves when env steps moved since the last save, also
+        without an optimizer step in between (see ``optimizer_step_of_last_save``)."""
+        env_steps = getattr(pl_module, "env_steps", None)
+        if env_steps == self._env_steps_saved:
+            return hook(trainer, pl_module)
+        previous = optimizer_step_of_last_save(self)
+        set_optimizer_step_of_last_save(self, -1)
+        hook(trainer, pl_module)
+        if optimizer_step_of_last_save(self) == -1:  # no save was due in this hook
+            set_optimizer_step_of_last_save(self, previous)
+        else:
+            self._env_steps_saved = env_steps
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_if_env_steps_moved(super().on_train_epoch_end, trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_if_env_steps_moved(super().on_validation_end, trainer, pl_module)
 
     @property
     def last_checkpoint_path(self) -> str:
@@ -64,6 +89,27 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             print(f"Stopped by {'SIGTERM' if isinstance(exception, SIGTERMException) else 'Ctrl-C'}: saved "
                   f"{self.last_checkpoint_path}", file=sys.stderr, flush=True)
+
+
+def ensure_last_checkpoint(trainer: L.Trainer) -> None:
+    """Make ``LastCheckpoint`` the writer of ``last.ckpt`` whatever checkpoint callbacks the trainer was given.
+
+    A config or a Python ``Trainer`` that checkpoints (its own ``ModelCheckpoint``, or Lightning's default one)
+    but has no ``LastCheckpoint`` gets one, in the folder of the first callback that asked for ``save_last`` (else
+    of the first checkpoint callback). Those callbacks' own ``save_last`` in that folder is turned off: Lightning
+    would refresh ``last.ckpt`` only when they save (see ``LastCheckpoint``), and two writers of one file would make
+    Lightning's version counter write ``last-v1.ckpt`` beside it. ``enable_checkpointing=False`` (no checkpoint
+    callback) adds nothing. Called from ``RLModule.configure_callbacks``, before the callbacks' ``setup``.
+    """
+    checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    if not checkpoints or any(isinstance(cb, LastCheckpoint) for cb in checkpoints):
+        return
+    with_last = [cb for cb in checkpoints if cb.save_last]
+    dirpath = (with_last or checkpoints)[0].dirpath
+    for callback in with_last:
+        if callback.dirpath == dirpath:
+            callback.save_last = False
+    trainer.callbacks.append(LastCheckpoint(dirpath=dirpath))
 
 
 def output_is_interactive() -> bool:

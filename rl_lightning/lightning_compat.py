@@ -186,3 +186,18 @@ def save_model_checkpoint(callback: Any, trainer: L.Trainer, **metrics: Any) -> 
     candidates = {**callback._monitor_candidates(trainer), **metrics}
     callback._save_topk_checkpoint(trainer, candidates)
     callback._save_last_checkpoint(trainer, candidates)
+
+
+def optimizer_step_of_last_save(callback: Any) -> int:
+    """The ``trainer.global_step`` of a ``ModelCheckpoint``'s last save (``_last_global_step_saved``; 0 before any).
+
+    ``ModelCheckpoint._should_skip_saving_checkpoint`` (``lightning/pytorch/callbacks/model_checkpoint.py``) skips a
+    save when it equals ``trainer.global_step``: an epoch without optimizer steps (an off-policy warm-up of
+    ``learning_starts`` env steps) is never saved, though its env steps, replay buffer and counters moved. Setting it
+    to -1 (``set_optimizer_step_of_last_save``) lets the next due save happen; ``_save_checkpoint`` sets it again.
+    """
+    return int(callback._last_global_step_saved)
+
+
+def set_optimizer_step_of_last_save(callback: Any, step: int) -> None:
+    callback._last_global_step_saved = step

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from rl_lightning.callbacks import EpochProgress, RunSupport
+from rl_lightning.callbacks import EpochProgress, RunSupport, ensure_last_checkpoint
 from rl_lightning.algorithms.updates import GradientStepper
 from rl_lightning.algorithms.spawn import build_networks_before_loading
 from rl_lightning.algorithms.checkpoints import CheckpointedRun
@@ -414,6 +414,9 @@ class RLModule(PolicyInterface, CheckpointedRun):
     def configure_callbacks(self) -> list[L.Callback]:
         from rl_lightning.unity.parameters import CurriculumCallback, has_curriculum  # mlagents only when needed
 
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.state.fn == "fit":
+            ensure_last_checkpoint(trainer)  # last.ckpt current whatever checkpoint callbacks the trainer has
         callbacks: list[L.Callback] = [RunSupport(), EpochProgress()]
         if has_curriculum((self.hparams.env_kwargs or {}).get("parameters")):  # a Unity curriculum, moved on in fit
             callbacks.append(CurriculumCallback())
