@@ -21,6 +21,8 @@ import lightning as L
 import torch
 import yaml
 
+import rl_lightning.algorithms.off_policy as off_policy
+import rl_lightning.algorithms.on_policy as on_policy
 import rl_lightning.checkpointing as checkpointing
 from rl_lightning.algorithms.off_policy import OffPolicyModule
 from rl_lightning.algorithms.on_policy import OnPolicyModule
@@ -32,6 +34,9 @@ CHECKS = {
     "rollout (obs, reward)": (OnPolicyModule, "check_rollout_finite"),
     "replay rows (obs, next obs, reward)": (OffPolicyModule, "check_stored_finite"),
     "loss + grad norm": (GradientStepper, "_check_finite"),
+    # Per env step: the policy's actions before they reach the env (the collectors call the function by this name).
+    "actions (on-policy, per env step)": (on_policy, "check_actions"),
+    "actions (off-policy, per env step)": (off_policy, "check_actions"),
 }
 
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, RichModelSummary
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from rl_lightning.checkpointing import AtomicCheckpointIO
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.lightning_compat import (end_epoch_in_checkpoint, optimizer_step_of_last_save,
+from rl_lightning.lightning_compat import (end_epoch_in_checkpoint, model_summary_depth, optimizer_step_of_last_save,
                                            replace_default_checkpoint_io, save_model_checkpoint,
                                            set_optimizer_step_of_last_save)
-from rl_lightning.signals import exit_code_for
+from rl_lightning.run_folder import release_run_folders
+from rl_lightning.signals import Interrupted, exit_code_for, stop_signals
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -33,9 +37,10 @@ class LastCheckpoint(ModelCheckpoint):
     Lightning skips a save when no optimizer step was taken since the last one; here a save is skipped only when no
     env step was taken, so epochs of an off-policy warm-up (``learning_starts``, no updates yet) are saved too.
 
-    On SIGTERM (``SIGTERMException``, see ``rl_lightning.signals``) or Ctrl-C (``KeyboardInterrupt``)
-    the run's state at that moment is written to the same ``last.ckpt``: the weights and optimizers of the
-    last completed update, the counters and the envs, so that ``--ckpt_path last`` continues from there.
+    On SIGTERM or Ctrl-C (``SIGTERMException``, ``Interrupted``: see ``rl_lightning.signals``), which stop the
+    run between env steps, the run's state at that moment is written to the same ``last.ckpt``: the weights and
+    optimizers of the last completed update, the counters and the envs, so that ``--ckpt_path last`` continues
+    from there. A bare ``KeyboardInterrupt`` (a second Ctrl-C) may come in the middle of an update: nothing is saved.
     Other exceptions (an env fault, a non-finite loss) leave the previous ``last.ckpt`` as it was.
     """
 
@@ -81,13 +86,21 @@ class LastCheckpoint(ModelCheckpoint):
                 or trainer.state.fn != "fit" or trainer.sanity_checking or self.dirpath is None):
             return
         self._interrupt_saved = True  # the run's own support callback may call this first (before the envs close)
+        if not isinstance(exception, SIGTERMException):
+            # A KeyboardInterrupt raised where the process was (a second Ctrl-C, or Ctrl-C outside the main thread):
+            # possibly in the middle of an update, so its state is not saved.
+            if trainer.is_global_zero:
+                print(f"Stopped by Ctrl-C at once: {self.last_checkpoint_path} left as it was (the last epoch end)",
+                      file=sys.stderr, flush=True)
+            return
         self._interrupting = True
         try:
-            trainer.save_checkpoint(self.last_checkpoint_path, self.save_weights_only)
+            with stop_signals.saving():
+                trainer.save_checkpoint(self.last_checkpoint_path, self.save_weights_only)
         finally:
             self._interrupting = False
         if trainer.is_global_zero:
-            print(f"Stopped by {'SIGTERM' if isinstance(exception, SIGTERMException) else 'Ctrl-C'}: saved "
+            print(f"Stopped by {'Ctrl-C' if isinstance(exception, Interrupted) else 'SIGTERM'}: saved "
                   f"{self.last_checkpoint_path}", file=sys.stderr, flush=True)
 
 
@@ -145,6 +158,50 @@ class EpochProgress(L.Callback):
         print(", ".join(parts), flush=True)
 
 
+class ParameterSummary(ModelSummary):
+    """Lightning's model summary (layers, parameters, modes) without its FLOPs column when it measured no FLOPs.
+
+    Lightning 2.6's summary always has a FLOPs column and a "Total FLOPs" line (``ModelSummary.on_fit_start`` in
+    ``lightning/pytorch/callbacks/model_summary.py``, ``RichModelSummary.summarize``), measured only in a forward
+    pass on the module's ``example_input_array`` (``Summary._forward_example_input`` in
+    ``lightning/pytorch/utilities/model_summary/model_summary.py``). The library's modules act on envs and have
+    none, so the column read 0 everywhere; Lightning has no setting to leave it out, hence a table of our own.
+    FLOPs that were measured are shown in Lightning's own table.
+    """
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int,
+                  **summarize_kwargs: Any) -> None:
+        if total_flops:
+            ModelSummary.summarize(summary_data, total_parameters, trainable_parameters, model_size,
+                                   total_training_modes, total_flops, **summarize_kwargs)
+            return
+        columns = [(name, [str(v) for v in values]) for name, values in summary_data if name != "FLOPs"]
+        widths = [max([len(name), *map(len, values)]) for name, values in columns]
+        header = " | ".join(name.ljust(w) for (name, _), w in zip(columns, widths))
+        lines = [header, "-" * len(header)]
+        for row in zip(*(values for _, values in columns)):
+            lines.append(" | ".join(v.ljust(w) for v, w in zip(row, widths)))
+        lines.append("-" * len(header))
+        totals = [(get_human_readable_count(trainable_parameters), "Trainable params"),
+                  (get_human_readable_count(total_parameters - trainable_parameters), "Non-trainable params"),
+                  (get_human_readable_count(total_parameters), "Total params"),
+                  (get_formatted_model_size(model_size), "Total estimated model params size (MB)"),
+                  (str(total_training_modes["train"]), "Modules in train mode"),
+                  (str(total_training_modes["eval"]), "Modules in eval mode")]
+        lines += [f"{value:<10} {what}" for value, what in totals]
+        rank_zero_info("\n" + "\n".join(lines))
+
+
+def use_parameter_summary(trainer: L.Trainer) -> None:
+    """Put ``ParameterSummary`` in place of the trainer's default model summary (``enable_model_summary``), keeping
+    its depth. A summary callback the user chose (a subclass, or none) is left as it is."""
+    for i, callback in enumerate(trainer.callbacks):
+        if type(callback) in (ModelSummary, RichModelSummary):
+            trainer.callbacks[i] = ParameterSummary(max_depth=model_summary_depth(callback))
+
+
 class RunSupport(L.Callback):
     """What every run of an ``RLModule`` gets, with any trainer.
 
@@ -153,18 +210,46 @@ class RunSupport(L.Callback):
     - The module's envs are closed when fit/validate/test raise or are interrupted (Ctrl-C, SIGTERM): Lightning
       then calls ``on_exception`` on callbacks only, not on the LightningModule, nor its ``teardown``. A
       ``LastCheckpoint`` saves first (while the envs it saves are open; Lightning calls checkpoint callbacks
-      last), and a run stopped by SIGTERM exits with 143 (``rl_lightning.signals``).
+      last), and a run stopped by SIGTERM exits with 143, by Ctrl-C with 130 (``rl_lightning.signals``).
+    - During ``fit``, Ctrl-C asks the run to stop at a consistent point, and a stop asked for by Ctrl-C or SIGTERM
+      that does not come within ``stop_timeout()`` ends the process (``StopSignals``).
     """
 
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
         replace_default_checkpoint_io(trainer, AtomicCheckpointIO())
+        use_parameter_summary(trainer)  # before on_fit_start, where the summary is printed
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # Here, after Lightning registered its SIGTERM handler (which ours then calls); Lightning's teardown puts
+        # back the handlers from before the run, for SIGINT too.
+        stop_signals.install()  # Ctrl-C stops at a consistent point; a stop takes bounded time
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # One line per checkpoint folder: where to find the run's checkpoints (before the module's own last lines:
+        # Lightning calls the callbacks' on_fit_end first).
+        if not trainer.is_global_zero:
+            return
+        for folder in dict.fromkeys(Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath):
+            names = sorted((p.name for p in folder.glob("*.ckpt")), key=lambda n: (not n.startswith("last"), n))
+            if names:
+                print(f"Checkpoints: {folder} ({', '.join(names)})")
+
+    def teardown(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            stop_signals.uninstall()
+            release_run_folders()
 
     def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
         exit_code_for(exception)
-        for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, LastCheckpoint):
-                callback.on_exception(trainer, pl_module, exception)
-        pl_module.close_envs()
+        try:
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, LastCheckpoint):
+                    callback.on_exception(trainer, pl_module, exception)
+            pl_module.close_envs()
+        finally:
+            if trainer.state.fn == "fit":
+                stop_signals.uninstall()
+                release_run_folders()
 
 
 class EnvStepCheckpoint(ModelCheckpoint):

@@ -24,7 +24,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.guards import check_checkpoint_finite
+from rl_lightning.guards import check_checkpoint_finite, non_finite_checkpoint_weights
 
 
 class CheckpointError(ConfigurationError):
@@ -34,6 +34,13 @@ class CheckpointError(ConfigurationError):
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool = True,
                          mmap: bool = False) -> dict:
     """``torch.load`` with errors that name the file and what is wrong with it.
+
+    Every load of the library goes through here (the CLI's ``check_checkpoint``, the Trainer's checkpoint IO
+    (``AtomicCheckpointIO``), ``load_from_checkpoint``, export), so a checkpoint whose weights hold NaN or inf is
+    refused here, for all of them, naming the tensors: evaluated, it would act at random (NaN logits); exported, fail
+    inside the exporter; resumed, fail at its first update as if the loss were to blame. (Saving refuses such weights
+    too, ``check_checkpoint_finite``: such a file comes from other code or was edited.) Only ``state_dict`` is read
+    for this; a replay buffer (an entry of its own) stays mapped.
 
     ``mmap``: map the tensors' storage instead of reading it (reading the hyperparameters of a checkpoint that
     holds a large replay buffer then costs almost nothing).
@@ -61,6 +68,10 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", wei
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {what}") from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    bad = non_finite_checkpoint_weights(checkpoint)
+    if bad:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be used: its weights {bad} hold NaN or inf values; "
+                              "use an earlier checkpoint of the run (its best-*.ckpt, or one written before the fault)")
     return checkpoint
 
 

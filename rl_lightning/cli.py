@@ -11,7 +11,8 @@
 or ``trainer.enable_checkpointing: false``): ``last.ckpt`` at the end of every
 epoch (``steps_per_epoch`` env steps) and the best one by ``eval/return_mean``,
 in the run's ``checkpoints/`` folder. ``--ckpt_path last`` resumes the newest
-``last.ckpt`` of the config's logger folder and keeps logging to that run.
+``last.ckpt`` of the config's logger folder and keeps logging to that run; a finished ``fit`` ends with a
+line naming its checkpoint folder. ``validate`` and ``test`` print their results and write no run folder.
 
 The model is chosen in the config (``model.class_path: rl_lightning.PPO``)
 or on the command line (``--model PPO``); every ``__init__`` argument of
@@ -21,6 +22,7 @@ the algorithm is a documented option (``rl-lightning fit --model PPO --help``).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import shutil
@@ -33,9 +35,11 @@ import torch
 from jsonargparse import Namespace
 import lightning as L
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from rl_lightning.algorithms.base import RLModule
 from rl_lightning.errors import RLLightningError
+from rl_lightning.run_folder import claim_run_folder, lock_run_folder
 from rl_lightning.checkpointing import (RENAMED_SETTINGS, CheckpointError, load_checkpoint_file,
                                         require_rl_lightning_state, settings_differences)
 
@@ -75,14 +79,72 @@ _UNION_NOISE = re.compile(r"^\s*(Does not validate against any of the Union subt
                           r"- Expected a <class 'NoneType'>|Given value type: |Given value: (Namespace|NestedArg)\()")
 
 
+# A value outside a setting's declared range (rl_lightning.setting_ranges: "must ..., got ..." from its parser).
+_OUT_OF_RANGE = re.compile(r"Not of type [^:\n]+: (must [^\n]*), got ([^\n]*)")
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+_CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)'")
+
+
 def condense_parser_message(message: str) -> str:
-    """jsonargparse's message without the lines about the ``model`` setting also accepting None: one line."""
+    """jsonargparse's message without the lines about the ``model`` setting also accepting None: one line.
+
+    A value outside a setting's range reads as the library's own error for it: ``model.init_args.gamma: 2 must lie
+    in [0, 1] (rl_lightning.PPO)`` (a list's item: ``model.init_args.hidden_sizes: 0 must ...``)."""
+    out_of_range = _OUT_OF_RANGE.search(message)
+    keys = list(_PARSER_KEY.finditer(message[:out_of_range.start()])) if out_of_range else []
+    if keys:
+        requirement, value = out_of_range.groups()
+        class_path = _CLASS_PATH.search(message)
+        key = keys[-1].group(1)
+        if class_path and len(keys) > 1:
+            key = f"{keys[0].group(1)}.init_args.{key}"
+        # The setting's own union (e.g. `LearningRate | None`), listed between its key and the failure.
+        null = ", or null" if "NoneType" in message[keys[-1].end():out_of_range.start()] else ""
+        owner = f" ({class_path.group(1)})" if class_path else ""
+        return f"{key}: {value.strip(chr(39))} {requirement}{null}{owner}"
     lines = [line.strip().lstrip("- ").strip() for line in message.splitlines() if not _UNION_NOISE.match(line)]
     return " ".join(line for line in lines if line)
 
 
 def _show_traceback() -> bool:
     return os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0")
+
+
+_CLASS_CHANGE = re.compile(r"^Due to class_path change from '([^']+)' to '([^']+)', discarding init_args: (\{.*\})\.$",
+                           re.S)
+
+
+class _DroppedSettings(logging.Handler):
+    """Says which settings a change of algorithm dropped: ``--config ppo.yaml --config dqn.yaml`` or ``--config ppo.yaml
+    --model DQN`` train DQN, and jsonargparse drops the first algorithm's settings that DQN does not take, telling
+    only its debug log (``discard_init_args_on_class_path_change`` in ``jsonargparse/_typehints.py``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _CLASS_CHANGE.match(record.getMessage())
+        if match is None or match.group(0) in self.said:
+            return
+        self.said.add(match.group(0))
+        before, after, dropped = match.groups()
+        names = re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)': ", dropped)
+        print(f"Warning: the model changed from {before} to {after} (a later --config or --model): {before}'s settings "
+              f"{', '.join(names)} do not apply to {after.rsplit('.', 1)[-1]} and were dropped; the settings both take "
+              f"carry over", file=sys.stderr)
+
+
+def dropped_settings_logger() -> logging.Logger:
+    """The parsers' logger (one per command: each says a change once): only what ``_DroppedSettings`` reports reaches
+    the user."""
+    logger = logging.getLogger("rl_lightning.cli.settings")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.addHandler(_DroppedSettings())
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return logger
 
 
 class _SaveConfig(SaveConfigCallback):
@@ -107,7 +169,8 @@ class RLLightningCLI(LightningCLI):
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
-        kwargs.setdefault("parser_kwargs", {"prog": "rl-lightning", "description": DESCRIPTION})
+        kwargs.setdefault("parser_kwargs", {"prog": "rl-lightning", "description": DESCRIPTION,
+                                            "logger": dropped_settings_logger()})
         kwargs.setdefault("parser_class", _ArgumentParser)
         self.run_dir: tuple[Path, bool] | None = None  # the run's log folder and whether it existed before
         RLLightningCLI.current = self
@@ -149,6 +212,7 @@ class RLLightningCLI(LightningCLI):
         config = self.config[self.subcommand]
         if self.subcommand == "fit":
             add_default_checkpointing(config)
+            add_default_logger(config)
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             resolve_last_checkpoint(config, continue_logging=self.subcommand == "fit")
@@ -157,12 +221,33 @@ class RLLightningCLI(LightningCLI):
                   "last (the config's newest run) or a checkpoint file", file=sys.stderr)
         if config.get("ckpt_path"):
             check_checkpoint(config, self.subcommand)
+        if self.subcommand in ("validate", "test"):
+            # An evaluation prints its results (the metrics table and "Evaluation after ..."); with the config's
+            # logger it also made a new run folder (lightning_logs/<name>/version_N) each time, holding only an
+            # hparams.yaml and one point. Logging into the checkpoint's own run instead would put a second
+            # eval/return_mean point at the step fit already evaluated, and there may be no run folder (a
+            # checkpoint given by path). So no logger: after `--ckpt_path last` the config's logger has been read.
+            config["trainer"]["logger"] = False
 
     def after_instantiate_classes(self) -> None:
         logger = getattr(getattr(self, "trainer", None), "logger", None)
+        if self.subcommand == "fit" and _launching_rank_zero() and isinstance(logger, (TensorBoardLogger, CSVLogger)):
+            # Before anything writes into it (config.yaml is written at setup): a new run's own version_N, made
+            # atomically, and the folder locked against another fit into it (rl_lightning.run_folder).
+            folder, created = claim_run_folder(logger)
+            self.run_dir = (folder, not created)
+            lock_run_folder(folder)
+            return
         log_dir = getattr(logger, "log_dir", None)
         if log_dir:
             self.run_dir = (Path(log_dir), Path(log_dir).exists())
+
+
+def _launching_rank_zero() -> bool:
+    """Whether this process is the one a user started: Lightning's DDP launcher starts the other ranks as copies of the
+    command with ``LOCAL_RANK`` (and ``NODE_RANK`` on other machines) set (``_SubprocessScriptLauncher`` in
+    ``lightning/pytorch/strategies/launchers/subprocess_script.py``)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 DESCRIPTION = ("Reinforcement learning on PyTorch Lightning. Train with 'rl-lightning fit --config <file>' "
@@ -226,6 +311,24 @@ def add_default_checkpointing(config: Namespace) -> None:
     trainer["callbacks"] = [*callbacks, *defaults]
 
 
+def add_default_logger(config: Namespace) -> None:
+    """Lightning's default logger (``logger`` unset or true), made explicit so that it logs no ``hp_metric``.
+
+    Lightning builds ``TensorBoardLogger(save_dir=default_root_dir, version=SLURMEnvironment.job_id())``
+    (``_LoggerConnector.configure_logger``, ``lightning/pytorch/trainer/connectors/logger_connector/
+    logger_connector.py``), whose ``default_hp_metric=True`` writes a constant ``hp_metric`` of -1 to every run.
+    """
+    trainer = config["trainer"]
+    if trainer.get("logger") not in (None, True):
+        return
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                  init_args=Namespace(save_dir=str(trainer.get("default_root_dir") or os.getcwd()),
+                                                      name="lightning_logs", version=SLURMEnvironment.job_id(),
+                                                      default_hp_metric=False))
+
+
 def resolve_last_checkpoint(config: Namespace, continue_logging: bool = True) -> None:
     """``--ckpt_path last``: the newest ``last.ckpt`` under the logger's folder; with ``continue_logging`` (fit),
     logging continues in its run."""
@@ -255,7 +358,8 @@ def resolve_last_checkpoint(config: Namespace, continue_logging: bool = True) ->
         logger["init_args"]["version"] = run
     else:
         trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                                      init_args=Namespace(save_dir=str(root), name="lightning_logs", version=run))
+                                      init_args=Namespace(save_dir=str(root), name="lightning_logs", version=run,
+                                                          default_hp_metric=False))
     print(f"Resuming from {newest}")
 
 

@@ -16,7 +16,9 @@ checkpoint (``env_spaces``).
 Plain format
     Inputs: ``obs`` (or one input per key of a Dict observation, ``obs_<key>``) in the env's observation
     space's dtype and layout, batch first; ``action_masks`` (bool, one column per action, branches side
-    by side) when the policy has discrete actions. Output: ``actions``, the most likely action: int64
+    by side) when the policy has discrete actions and was trained on an env that gives masks
+    (``model.env_gives_action_masks``; a checkpoint that does not record it, from an older version: whenever
+    the actions are discrete, as before). Output: ``actions``, the most likely action: int64
     ``[batch]`` (Discrete), int64 ``[batch, branches]`` (MultiDiscrete) or float32 ``[batch, dim]`` (Box,
     within its bounds). A discrete space's ``start`` is added (``Discrete(3, start=1)`` gives 1, 2 or 3); the
     masks' columns stay one per action from the first. The ML-Agents format refuses such a space.
@@ -31,7 +33,8 @@ rules below were read from ML-Agents' ``mlagents/trainers/torch_entities/model_s
   order of the sensors' names (Unity sorts them by name; a Dict observation's keys are those names and
   are taken in sorted order); vector observations ``[batch, size]``, images NCHW ``[batch, C, H, W]``
   with values in [0, 1]. ``action_masks`` ``[batch, sum of branch sizes]``, 1 = allowed, 0 = masked,
-  for discrete actions only (Unity feeds it; the loader warns when a discrete model lacks it).
+  for discrete actions only, whether or not the env masks (Unity feeds it; the loader warns when a discrete
+  model lacks it; ML-Agents' own exporter always lists it, ``ModelSerializer.__init__``'s ``input_names``).
 - Constant outputs, float32, stored as initializers named like the output (the C# loaders read them
   as constants by name, without running the graph; Sentis casts them to float tensors), each its own
   initializer even where values are equal: ``version_number`` = [3.0], ``memory_size`` = [0.0]
@@ -247,6 +250,12 @@ class _Policy(nn.Module):
                                      "use the checkpoint with model.act() instead")
         self.branches = _branches(self.env_action_space)
         self.continuous = isinstance(self.env_action_space, gym.spaces.Box)
+        # ML-Agents' exporter gives every discrete policy an action_masks input, masks or not (ModelSerializer.__init__
+        # in mlagents/trainers/torch_entities/model_serialization.py: input_names are obs_i, action_masks,
+        # recurrent_in), and Unity feeds it. A plain graph takes one only where the env masks: CartPole's is obs in,
+        # actions out. Unknown (None: a checkpoint from before this was recorded) keeps the input, as exports did then.
+        self.takes_masks = self.branches is not None and (
+            fmt == "mlagents" or getattr(model, "env_gives_action_masks", None) is not False)
         box = model.action_space if isinstance(model.action_space, gym.spaces.Box) else None
         self.register_buffer("action_low", torch.as_tensor(box.low if box else [0.0], dtype=torch.float32))
         self.register_buffer("action_high", torch.as_tensor(box.high if box else [0.0], dtype=torch.float32))
@@ -282,7 +291,7 @@ class _Policy(nn.Module):
         n_obs = len(self.obs_spaces)
         obs = self._observations(inputs[:n_obs])
         mask = None
-        if self.branches is not None:
+        if self.takes_masks:
             mask = inputs[n_obs] if self.fmt == "onnx" else inputs[n_obs] > 0.5
             for wrapper in self.action_wrappers:
                 mask = wrapper.export_action_mask(mask)
@@ -312,7 +321,7 @@ class _Policy(nn.Module):
             else:
                 names.append("obs" if key is None else f"obs_{key}")
                 tensors.append(sample)
-        if self.branches is not None:
+        if self.takes_masks:
             names.append("action_masks")
             ones = torch.ones(batch, sum(self.branches))
             tensors.append(ones if self.fmt == "mlagents" else ones.bool())

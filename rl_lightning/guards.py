@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rl_lightning.errors import ConfigurationError, EnvironmentFault, RLLightningError
+from rl_lightning.setting_ranges import LearningRate, settings_of_type
 
 
 class NonFiniteLoss(RLLightningError, FloatingPointError):
@@ -102,12 +103,58 @@ def check_collected(env: str, groups: list[tuple[Mapping[str, np.ndarray], Calla
     raise non_finite_env_fault(env, name, value, sub_env, env_steps)
 
 
-def non_finite_loss(what: str, env_steps: int) -> NonFiniteLoss:
-    """The error for a loss or gradient that became NaN or inf, raised before the optimizer step."""
+class NonFiniteAction(RLLightningError, FloatingPointError):
+    """The policy produced a NaN or infinite action (from finite observations); it was not sent to the env."""
+
+    exit_code = 1
+
+
+def divergence_suspects(module: Any) -> str:
+    """The settings that most often make a model diverge, with their values: every learning rate its class declares
+    (``LearningRate`` in its ``__init__``), ``reward_scale`` and ``max_grad_norm``. No bound rules out a learning rate
+    that diverges (it depends on the loss's scale), so the error that stops such a run names them instead."""
+    names = [*settings_of_type(type(module), LearningRate), "reward_scale", "max_grad_norm"]
+    hparams = getattr(module, "hparams", {})
+    return ", ".join(f"{name}={hparams[name]!r}" for name in names if name in hparams)
+
+
+def non_finite_loss(what: str, env_steps: int, suspects: str = "") -> NonFiniteLoss:
+    """The error for a loss or gradient that became NaN or inf, raised before the optimizer step; ``suspects``:
+    ``divergence_suspects`` of the model."""
+    settings = f" ({suspects})" if suspects else ""
     return NonFiniteLoss(
         f"the {what} became NaN or infinite at env step {env_steps}; training stopped before the optimizer step, "
-        "so the weights are unchanged. Lower learning_rate or reward_scale, set max_grad_norm, or check the "
-        "env's reward scale")
+        f"so the weights are unchanged. Lower a learning rate or reward_scale, set or lower max_grad_norm{settings}, "
+        "or check the env's reward scale")
+
+
+def check_actions(actions: np.ndarray, raw_obs: Any, acted_obs: Any, env: str, env_steps: int, steps_per_row: int,
+                  suspects: Callable[[], str]) -> None:
+    """Raise before a non-finite action reaches the env, naming what produced it: the env (its observation was not
+    finite), observation normalization (it made a finite observation non-finite) or the policy (``suspects()``: its
+    settings). ``env_steps``: the step about to be taken; ``steps_per_row``: env steps per vector-env step.
+
+    One vectorised test of the action array (none for integer actions, which cannot be NaN); the search for the
+    culprit runs only when it fails.
+    """
+    if not _is_float(actions) or np.isfinite(actions).all():
+        return
+    raw = obs_fields("observation", raw_obs)
+    if not all_finite(raw):  # the env's fault, by the step that returned the observation (or the reset)
+        name, index, value = first_non_finite(raw)
+        raise non_finite_env_fault(env, name, value, index[0], max(env_steps - steps_per_row, -1))
+    sub_env = int(np.argwhere(~np.isfinite(actions))[0][0])
+    acted = obs_fields("observation", acted_obs)
+    if not all_finite(acted):
+        name, index, value = first_non_finite(acted)
+        raise NonFiniteAction(
+            f"normalize_observations turned sub-env {index[0]}'s finite {name} into {value} at env_steps={env_steps} "
+            "(its running statistics are no longer finite), and the policy's action on it is not finite; it was "
+            f"not sent to env {env}. Check the env's observation scale, or raise normalization_epsilon")
+    raise NonFiniteAction(
+        f"the policy's action for sub-env {sub_env} at env_steps={env_steps} is not finite "
+        f"({actions[sub_env].tolist()}) although its observation is: the policy diverged, not env {env} (the "
+        f"action was not sent to it). Lower a learning rate or reward_scale, or set max_grad_norm ({suspects()})")
 
 
 def non_finite_weights(state_dict: Mapping[str, Any]) -> list[str]:
@@ -121,14 +168,22 @@ def non_finite_weights(state_dict: Mapping[str, Any]) -> list[str]:
     return [k for k, ok in zip(names, finite.tolist()) if not ok]
 
 
-def check_checkpoint_finite(checkpoint: Mapping[str, Any], path: Any) -> None:
-    """Raise ``NonFiniteCheckpoint`` if the checkpoint's weights (``state_dict``) hold NaN or inf."""
+def non_finite_checkpoint_weights(checkpoint: Mapping[str, Any]) -> str | None:
+    """The checkpoint's weights (``state_dict``) that hold NaN or inf, named for a message (the first five), or
+    None when all are finite."""
     state_dict = checkpoint.get("state_dict")
     if not isinstance(state_dict, Mapping):
-        return
+        return None
     bad = non_finite_weights(state_dict)
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    if not bad:
+        return None
+    return ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+
+
+def check_checkpoint_finite(checkpoint: Mapping[str, Any], path: Any) -> None:
+    """Raise ``NonFiniteCheckpoint`` if the checkpoint's weights (``state_dict``) hold NaN or inf."""
+    shown = non_finite_checkpoint_weights(checkpoint)
+    if shown:
         raise NonFiniteCheckpoint(f"refused to write checkpoint {str(path)!r}: the weights {shown} hold NaN or inf "
                                   "values; the previous file (if any) is left as it was")
 

@@ -13,6 +13,8 @@ Relied on elsewhere, without a call: ``rl_lightning/cli.py`` overrides ``Lightni
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import lightning as L
@@ -125,6 +127,49 @@ def replace_default_checkpoint_io(trainer: L.Trainer, checkpoint_io: CheckpointI
     return True
 
 
+LIGHTNING_NOTICES = (
+    # Advertisements, printed by every Trainer: "💡 Tip: For seamless cloud logging ... [litlogger]" when it has no
+    # LitLogger (``_LoggerConnector.configure_logger``, ``trainer/connectors/logger_connector/logger_connector.py``)
+    # and "💡 Tip: For seamless cloud uploads ... [litmodels]" (``_CallbackConnector._maybe_show_litmodels_tip``,
+    # ``trainer/connectors/callback_connector.py``), both through ``rank_zero_info``.
+    "💡 Tip: ",
+    # ``trainer.save_checkpoint(path)`` without ``weights_only`` (``_CheckpointConnector.dump_checkpoint``,
+    # ``trainer/connectors/checkpoint_connector.py``, ``log.info``): the full checkpoint it then writes is the default.
+    "`weights_only` was not set, defaulting to `False`.",
+)
+"""The start of each info message of Lightning that ``quiet_lightning_notices`` drops; warnings are never dropped."""
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(LIGHTNING_NOTICES))
+
+
+def quiet_lightning_notices() -> None:
+    """Drop ``LIGHTNING_NOTICES`` from the log records of the Lightning loggers that write them; nothing else.
+
+    A logger's filters see only the records made on that logger (not its children's), so the filter goes on each
+    one: ``rank_zero_info``'s (``lightning_utilities.core.rank_zero.log``, which ``lightning/fabric/utilities/
+    rank_zero.py`` and then ``lightning/pytorch/utilities/rank_zero.py`` point at their own module's logger on
+    import) and the checkpoint connector's module logger.
+    """
+    import lightning_utilities.core.rank_zero as rank_zero
+
+    names = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+             "lightning.pytorch.trainer.connectors.checkpoint_connector")
+    for logger in {rank_zero.log, *map(logging.getLogger, names)}:
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices())
+    # Lightning 2.6's own use of torch's pytree (lightning/pytorch/utilities/_pytree.py) on newer torch: a deprecation
+    # inside Lightning that no user of the library can act on; the CLI, scripts and notebooks alike.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+
+
+def model_summary_depth(callback: Any) -> int:
+    """A ``ModelSummary``'s ``max_depth`` (kept as ``_max_depth``, ``lightning/pytorch/callbacks/model_summary.py``)."""
+    return int(callback._max_depth)
+
+
 def find_unused_parameters_under_ddp(trainer: L.Trainer | None) -> None:
     """Under ``DDPStrategy``, have DDP find parameters that get no gradient, unless the strategy says otherwise.
 
@@ -188,6 +233,7 @@ def save_model_checkpoint(callback: Any, trainer: L.Trainer, **metrics: Any) -> 
     callback._save_last_checkpoint(trainer, candidates)
 
 
+
 def optimizer_step_of_last_save(callback: Any) -> int:
     """The ``trainer.global_step`` of a ``ModelCheckpoint``'s last save (``_last_global_step_saved``; 0 before any).
 
@@ -201,3 +247,19 @@ def optimizer_step_of_last_save(callback: Any) -> int:
 
 def set_optimizer_step_of_last_save(callback: Any, step: int) -> None:
     callback._last_global_step_saved = step
+
+
+def logger_version_given(logger: Any) -> bool:
+    """Whether a ``TensorBoardLogger``/``CSVLogger`` has its version already (given, or chosen at first use): the
+    ``version`` property chooses one (``_get_next_version``) when ``_version`` is ``None``
+    (``lightning/fabric/loggers/tensorboard.py``, ``csv_logs.py``)."""
+    return logger._version is not None
+
+
+def next_logger_version(logger: Any) -> int:
+    """One more than the highest ``version_N`` folder under the logger's ``root_dir`` (0 when none)."""
+    return int(logger._get_next_version())
+
+
+def set_logger_version(logger: Any, version: int) -> None:
+    logger._version = version

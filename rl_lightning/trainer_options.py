@@ -9,6 +9,9 @@ either works as documented, or is warned about (with the env-step setting to use
 - ``max_steps`` stops at the first batch that reaches it, often far past it: warned, ``total_steps`` is the budget;
 - ``limit_train_batches`` cuts every epoch, and with it the run: warned, ``steps_per_epoch``/``total_steps`` say it;
 - ``overfit_batches`` does not apply (every batch is collected afresh): refused;
+- ``max_epochs=0``, ``max_steps=0`` and ``limit_train_batches=0`` train nothing: refused;
+- whatever ends training before ``total_steps`` (those limits, ``max_time``, ``EarlyStopping``, a callback that
+  sets ``should_stop``) is said in the run's last line (``early_stop_reason``).
 - ``ModelCheckpoint(every_n_train_steps=...)`` saves irregularly: warned, ``EnvStepCheckpoint`` saves every N env steps;
 - ``LearningRateMonitor`` plots against batches, names optimizers by class: warned, the module logs ``lr/<name>``
   against env steps.
@@ -35,6 +38,12 @@ def check_trainer_options(trainer: L.Trainer) -> None:
     if trainer.fast_dev_run:
         lift_fast_dev_run_step_limit(trainer)
         return  # its batch limits are the point of it
+    for name, value in (("max_epochs", trainer.max_epochs), ("max_steps", trainer.max_steps),
+                        ("limit_train_batches", trainer.limit_train_batches)):
+        if value is not None and value == 0:
+            raise ConfigurationError(
+                f"trainer.{name}={value!r} trains nothing: the run would end at once having learned nothing; remove "
+                "it (the model's total_steps is the budget in env steps, steps_per_epoch the epoch's length)")
     if trainer.max_steps != -1:
         rank_zero_warn(f"trainer.max_steps={trainer.max_steps} counts optimizer steps (trainer.global_step), several "
                        "per training batch here: training stops at the first batch that reaches it, often past it. "
@@ -60,3 +69,24 @@ def fast_dev_run_batches(trainer: Any) -> int | None:
     """The batches ``fast_dev_run`` asks for, or ``None`` outside it."""
     runs = getattr(trainer, "fast_dev_run", False)
     return int(runs) if runs else None
+
+
+def early_stop_reason(trainer: L.Trainer, module: Any) -> str:
+    """Why ``fit`` ended before the module's ``total_steps``, as precisely as the trainer tells."""
+    from lightning.pytorch.callbacks import EarlyStopping, Timer
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return (f"EarlyStopping(monitor={callback.monitor!r}) stopped it at epoch {callback.stopped_epoch} "
+                    f"(no improvement of more than {callback.min_delta:g} for {callback.patience} evaluations)")
+        if isinstance(callback, Timer) and callback.time_remaining() is not None and callback.time_remaining() <= 0:
+            return "trainer.max_time ran out"
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return f"trainer.max_steps={trainer.max_steps} optimizer steps were reached"
+    limit = trainer.limit_train_batches
+    if limit is not None and not (isinstance(limit, float) and limit == 1.0):
+        # Before max_epochs: with an unbounded max_epochs the module sets it to the epochs the budget needs.
+        return f"trainer.limit_train_batches={limit} cut every epoch short"
+    if trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch >= trainer.max_epochs:
+        return f"trainer.max_epochs={trainer.max_epochs} was reached"
+    return "a callback or the model set trainer.should_stop"

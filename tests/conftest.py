@@ -34,7 +34,38 @@ def _named_files(config) -> set[Path]:
     return files
 
 
+# Unity agent ids come in two regimes (rl_lightning/unity/player.py): "kept", an agent keeps its id across
+# episodes (com.unity.ml-agents 2.x, the player's default), and "per-episode", a new id at every episode (early
+# 2020 packages, and builds that re-enable their agents at each episode). Every test that starts players runs in
+# both: through the `unity` and `vector_env` fixtures (tests/test_unity_player.py), or by asking for
+# `agent_id_regime` itself (the tests that start players by another route: training runs, configs, resume).
+# To keep the quick suite quick, the tests marked `one_id_regime_in_quick_suite` run their per-episode case only
+# under --all (as CI does), -m or a named file: the expensive ones that exercise no id the regime changes (one
+# episode or none, failures of the process, bad settings, spaces), and the training runs whose episode ends the
+# cheap tests of the same file already cover in both regimes. The regime matters in the agent-to-row mapping
+# (decisions, lifecycle, autoreset, stats, curricula), and those tests run in both regimes everywhere.
+AGENT_ID_REGIMES = ("kept", "per-episode")
+
+
+@pytest.fixture(params=AGENT_ID_REGIMES)
+def agent_id_regime(request, monkeypatch):
+    """The test once per agent-id regime: every player it starts, by whatever route, plays that regime."""
+    from rl_lightning.unity.player import ID_REGIME_VARIABLE
+
+    monkeypatch.setenv(ID_REGIME_VARIABLE, request.param)
+    return request.param
+
+
+def _run_per_episode_case_only_with_all(items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (callspec is not None and callspec.params.get("agent_id_regime") == "per-episode"
+                and item.get_closest_marker("one_id_regime_in_quick_suite")):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_modifyitems(config, items):
+    _run_per_episode_case_only_with_all(items)
     # An explicit -m expression, --all, or naming a test file decides by itself; otherwise slow tests are deselected.
     if config.getoption("run_all") or config.getoption("markexpr"):
         return

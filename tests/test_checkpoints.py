@@ -101,6 +101,46 @@ def test_a_damaged_checkpoint_file_is_named_with_what_is_wrong(dqn_checkpoint, t
         quick_trainer(tmp_path, enable_checkpointing=False).fit(model, ckpt_path=bad)
 
 
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory):
+    """A tiny PPO CartPole run's last.ckpt with NaN written into one weight (as other code or an edit could)."""
+    logs = tmp_path_factory.mktemp("nan")
+    main(["fit", "--config", PPO_CARTPOLE, *tiny(logs, total_steps=256)])
+    checkpoint = torch.load(logs / "run" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["state_dict"]["policy.critic_body.mlp.0.weight"][0, 0] = float("nan")
+    bad = logs / "bad.ckpt"
+    torch.save(checkpoint, bad)
+    return bad, logs
+
+
+@pytest.mark.parametrize("command", ["fit", "validate", "test", "export"])
+def test_a_checkpoint_with_nan_weights_is_refused_at_load_naming_the_file_and_tensor(nan_checkpoint, command,
+                                                                                      tmp_path, capsys):
+    bad, logs = nan_checkpoint
+    capsys.readouterr()
+    args = ([f"--ckpt_path={bad}", f"--output={tmp_path / 'policy.onnx'}"] if command == "export" else
+            ["--config", PPO_CARTPOLE, *tiny(tmp_path, total_steps=512), f"--ckpt_path={bad}"])
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (f"rl-lightning: error: checkpoint '{bad}' cannot be used: its weights "
+                                   "policy.critic_body.mlp.0.weight hold NaN or inf values; use an earlier "
+                                   "checkpoint of the run (its best-*.ckpt, or one written before the fault)")
+    assert "Traceback" not in err
+    assert not (tmp_path / "policy.onnx").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_python_loading_too(nan_checkpoint, tmp_path):
+    bad, _ = nan_checkpoint
+    match = f"checkpoint '{bad}' cannot be used: its weights policy.critic_body.mlp.0.weight hold NaN"
+    with pytest.raises(CheckpointError, match=re.escape(match)):
+        PPO.load_from_checkpoint(bad)
+    model = PPO(env="CartPole-v1", total_steps=512, n_steps=32, batch_size=32, eval_episodes=0)
+    with pytest.raises(CheckpointError, match=re.escape(match)):
+        quick_trainer(tmp_path, enable_checkpointing=False).fit(model, ckpt_path=bad)
+
+
 KILLED_TRAINING = """
 import sys
 import lightning as L

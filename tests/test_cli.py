@@ -92,3 +92,24 @@ def test_help_documents_every_hyperparameter(algorithm, capsys):
         match = re.search(rf"--model\.{name} [^\n]*\n\s+(\S[^\n]*)", text)
         assert match, name
         assert not match.group(1).startswith("(type:"), f"{name} has no description"
+
+
+@pytest.mark.parametrize("switch", [["--config", str(ROOT / "configs/dqn_cartpole.yaml")], ["--model", "rl_lightning.DQN"]],
+                         ids=["second_config", "model_option"])
+def test_changing_the_algorithm_says_which_settings_were_dropped(switch, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs/ppo_cartpole.yaml"), *switch, "--print_config"])
+    captured = capsys.readouterr()
+    assert "class_path: rl_lightning.DQN" in captured.out
+    warnings = [line for line in captured.err.splitlines() if line.startswith("Warning: the model changed")]
+    assert warnings == ["Warning: the model changed from rl_lightning.PPO to rl_lightning.DQN (a later --config or "
+                        "--model): rl_lightning.PPO's settings n_steps, n_epochs, gae_lambda, lr_schedule, clip_range, "
+                        "clip_range_schedule, ent_coef, vf_coef do not apply to DQN and were dropped; the settings both "
+                        "take carry over"]
+
+
+def test_one_algorithm_from_several_configs_warns_of_nothing(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs/ppo_cartpole.yaml"), "--config",
+              str(ROOT / "configs/ppo_lunarlander.yaml"), "--print_config"])
+    assert "Warning" not in capsys.readouterr().err

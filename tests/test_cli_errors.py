@@ -43,7 +43,7 @@ def written_files(folder: Path) -> list[Path]:
     (["--config", str(CONFIGS / "ppo_cartpole.yaml"), "--model.init_args.bogus=3"],
      "Option 'bogus' is not accepted"),  # jsonargparse's own error
     (["--config", str(CONFIGS / "ppo_cartpole.yaml"), "--model.init_args.total_steps=many"],
-     'Parser key "total_steps": Expected a <class \'int\'>'),
+     "model.init_args.total_steps: many must be a positive integer (rl_lightning.PPO)"),  # its declared range
     (["--config", str(CONFIGS / "ddpg_pendulum.yaml"), "--model.init_args.env=CartPole-v1"],
      "DDPG needs a 1-D Box (continuous) action space; the env's is Discrete(2)"),  # raised in setup
     (["--config", str(CONFIGS / "no_such.yaml")], "no_such.yaml"),

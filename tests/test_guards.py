@@ -221,8 +221,9 @@ def test_a_collection_round_larger_than_the_budget_is_refused_at_setup(cls, kwar
         cls(env="CartPole-v1", **kwargs).setup("fit")
 
 
-def test_learning_starts_past_the_budget_warns_that_nothing_will_be_learned():
-    with pytest.warns(UserWarning, match=r"learning_starts=500 >= total_steps=400"):
+def test_learning_starts_past_the_budget_is_refused_as_nothing_would_be_learned():
+    with pytest.raises(ConfigurationError, match=r"^learning_starts=500 >= total_steps=400: the run would only fill "
+                                                 r"the replay buffer and never update the networks; lower"):
         DQN(env="CartPole-v1", total_steps=400, learning_starts=500, batch_size=32).setup("fit")
 
 

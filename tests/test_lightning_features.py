@@ -139,9 +139,11 @@ def test_env_step_checkpoints_land_every_n_env_steps(tmp_path):
     saver = EnvStepCheckpoint(every_n_env_steps=96, dirpath=tmp_path / "ckpt")
     model = ppo(total_steps=384, steps_per_epoch=128, rounds_per_batch=2)
     trainer(tmp_path, callbacks=[saver], enable_checkpointing=True).fit(model)
-    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.name != "last.ckpt")
     steps = sorted(int(name.split("env_steps=")[1].removesuffix(".ckpt")) for name in names)
     assert steps == [128, 192, 320, 384]
+    # Beside them, the run's last.ckpt (the module adds a LastCheckpoint to any checkpointing trainer).
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["rl_lightning"]["env_steps"] == 384
     saved = torch.load(tmp_path / "ckpt" / names[0], weights_only=True)
     assert saved["rl_lightning"]["env_steps"] in steps
 

@@ -127,9 +127,9 @@ def test_exported_graph_normalizes_as_act_does(name, fmt, tmp_path):
     obs = (np.stack([model.observation_space.sample() for _ in range(32)]) * 3.0).astype(np.float32)
     inputs = {"obs" if fmt == "onnx" else "obs_0": obs}
     discrete = isinstance(model.action_space, gym.spaces.Discrete)
-    if discrete:
-        mask = np.ones((32, model.action_space.n), dtype=bool)
-        inputs["action_masks"] = mask if fmt == "onnx" else mask.astype(np.float32)
+    if discrete and fmt == "mlagents":  # ML-Agents' graphs always take masks; the plain one only for masked envs
+        inputs["action_masks"] = np.ones((32, model.action_space.n), dtype=np.float32)
+    assert {i.name for i in session.get_inputs()} == set(inputs)
     output = "actions" if fmt == "onnx" else f"deterministic_{'discrete' if discrete else 'continuous'}_actions"
     (exported,) = session.run([output], inputs)
     expected = model.act(obs)

@@ -194,12 +194,14 @@ def test_dqn_never_takes_a_masked_action(tmp_path):
 
 @pytest.mark.parametrize("random_warmup", [True, False])
 def test_warmup_plays_random_actions_or_the_policy(random_warmup, tmp_path):
-    # No updates happen (learning_starts = budget): with random_warmup off, every stored action is the
-    # untrained actor's own (no noise), as in programs that act with their policy and only delay training.
-    model = DDPG(env="Pendulum-v1", num_envs=2, learning_starts=100, batch_size=16, total_steps=64, steps_per_epoch=64,
+    # No updates happen (the first epoch ends before learning_starts): with random_warmup off, every stored action is
+    # the untrained actor's own (no noise), as in programs that act with their policy and only delay training.
+    model = DDPG(env="Pendulum-v1", num_envs=2, learning_starts=100, batch_size=16, total_steps=256, steps_per_epoch=64,
                  eval_episodes=0, action_noise="none", random_warmup=random_warmup)
-    L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, default_root_dir=tmp_path).fit(model)
+    with pytest.warns(UserWarning, match="stops training before total_steps"):
+        L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, default_root_dir=tmp_path).fit(model)
+    assert model.env_steps == 64
     stored = model.buffer.storage["actions"][:64]
     with torch.no_grad():
         policy = model.actor(model.buffer.storage["obs"][:64])

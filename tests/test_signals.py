@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from rl_lightning import PPO
@@ -33,7 +34,9 @@ def start(args, cwd):
     return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigterm_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget_and_exits_143(tmp_path):
+@pytest.mark.parametrize(("signum", "status", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")],
+                         ids=["sigterm", "ctrl_c"])
+def test_a_stop_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget(signum, status, name, tmp_path):
     budget = dict(total_steps=16384, steps_per_epoch=8192)
     proc = start(command(tmp_path, **budget), tmp_path)
     lines = []
@@ -42,13 +45,13 @@ def test_sigterm_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget_an
         if line.startswith("epoch 0,"):
             break
     time.sleep(0.5)  # inside the second and last epoch (32 batches of 256 env steps)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     sent = time.monotonic()
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
+    assert proc.returncode == status, err[-2000:]
     assert time.monotonic() - sent < 10
     last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
-    assert f"Stopped by SIGTERM: saved {last}" in err
+    assert f"Stopped by {name}: saved {last}" in err
     stopped_at = env_steps(last)
     assert 8192 < stopped_at < 16384, stopped_at  # the moment of the signal, not the end of the first epoch
     assert PPO.load_from_checkpoint(last).env_steps == stopped_at
@@ -112,3 +115,105 @@ def test_a_killed_saves_temporary_file_is_removed_when_its_checkpoint_is_loaded(
     assert not stale.exists()
     assert mine.exists()
     del model
+
+
+def ppo_run(**kwargs) -> PPO:
+    settings = dict(env="CartPole-v1", num_envs=2, n_steps=16, batch_size=16, n_epochs=4, hidden_sizes=[16],
+                    steps_per_epoch=64, total_steps=256, seed=3, eval_episodes=1, eval_num_envs=1)
+    return PPO(**{**settings, **kwargs})
+
+
+def fit_to(model, tmp_path, ckpt_path=None, callbacks=()):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path,
+                        callbacks=[ModelCheckpoint(dirpath=tmp_path, save_top_k=0), *callbacks])
+    trainer.fit(model, ckpt_path=ckpt_path)
+    return trainer
+
+
+def ctrl_c_at_gradient_step(model, k):
+    """Press Ctrl-C (SIGINT to this process) right after the model's k-th gradient step, inside an update."""
+    original, count = model.gradient_step, [0]
+
+    def step(loss, optimizers):
+        original(loss, optimizers)
+        count[0] += 1
+        if count[0] == k:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    model.gradient_step = step
+    return count
+
+
+def test_ctrl_c_in_the_middle_of_an_update_stops_after_it_and_resumes_bit_for_bit(tmp_path, capfd):
+    whole = ppo_run()
+    whole_trainer = fit_to(whole, tmp_path / "whole")
+
+    stopped = ppo_run()
+    # 2 envs x 16 steps = 32 per rollout, 4 epochs of 2 minibatches: 8 gradient steps an update. The 11th is in
+    # the middle of the second update.
+    count = ctrl_c_at_gradient_step(stopped, 11)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as exit_:
+        fit_to(stopped, tmp_path / "split")
+    assert exit_.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is handler  # the run's own handler is gone again
+    assert count[0] == 16  # the interrupted update was finished, the next one never started
+    last = tmp_path / "split" / "last.ckpt"
+    assert env_steps(last) == stopped.env_steps == 64  # the next rollout was abandoned at its first step
+    err = capfd.readouterr().err
+    assert "Ctrl-C: stopping at the next consistent point" in err and f"Stopped by Ctrl-C: saved {last}" in err
+
+    resumed = ppo_run()
+    resumed_trainer = fit_to(resumed, tmp_path / "split", ckpt_path=last)
+    assert resumed.env_steps == whole.env_steps == 256
+    assert resumed_trainer.global_step == whole_trainer.global_step
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_epochs_checkpoint(tmp_path, capfd):
+    model = ppo_run(total_steps=512)
+    original, count = model.gradient_step, [0]
+
+    def step(loss, optimizers):
+        original(loss, optimizers)
+        count[0] += 1
+        if count[0] == 19:  # in the third update (after the first epoch's end: 2 updates of 8 steps)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    model.gradient_step = step
+    with pytest.raises(SystemExit) as exit_:
+        fit_to(model, tmp_path)
+    assert exit_.value.code == 1  # Lightning's own exit after a KeyboardInterrupt
+    assert count[0] == 19  # stopped inside the update
+    assert env_steps(tmp_path / "last.ckpt") == 64  # the epoch end's, not half an update
+    assert "left as it was" in capfd.readouterr().err
+
+
+def test_sigterm_ends_a_run_whose_env_step_never_returns_within_the_stop_timeout(tmp_path):
+    args = command(tmp_path, "--model.init_args.env=toy_envs:HangingEnv",
+                   "--model.init_args.env_kwargs={terminate_at: 20, hang_after: 3000}",
+                   "--model.init_args.check_env=false", "--model.init_args.hidden_sizes=[8]",
+                   total_steps=1_000_000, steps_per_epoch=1024)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "RL_LIGHTNING_STOP_TIMEOUT": "3"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1,"):  # 2048 steps and two checkpoints written; it hangs before 3000
+            break
+    time.sleep(2)
+    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - sent
+    print(f"hung run ended {elapsed:.2f} s after SIGTERM (stop timeout 3 s)")
+    assert proc.returncode == 143, err[-2000:]
+    assert 3 <= elapsed < 8
+    assert "SIGTERM: the run did not reach a point where it can stop within 3 s" in err
+    assert last.read_bytes() == before and env_steps(last) == 2048  # intact, and still loads

@@ -190,9 +190,12 @@ def test_export_adds_the_start_and_the_mlagents_format_refuses_it(tmp_path):
     fit(model, tmp_path)
     session = ort.InferenceSession(str(export_onnx(model, tmp_path / "p.onnx")))
     obs = np.arange(5, dtype=np.float32)[:, None]
-    masks = np.ones((5, 3), bool)
-    (actions,) = session.run(None, {"obs": obs, "action_masks": masks})
+    assert [i.name for i in session.get_inputs()] == ["obs"]  # the env gives no masks
+    (actions,) = session.run(None, {"obs": obs})
     assert actions.tolist() == model.act(obs).tolist() and set(actions.tolist()) <= {1, 2, 3}
+    model.env_gives_action_masks = True  # as for an env with masks: column i of a mask is action start + i
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "masked.onnx")))
+    masks = np.ones((5, 3), bool)
     masks[:, 2] = False  # the mask's column 2 is action 3 (start + 2)
     (actions,) = session.run(None, {"obs": obs, "action_masks": masks})
     assert 3 not in actions.tolist() and actions.tolist() == model.act(obs, action_mask=masks).tolist()

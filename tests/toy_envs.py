@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 import numpy as np
 
@@ -498,3 +500,20 @@ class NeedsMissingPackageEnv(CounterEnv):
 
     def __init__(self, **kwargs):
         raise gym.error.DependencyNotInstalled('SomeSim is not installed, run `pip install "somesim"`')
+
+
+class HangingEnv(CounterEnv):
+    """A CounterEnv whose step never returns once the process has taken ``hang_after`` steps of it (all copies)."""
+
+    steps_taken = 0
+
+    def __init__(self, hang_after: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        self.hang_after = hang_after
+
+    def step(self, action):
+        HangingEnv.steps_taken += 1
+        if HangingEnv.steps_taken > self.hang_after:
+            while True:  # a simulator stuck in a loop of its own
+                time.sleep(3600)
+        return super().step(action)

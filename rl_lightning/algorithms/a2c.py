@@ -8,6 +8,7 @@ import torch
 
 from rl_lightning.algorithms.on_policy import OnPolicyModule
 from rl_lightning.data.rollout import normalize_advantages
+from rl_lightning.setting_ranges import Count, LearningRate, UnitInterval
 
 
 class A2C(OnPolicyModule):
@@ -27,7 +28,7 @@ class A2C(OnPolicyModule):
         normalize_advantage: standardise each rollout's advantages.
     """
 
-    def __init__(self, n_steps: int = 5, learning_rate: float = 7e-4, gae_lambda: float = 1.0,
+    def __init__(self, n_steps: Count = 5, learning_rate: LearningRate = 7e-4, gae_lambda: UnitInterval = 1.0,
                  normalize_advantage: bool = False, **kwargs: Any) -> None:
         super().__init__(n_steps=n_steps, learning_rate=learning_rate, gae_lambda=gae_lambda,
                          normalize_advantage=normalize_advantage, **kwargs)

@@ -37,11 +37,17 @@ from rl_lightning.envs.spaces import action_space_kind, check_action_space
 from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
+from rl_lightning.run_folder import claim_and_lock
+from rl_lightning.setting_ranges import (Count, EnvCopies, EpsilonValue, EvalEpisodes, PositiveFloat, Seed,
+                                        UnitInterval, check_settings)
 from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult
 from rl_lightning.trainer_options import check_trainer_options, fast_dev_run_batches
 from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch,
-                                           find_unused_parameters_under_ddp, logs_due, set_max_epochs,
-                                           world_size)
+                                           find_unused_parameters_under_ddp, logs_due, quiet_lightning_notices,
+                                           set_max_epochs, world_size)
+
+# Before any Trainer exists (it prints its advertisements when built), for the CLI and Python users alike.
+quiet_lightning_notices()
 
 # The dataloaders yield round counts and evaluation requests in the trainer process (collection itself runs in
 # training_step, with the live policy): no worker processes, and an exact __len__ on purpose.
@@ -132,6 +138,15 @@ class RLModule(PolicyInterface, CheckpointedRun):
         check_env: check a custom env class or factory (not a registered id, not Unity) once at setup with Gymnasium's
             env checker: an observation of the wrong shape or dtype stops the run naming the env and its space, other
             findings are warnings. About a millisecond for a small env; ``False`` skips it.
+        step_timeout: seconds one step of the training or evaluation envs may take; a step that takes longer ends
+            the run with an error naming the env (the last checkpoint stays). ``None`` (default): no limit. For envs
+            built from single Gymnasium envs (sync: a timer signal, see ``rl_lightning.envs.checks``; async: the
+            sub-env processes are killed); Unity's envs have ``env_kwargs.timeout_wait``.
+        num_threads: torch's CPU threads (``torch.set_num_threads``) while the module trains or evaluates, put back
+            afterwards. ``None``: the ``OMP_NUM_THREADS`` environment variable when set, else 1. One thread suits the
+            small networks and batches of most RL runs (several threads cost more in synchronisation than they
+            save, and lose badly on a busy machine); raise it for large image networks or batches on free cores.
+            The same for the CLI, scripts and notebooks.
         gamma: discount factor.
         reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
         max_grad_norm: clip each optimizer's gradient norm to this before it steps; ``None`` disables clipping.
@@ -169,31 +184,36 @@ class RLModule(PolicyInterface, CheckpointedRun):
     def __init__(
         self,
         env: EnvSource = "CartPole-v1",
-        num_envs: int = 1,
+        num_envs: EnvCopies = 1,
         vectorization: Literal["sync", "async"] = "sync",
         env_kwargs: dict[str, Any] | None = None,
         wrappers: list[str | dict[str, Any]] | None = None,
-        seed: int | None = None,
-        total_steps: int = 100_000,
-        steps_per_epoch: int = 10_000,
-        eval_episodes: int = 20,
-        eval_num_envs: int = 4,
+        seed: Seed | None = None,
+        total_steps: Count = 100_000,
+        steps_per_epoch: Count = 10_000,
+        eval_episodes: EvalEpisodes = 20,
+        eval_num_envs: EnvCopies = 4,
         eval_deterministic: bool = True,
         eval_env_kwargs: dict[str, Any] | None = None,
-        log_interval: int = 1000,
+        log_interval: Count = 1000,
         check_env: bool = True,
-        gamma: float = 0.99,
-        reward_scale: float = 1.0,
-        max_grad_norm: float | None = None,
-        rounds_per_batch: int | None = None,
+        step_timeout: PositiveFloat | None = None,
+        num_threads: Count | None = None,
+        gamma: UnitInterval = 0.99,
+        reward_scale: PositiveFloat = 1.0,
+        max_grad_norm: PositiveFloat | None = None,
+        rounds_per_batch: Count | None = None,
         normalize_observations: bool = False,
         normalize_rewards: bool = False,
-        clip_obs: float = 10.0,
-        clip_reward: float = 10.0,
-        normalization_epsilon: float = 1e-8,
+        clip_obs: PositiveFloat = 10.0,
+        clip_reward: PositiveFloat = 10.0,
+        normalization_epsilon: EpsilonValue = 1e-8,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Every numeric setting against the range its annotation declares, here and in the algorithm's classes
+        # (rl_lightning.setting_ranges); they check only what lies between settings themselves.
+        check_settings(type(self), self.hparams)
         # An env class is kept as its import path: YAML-friendly and loadable with weights_only=True. A function that
         # cannot be imported (a lambda, a closure) is kept here and named by a label in the settings (checkpoints);
         # a model loaded with that label and no env acts and exports, building envs asks for the function.
@@ -207,25 +227,6 @@ class RLModule(PolicyInterface, CheckpointedRun):
         self._env_checked = not check_env
         # A vector env class (Unity) brings its own sub-envs: their number is known once it is built.
         self.env_sets_num_envs = isinstance(resolved, type) and issubclass(resolved, gym.vector.VectorEnv)
-        for name in ("num_envs", "total_steps", "steps_per_epoch", "eval_num_envs", "log_interval"):
-            value = getattr(self.hparams, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name}={value!r} must be a positive integer")
-        if eval_episodes < 0:
-            raise ConfigurationError(f"eval_episodes={eval_episodes} must be >= 0")
-        unit = self.hparams.get(self.ROUND_UNIT)
-        if not isinstance(unit, int) or unit < 1:
-            raise ConfigurationError(f"{self.ROUND_UNIT}={unit!r} must be a positive integer")
-        if rounds_per_batch is not None and (not isinstance(rounds_per_batch, int) or rounds_per_batch < 1):
-            raise ConfigurationError(f"rounds_per_batch={rounds_per_batch!r} must be a positive integer, or null to "
-                                     f"choose it from {self.ROUND_UNIT}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ConfigurationError(f"gamma={gamma} must lie in [0, 1]")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ConfigurationError(f"max_grad_norm={max_grad_norm} must be > 0, or null for no clipping")
-        for name in ("clip_obs", "clip_reward", "normalization_epsilon"):
-            if not getattr(self.hparams, name) > 0:
-                raise ConfigurationError(f"{name}={getattr(self.hparams, name)} must be > 0")
         # Built with the networks, once the observation space is known (_attach_spaces).
         self.normalization: Normalization | None = None
         self.envs: gym.vector.VectorEnv | None = None
@@ -244,10 +245,15 @@ class RLModule(PolicyInterface, CheckpointedRun):
         self.last_evaluation: EvaluationResult | None = None
         self.evaluation_episodes = EvaluationEpisodes()  # gathers the evaluation episodes of all ranks
         self._action_mask: np.ndarray | None = None  # the current observations' masks, if any (rl_lightning.envs.steps)
+        # Whether the training envs give action masks (info["action_mask"] at their first reset), kept in checkpoints:
+        # a plain ONNX export takes an action_masks input only then. None: not known (not trained yet, or a
+        # checkpoint from before it was recorded).
+        self.env_gives_action_masks: bool | None = None
         # Envs whose sub-envs do not all act at every step (Unity: agents between decisions, sub-envs without an
         # agent) say which rows hold a decision in info["decision"]; None: all of them, always.
         self._decision: np.ndarray | None = None
         self._stepper: GradientStepper | None = None
+        self._threads_before: int | None = None  # torch's thread count before setup, put back in teardown
         # Weights for networks not built yet (ddp_spawn's launching process) build them first (algorithms/spawn.py).
         self.register_load_state_dict_pre_hook(build_networks_before_loading)
 
@@ -311,7 +317,7 @@ class RLModule(PolicyInterface, CheckpointedRun):
             num_envs, seed = hp.num_envs, self._rank_seed()
         return make_vector_env(self.env_source, num_envs=num_envs, vectorization=hp.vectorization, seed=seed,
                                env_kwargs=kwargs, wrappers=hp.wrappers or (), rank=self.global_rank,
-                               exact_num_envs=not evaluation)
+                               exact_num_envs=not evaluation, step_timeout=hp.get("step_timeout"))
 
     @property
     def env_source(self) -> EnvSource:
@@ -333,7 +339,21 @@ class RLModule(PolicyInterface, CheckpointedRun):
                 f"the env's spaces (observation {observation_space}, action {action_space}) differ from the "
                 f"model's (observation {self.observation_space}, action {self.action_space})")
 
+    @property
+    def torch_threads(self) -> int:
+        """The CPU threads the module runs with: the ``num_threads`` setting, else ``OMP_NUM_THREADS``, else 1."""
+        setting = self.hparams.get("num_threads")
+        if setting is not None:
+            return setting
+        variable = os.environ.get("OMP_NUM_THREADS", "")
+        return int(variable) if variable.isdigit() and int(variable) > 0 else 1
+
     def setup(self, stage: str) -> None:
+        # One thread policy for every way in (CLI, script, notebook): a notebook kept torch's default of one thread
+        # per core and ran 20 times slower than the CLI on a busy 2-core machine. Put back in teardown.
+        if self._threads_before is None:
+            self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.torch_threads)
         # Envs are built here, not in __init__, so that load_from_checkpoint needs no env
         # and each DDP rank builds its own.
         if not self._env_checked:  # on an instance of its own: the training envs' seeds and state are untouched
@@ -350,6 +370,7 @@ class RLModule(PolicyInterface, CheckpointedRun):
                 self._note_env_spaces(self.envs)
                 self._obs = obs
                 self._decision = self._initial_info.get("decision")
+                self.env_gives_action_masks = "action_mask" in self._initial_info
                 if self.normalization is not None:
                     self.normalization.envs_reset(obs, self.num_envs)
             if world_size(self) > 1:
@@ -394,6 +415,9 @@ class RLModule(PolicyInterface, CheckpointedRun):
         return self.trainer.strategy.reduce(tensor.clone(), reduce_op=op)  # Lightning reduces in place
 
     def teardown(self, stage: str) -> None:
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         if stage == "fit":
             self.close_envs()
         elif self.eval_envs is not None:
@@ -416,6 +440,7 @@ class RLModule(PolicyInterface, CheckpointedRun):
 
         trainer = attached_trainer(self)
         if trainer is not None and trainer.state.fn == "fit":
+            claim_and_lock(trainer)  # a new run's own folder, and no other fit writing into it
             ensure_last_checkpoint(trainer)  # last.ckpt current whatever checkpoint callbacks the trainer has
         callbacks: list[L.Callback] = [RunSupport(), EpochProgress()]
         if has_curriculum((self.hparams.env_kwargs or {}).get("parameters")):  # a Unity curriculum, moved on in fit

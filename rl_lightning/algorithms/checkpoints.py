@@ -1,7 +1,8 @@
 """What a checkpoint holds beyond Lightning's weights, optimizers and loops, and how a run comes back from one.
 
 ``checkpoint["rl_lightning"]`` holds the algorithm's name, the spaces the networks were built for (so
-``load_from_checkpoint`` needs no env), and an algorithm's state in two kinds:
+``load_from_checkpoint`` needs no env), whether the env gave action masks (``env_gives_action_masks``: the plain
+ONNX export's ``action_masks`` input), and an algorithm's state in two kinds:
 
 - ``COUNTERS``: run-wide counts (env steps, episodes; DQN adds its target updates), the same on every DDP rank,
   restored whenever a checkpoint is loaded;
@@ -52,6 +53,8 @@ class CheckpointedRun(L.LightningModule):
         }
         if self.env_spaces is not None:
             checkpoint["rl_lightning"]["env_spaces"] = [space_to_dict(s) for s in self.env_spaces]
+        if self.env_gives_action_masks is not None:
+            checkpoint["rl_lightning"]["env_gives_action_masks"] = self.env_gives_action_masks
         if self.envs is not None and fitting(self):
             checkpoint["rl_lightning"]["run_state"] = self._gather_run_states()
 
@@ -150,6 +153,8 @@ class CheckpointedRun(L.LightningModule):
         self._attach_spaces(*spaces)
         if state.get("env_spaces") and self.env_spaces is None:
             self.env_spaces = tuple(space_from_dict(s) for s in state["env_spaces"])
+        if self.env_gives_action_masks is None:  # envs built in this run's setup know better; older checkpoints: None
+            self.env_gives_action_masks = state.get("env_gives_action_masks")
         for name in self.COUNTERS:
             if name in state:  # an older checkpoint may lack a newer counter
                 setattr(self, name, state[name])

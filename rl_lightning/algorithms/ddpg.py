@@ -20,6 +20,8 @@ from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.critics import CriticWithActionJoin
 from rl_lightning.networks.noise import OrnsteinUhlenbeckNoise
 from rl_lightning.networks.target import make_target, soft_update
+from rl_lightning.setting_ranges import (LearningRate, NonNegativeCount, NonNegativeFloat, PositiveFloat,
+                                        PositiveFraction)
 
 
 class DDPG(OffPolicyModule):
@@ -47,25 +49,19 @@ class DDPG(OffPolicyModule):
 
     def __init__(
         self,
-        actor_learning_rate: float = 1e-3,
-        critic_learning_rate: float = 1e-3,
-        tau: float = 0.005,
-        critic_action_layer: int = 0,
+        actor_learning_rate: LearningRate = 1e-3,
+        critic_learning_rate: LearningRate = 1e-3,
+        tau: PositiveFraction = 0.005,
+        critic_action_layer: NonNegativeCount = 0,
         action_noise: Literal["gaussian", "ou", "none"] = "gaussian",
-        noise_sigma: float = 0.1,
-        ou_theta: float = 0.15,
-        ou_dt: float = 1e-2,
+        noise_sigma: NonNegativeFloat = 0.1,
+        ou_theta: NonNegativeFloat = 0.15,
+        ou_dt: PositiveFloat = 1e-2,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 < tau <= 1.0:
-            raise ConfigurationError(f"tau={tau} must lie in (0, 1]")
-        if actor_learning_rate <= 0 or critic_learning_rate <= 0:
-            raise ConfigurationError("actor_learning_rate and critic_learning_rate must be > 0")
         if action_noise not in ("gaussian", "ou", "none"):
             raise ConfigurationError(f"action_noise={action_noise!r}: choose 'gaussian', 'ou' or 'none'")
-        if noise_sigma < 0 or ou_theta < 0 or ou_dt <= 0:
-            raise ConfigurationError("noise_sigma and ou_theta must be >= 0 and ou_dt > 0")
         self.actor: nn.Module | None = None
         self.critic: CriticWithActionJoin | None = None
         self.noise: OrnsteinUhlenbeckNoise | None = None

@@ -34,11 +34,11 @@ from torch import nn
 
 from rl_lightning.algorithms.sac import SAC
 from rl_lightning.envs.spaces import to_space_actions
-from rl_lightning.errors import ConfigurationError
 from rl_lightning.export import categorical_actions
 from rl_lightning.networks.actor_critic import masked_logits
 from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.target import make_target
+from rl_lightning.setting_ranges import FiniteFloat, PositiveFraction
 
 
 def policy_terms(logits: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,12 +76,9 @@ class DiscreteSAC(SAC):
     ACTION_SPACES = ("discrete",)
     STORES_ACTION_MASKS = True
 
-    def __init__(self, target_entropy: float | None = None, target_entropy_scale: float = 0.98,
+    def __init__(self, target_entropy: FiniteFloat | None = None, target_entropy_scale: PositiveFraction = 0.98,
                  **kwargs: Any) -> None:
         super().__init__(target_entropy=target_entropy, **kwargs)
-        if not 0.0 < target_entropy_scale <= 1.0:
-            raise ConfigurationError(f"target_entropy_scale={target_entropy_scale} must lie in (0, 1] (a fraction of "
-                                     "the uniform policy's entropy log |A|)")
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         hp = self.hparams
@@ -95,7 +92,7 @@ class DiscreteSAC(SAC):
         self.actor = head()  # logits
         self.critic = nn.ModuleList([head(), head()])
         self.critic_target = make_target(self.critic)
-        self.build_temperature(hp.target_entropy_scale * math.log(n_actions))
+        self.build_temperature(hp.target_entropy_scale * math.log(n_actions), math.log(n_actions))
 
     # ------------------------------------------------------------------ acting
     def random_actions(self) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from rl_lightning.networks.encoders import make_encoder
 from rl_lightning.networks.acting import q_values_of
 from rl_lightning.networks.mlp import orthogonal_init
 from rl_lightning.networks.target import make_target, soft_update
+from rl_lightning.setting_ranges import Count, LearningRate, PositiveFloat, PositiveFraction, UnitInterval
 
 
 def linear_schedule(start: float, end: float, fraction: float, progress: float) -> float:
@@ -70,30 +71,20 @@ class DQN(OffPolicyModule):
 
     def __init__(
         self,
-        learning_rate: float = 1e-4,
-        exploration_initial_eps: float = 1.0,
-        exploration_final_eps: float = 0.05,
-        exploration_fraction: float = 0.1,
-        eval_epsilon: float = 0.0,
-        target_update_interval: int = 10_000,
-        tau: float = 1.0,
+        learning_rate: LearningRate = 1e-4,
+        exploration_initial_eps: UnitInterval = 1.0,
+        exploration_final_eps: UnitInterval = 0.05,
+        exploration_fraction: UnitInterval = 0.1,
+        eval_epsilon: UnitInterval = 0.0,
+        target_update_interval: Count = 10_000,
+        tau: PositiveFraction = 1.0,
         double_q: bool = False,
         loss: Literal["huber", "mse"] = "huber",
         ortho_init: bool = False,
-        max_grad_norm: float | None = 10.0,
+        max_grad_norm: PositiveFloat | None = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(max_grad_norm=max_grad_norm, **kwargs)
-        for name in ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction", "eval_epsilon"):
-            value = getattr(self.hparams, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigurationError(f"{name}={value} must lie in [0, 1]")
-        if not 0.0 < tau <= 1.0:
-            raise ConfigurationError(f"tau={tau} must lie in (0, 1]")
-        if target_update_interval < 1:
-            raise ConfigurationError(f"target_update_interval={target_update_interval} must be >= 1")
-        if learning_rate <= 0:
-            raise ConfigurationError(f"learning_rate={learning_rate} must be > 0")
         if loss not in ("huber", "mse"):
             raise ConfigurationError(f"loss={loss!r}: choose 'huber' or 'mse'")
         self.q_net: nn.Module | None = None

@@ -7,6 +7,7 @@ through ``DecisionTransitions`` for envs whose rows do not all decide at every s
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, Literal
@@ -21,9 +22,11 @@ from rl_lightning.data.rollout import minibatch
 from rl_lightning.envs.spaces import to_action_indices
 from rl_lightning.envs.steps import action_masks, step_envs
 from rl_lightning.errors import ConfigurationError
-from rl_lightning.guards import all_finite, env_label, first_non_finite, non_finite_env_fault
+from rl_lightning.guards import (all_finite, check_actions, divergence_suspects, env_label, first_non_finite,
+                                 non_finite_env_fault)
 from rl_lightning.lightning_compat import attached_trainer, fitting, world_size
-from rl_lightning.signals import Terminated, termination_requested
+from rl_lightning.setting_ranges import BatchSize, Count, LayerWidth, NonNegativeCount, UpdatesPerRound
+from rl_lightning.signals import stop_exception, termination_requested
 from rl_lightning.trainer_options import fast_dev_run_batches
 
 
@@ -67,25 +70,20 @@ class OffPolicyModule(RLModule):
 
     def __init__(
         self,
-        buffer_size: int = 1_000_000,
-        batch_size: int = 256,
-        learning_starts: int = 1000,
+        buffer_size: Count = 1_000_000,
+        batch_size: BatchSize = 256,
+        learning_starts: NonNegativeCount = 1000,
         random_warmup: bool = True,
-        train_freq: int = 1,
-        gradient_steps: int = 1,
-        hidden_sizes: list[int] = [256, 256],  # noqa: B006 (a list so the CLI writes it back as YAML)
+        train_freq: Count = 1,
+        gradient_steps: UpdatesPerRound = 1,
+        hidden_sizes: list[LayerWidth] = [256, 256],  # noqa: B006 (a list so the CLI writes it back as YAML)
         activation: str = "relu",
-        cnn_features: int = 512,
+        cnn_features: LayerWidth = 512,
         image_layout: Literal["auto", "hwc", "chw"] = "auto",
         buffer_in_checkpoint: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name in ("buffer_size", "batch_size", "gradient_steps"):
-            if getattr(self.hparams, name) < 1:
-                raise ConfigurationError(f"{name}={getattr(self.hparams, name)} must be >= 1")
-        if learning_starts < 0:
-            raise ConfigurationError(f"learning_starts={learning_starts} must be >= 0")
         if batch_size > buffer_size:
             raise ConfigurationError(f"batch_size={batch_size} is larger than buffer_size={buffer_size}; "
                                      "lower batch_size or raise buffer_size")
@@ -128,9 +126,11 @@ class OffPolicyModule(RLModule):
             self._decisions = DecisionTransitions()
         if stage == "fit":
             hp = self.hparams
-            if hp.learning_starts >= hp.total_steps and self.env_steps < hp.total_steps:
-                rank_zero_warn(f"learning_starts={hp.learning_starts} >= total_steps={hp.total_steps}: the run will "
-                               "fill the replay buffer and never update the networks", stacklevel=1)
+            if (self.learning_starts >= hp.total_steps and self.env_steps < hp.total_steps
+                    and not fast_dev_run_batches(attached_trainer(self))):
+                raise ConfigurationError(
+                    f"learning_starts={hp.learning_starts} >= total_steps={hp.total_steps}: the run would only fill "
+                    "the replay buffer and never update the networks; lower learning_starts or raise total_steps")
         if stage == "fit" and self.buffer is None:
             self._action_mask = mask = action_masks(self._initial_info, self.num_envs)
             # Allocated (after a memory check) where the module will live, before training starts.
@@ -142,6 +142,12 @@ class OffPolicyModule(RLModule):
                 self.buffer.load_state_dict(self._saved_buffer)
                 self._saved_buffer = None
 
+    def gradient_rounds_in_budget(self) -> int:
+        """Rounds of the whole budget that end with updates: those after which ``env_steps >= learning_starts``."""
+        rounds = math.ceil(self.hparams.total_steps / self.round_steps)
+        first = max(1, math.ceil(self.learning_starts / self.round_steps))
+        return max(0, rounds - first + 1)
+
     @property
     def learning_starts(self) -> int:
         """The ``learning_starts`` setting; under ``fast_dev_run``, one minibatch, so its few batches reach updates."""
@@ -151,6 +157,10 @@ class OffPolicyModule(RLModule):
 
     @torch.no_grad()
     def collect_round(self) -> dict[str, Any]:
+        if termination_requested(self):
+            # Asked during the last update (or between batches): stop before anything of this round is drawn, so
+            # that a resumed run is the uninterrupted one bit for bit.
+            raise stop_exception()
         hp = self.hparams
         envs, buf = self.envs, self.buffer
         explore, obs = self.explorer(), self._obs
@@ -162,11 +172,15 @@ class OffPolicyModule(RLModule):
         learning_starts = self.learning_starts
         # Envs whose rows do not all decide (Unity): per env step, the rows written before it and their sub-envs.
         trace: list[tuple[int, np.ndarray]] = []
+        label = env_label(hp)
         for _ in range(hp.train_freq):
             if hp.random_warmup and self.env_steps < learning_starts:
                 env_actions, stored = self.random_actions()
             else:
                 env_actions, stored = explore(acting_obs)
+                # Before the env sees them: a NaN action would come back as the env's NaN observation.
+                check_actions(stored, obs, acting_obs, label, self.env_steps, self.num_envs_all_ranks,
+                              lambda: divergence_suspects(self))
             step = step_envs(envs, env_actions, self._action_mask)
             if norm is not None:
                 norm.observe_rewards(step.reward, step.ended)  # the statistics only: stored raw
@@ -189,11 +203,11 @@ class OffPolicyModule(RLModule):
             acting_obs = obs if norm is None else norm.observe(obs)
             self.env_steps += self.num_envs_all_ranks  # all ranks' steps: they collect in lockstep
             if termination_requested(self):
-                # SIGTERM: stop collecting; the stored transitions stay, the round's updates are not made.
+                # SIGTERM or Ctrl-C: stop collecting; the stored transitions stay, the round's updates are not made.
                 self._obs = obs
                 if norm is not None:
                     norm.end_round()
-                raise Terminated()
+                raise stop_exception()
         self._obs = obs
         if norm is not None:
             norm.end_round()

@@ -22,11 +22,13 @@ from rl_lightning.data.rollout import RolloutBuffer, check_rollout_memory
 from rl_lightning.envs.spaces import is_hybrid
 from rl_lightning.envs.steps import EnvStep, action_masks, step_envs
 from rl_lightning.errors import ConfigurationError, EnvironmentFault
-from rl_lightning.guards import (all_finite, check_collected, env_label, first_non_finite,
-                                 non_finite_env_fault, obs_fields)
+from rl_lightning.guards import (NonFiniteAction, all_finite, check_actions, check_collected, divergence_suspects,
+                                 env_label, first_non_finite, non_finite_env_fault, non_finite_weights, obs_fields)
 from rl_lightning.lightning_compat import attached_trainer
+from rl_lightning.setting_ranges import (Count, Decay, LayerWidth, LearningRate, LogStd, LossWeight, PositiveFloat,
+                                        UnitInterval)
 from rl_lightning.networks.actor_critic import ActorCritic, to_env_action
-from rl_lightning.signals import Terminated, termination_requested
+from rl_lightning.signals import stop_exception, termination_requested
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 
@@ -81,31 +83,27 @@ class OnPolicyModule(RLModule):
 
     def __init__(
         self,
-        n_steps: int = 128,
-        gae_lambda: float = 0.95,
-        learning_rate: float = 3e-4,
-        critic_learning_rate: float | None = None,
+        n_steps: Count = 128,
+        gae_lambda: UnitInterval = 0.95,
+        learning_rate: LearningRate = 3e-4,
+        critic_learning_rate: LearningRate | None = None,
         lr_schedule: Literal["constant", "linear"] = "constant",
         optimizer: Literal["adam", "rmsprop", "sgd"] = "adam",
-        optimizer_eps: float = 1e-5,
-        rmsprop_alpha: float = 0.99,
-        hidden_sizes: list[int] = [64, 64],  # noqa: B006 (a list so the CLI writes it back as YAML)
+        optimizer_eps: PositiveFloat = 1e-5,
+        rmsprop_alpha: Decay = 0.99,
+        hidden_sizes: list[LayerWidth] = [64, 64],  # noqa: B006 (a list so the CLI writes it back as YAML)
         activation: str = "tanh",
         shared_trunk: bool = False,
         ortho_init: bool = True,
-        log_std_init: float = 0.0,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
+        log_std_init: LogStd = 0.0,
+        ent_coef: LossWeight = 0.0,
+        vf_coef: LossWeight = 0.5,
         value_loss: Literal["mse", "smooth_l1"] = "mse",
-        max_grad_norm: float | None = 0.5,
+        max_grad_norm: PositiveFloat | None = 0.5,
         normalize_advantage: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(max_grad_norm=max_grad_norm, **kwargs)
-        if not 0.0 <= gae_lambda <= 1.0:
-            raise ConfigurationError(f"gae_lambda={gae_lambda} must lie in [0, 1]")
-        if learning_rate <= 0 or (critic_learning_rate is not None and critic_learning_rate <= 0):
-            raise ConfigurationError("learning_rate and critic_learning_rate must be > 0")
         if optimizer not in OPTIMIZERS:
             raise ConfigurationError(f"optimizer={optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
         if value_loss not in ("mse", "smooth_l1"):
@@ -225,6 +223,10 @@ class OnPolicyModule(RLModule):
 
     @torch.no_grad()
     def collect_round(self) -> dict[str, Any]:
+        if termination_requested(self):
+            # Asked during the last update (or between batches): stop before anything of this round is drawn, so
+            # that a resumed run is the uninterrupted one bit for bit.
+            raise stop_exception()
         hp = self.hparams
         envs, mask = self.envs, self._action_mask
         if self.rollout is None:
@@ -239,14 +241,25 @@ class OnPolicyModule(RLModule):
         norm = self.normalization
         raw, start_steps = self._obs, self.env_steps
         obs = raw if norm is None else norm.begin_round(raw)
+        label, per_row = env_label(hp), self.num_envs_all_ranks
         for t in range(hp.n_steps):
             try:
                 action, log_prob, value = actor.act(obs, mask)
             except (ValueError, RuntimeError) as err:
-                # A distribution refuses NaN parameters: when the observations acted on are to blame, say so.
+                # A distribution refuses NaN parameters: when the observations acted on are to blame, say so; when
+                # the weights are, the settings that made them diverge.
                 if not isinstance(err, EnvironmentFault):
                     self.check_rollout_finite(buf, t, obs, start_steps)
+                    bad = non_finite_weights(self.policy.state_dict())
+                    if bad:
+                        raise NonFiniteAction(
+                            f"the policy's weights {', '.join(bad[:3])} are not finite at env_steps="
+                            f"{start_steps + t * per_row}: the policy diverged, not env {label}. Lower a learning "
+                            f"rate or reward_scale, or set max_grad_norm ({divergence_suspects(self)})") from err
                 raise
+            # Before the env sees it: a NaN action would come back as the env's NaN observation.
+            check_actions(action, raw, obs, label, start_steps + t * per_row, per_row,
+                          lambda: divergence_suspects(self))
             step = step_envs(envs, to_env_action(action, self.action_space), mask)
             # With envs whose rows do not all decide (Unity), a step's outcome belongs to each row's last decision.
             reward = step.reward if norm is None else norm.observe_rewards(step.reward, step.ended)
@@ -269,11 +282,12 @@ class OnPolicyModule(RLModule):
             raw, mask = step.obs, step.action_mask
             obs = raw if norm is None else norm.observe(raw)
             if termination_requested(self):
-                # SIGTERM: abandon the rollout (its steps are not counted); the checkpoint keeps the envs as they are.
+                # SIGTERM or Ctrl-C: abandon the rollout (its steps are not counted); the checkpoint keeps the envs
+                # as they are.
                 self._obs, self._action_mask = raw, mask
                 if norm is not None:
                     norm.end_round()
-                raise Terminated()
+                raise stop_exception()
         # One vectorised test per stored array, before anything computed from them reaches an update.
         self.check_rollout_finite(buf, hp.n_steps, obs, start_steps)
         self._obs, self._action_mask = raw, mask

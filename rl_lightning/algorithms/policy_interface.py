@@ -121,6 +121,12 @@ class PolicyInterface(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.last_evaluation is not None and self.trainer.is_global_zero:
             print(f"Evaluation after {self.env_steps} env steps: {self.last_evaluation.summary()}")
+        if fitting(self) and self.trainer.is_global_zero and self.env_steps < self.hparams.total_steps:
+            from rl_lightning.trainer_options import early_stop_reason
+
+            total = self.hparams.total_steps
+            print(f"Training stopped early, after {self.env_steps} of total_steps={total} env steps "
+                  f"({100 * self.env_steps / total:.0f}%): {early_stop_reason(self.trainer, self)}", flush=True)
 
     def on_validation_end(self) -> None:
         if not fitting(self):  # `validate`: the result in one line (in fit, the epoch's metrics show it)

@@ -10,6 +10,7 @@ import torch
 from rl_lightning.algorithms.on_policy import OnPolicyModule
 from rl_lightning.data.rollout import minibatch, normalize_advantages
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.setting_ranges import BatchSize, PositiveFloat, UpdatesPerRound
 
 
 def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
@@ -43,20 +44,16 @@ class PPO(OnPolicyModule):
 
     def __init__(
         self,
-        batch_size: int = 64,
-        n_epochs: int = 10,
-        clip_range: float = 0.2,
+        batch_size: BatchSize = 64,
+        n_epochs: UpdatesPerRound = 10,
+        clip_range: PositiveFloat = 0.2,
         clip_range_schedule: Literal["constant", "linear"] = "constant",
-        target_kl: float | None = None,
+        target_kl: PositiveFloat | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not self.env_sets_num_envs:
             self._check_batch_size()
-        if n_epochs < 1:
-            raise ConfigurationError(f"n_epochs={n_epochs} must be >= 1")
-        if clip_range <= 0:
-            raise ConfigurationError(f"clip_range={clip_range} must be > 0")
 
     def _check_batch_size(self) -> None:
         batch_size = self.hparams.batch_size

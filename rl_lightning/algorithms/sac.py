@@ -31,28 +31,30 @@ from rl_lightning.networks.critics import CriticWithActionJoin
 from rl_lightning.networks.squashed import SquashedGaussianActor
 from rl_lightning.networks.target import make_target, soft_update
 from rl_lightning.precision import fused_optimizers_allowed, host_array
+from rl_lightning.setting_ranges import Count, EntropyCoefficient, FiniteFloat, LearningRate, PositiveFraction
 
 
 def parse_ent_coef(ent_coef: str | float) -> tuple[bool, float]:
     """``(learned, initial value)`` of the entropy coefficient setting: ``"auto"`` (learned from 1.0),
-    ``"auto_<x>"`` (learned from x, SB3's syntax) or a positive number (fixed)."""
+    ``"auto_<x>"`` (learned from x, SB3's syntax) or a positive number (fixed); a number, fixed or initial, in
+    ``EntropyCoefficient``'s range."""
+    allowed, given = EntropyCoefficient.range, ent_coef
     if isinstance(ent_coef, str):
         head, _, initial = ent_coef.partition("_")
         try:
             value = float(initial) if initial else 1.0
         except ValueError:
             value = float("nan")
-        if head == "auto" and value > 0 and math.isfinite(value):
+        if head == "auto" and allowed.contains(value):
             return True, value
         try:  # a number written as a string (a CLI value)
             ent_coef = float(ent_coef)
         except ValueError:
             ent_coef = float("nan")
-    if isinstance(ent_coef, (int, float)) and not isinstance(ent_coef, bool) and ent_coef > 0 and math.isfinite(
-            ent_coef):
+    if allowed.contains(ent_coef):
         return False, float(ent_coef)
-    raise ConfigurationError(f"ent_coef={ent_coef!r}: give 'auto' (learned, starting at 1), 'auto_<x>' (learned, "
-                             "starting at x > 0) or a fixed number > 0")
+    raise ConfigurationError(f"ent_coef={given!r}: give 'auto' (learned, starting at 1), 'auto_<x>' (learned, "
+                             f"starting at x) or a fixed number x, with x {allowed.bounds}")
 
 
 def soft_bellman_target(rewards: torch.Tensor, terminated: torch.Tensor, gamma: float, next_qs: torch.Tensor,
@@ -95,26 +97,17 @@ class SAC(OffPolicyModule):
 
     def __init__(
         self,
-        actor_learning_rate: float = 3e-4,
-        critic_learning_rate: float = 3e-4,
-        ent_coef_learning_rate: float = 3e-4,
-        tau: float = 0.005,
-        ent_coef: str | float = "auto",
-        target_entropy: float | None = None,
-        target_update_interval: int = 1,
+        actor_learning_rate: LearningRate = 3e-4,
+        critic_learning_rate: LearningRate = 3e-4,
+        ent_coef_learning_rate: LearningRate = 3e-4,
+        tau: PositiveFraction = 0.005,
+        ent_coef: str | EntropyCoefficient = "auto",
+        target_entropy: FiniteFloat | None = None,
+        target_update_interval: Count = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0.0 < tau <= 1.0:
-            raise ConfigurationError(f"tau={tau} must lie in (0, 1]")
-        for name in ("actor_learning_rate", "critic_learning_rate", "ent_coef_learning_rate"):
-            if not getattr(self.hparams, name) > 0:
-                raise ConfigurationError(f"{name}={getattr(self.hparams, name)} must be > 0")
         self.learn_ent_coef, self.initial_ent_coef = parse_ent_coef(ent_coef)
-        if target_entropy is not None and not math.isfinite(target_entropy):
-            raise ConfigurationError(f"target_entropy={target_entropy} must be a finite number, or null for -dim(A)")
-        if not isinstance(target_update_interval, int) or target_update_interval < 1:
-            raise ConfigurationError(f"target_update_interval={target_update_interval!r} must be a positive integer")
         self.actor: SquashedGaussianActor | None = None
         self.critic: nn.ModuleList | None = None
         self.target_entropy = target_entropy
@@ -136,18 +129,26 @@ class SAC(OffPolicyModule):
             CriticWithActionJoin(observation_space, action_dim, hp.hidden_sizes, hp.activation, 0, hp.cnn_features,
                                  hp.image_layout) for _ in range(2)])
         self.critic_target = make_target(self.critic)
-        self.build_temperature(-float(action_dim))  # sec. 5: -dim(A)
+        # Sec. 5: -dim(A). The most entropy: the uniform distribution on [-1, 1]^dim(A), dim(A) * log 2.
+        self.build_temperature(-float(action_dim), action_dim * math.log(2.0))
         self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32),
                              persistent=False)
 
-    def build_temperature(self, default_target_entropy: float) -> None:
+    def build_temperature(self, default_target_entropy: float, max_entropy: float) -> None:
         """``log(alpha)``, learned when ent_coef is "auto..." (the log keeps alpha positive; in the state dict
-        either way), and the target entropy: the ``target_entropy`` setting, or else ``default_target_entropy``."""
+        either way), and the target entropy: the ``target_entropy`` setting, or else ``default_target_entropy``.
+        ``max_entropy``: the most entropy the policy can have in the action space."""
         self.log_ent_coef = nn.Parameter(torch.tensor([math.log(self.initial_ent_coef)]),
                                          requires_grad=self.learn_ent_coef)
         if self.target_entropy is None:
             self.target_entropy = default_target_entropy
+        elif self.learn_ent_coef and self.target_entropy > max_entropy:
+            # An entropy the policy cannot reach: eq. 18's gradient then raises alpha at every step, without end.
+            raise ConfigurationError(
+                f"target_entropy={self.target_entropy} is above the most entropy a policy can have in this action "
+                f"space ({max_entropy:.4g}): the learned ent_coef would grow without bound; lower it, or leave it "
+                "null for the default")
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp, fused = self.hparams, fused_optimizers_allowed(self)

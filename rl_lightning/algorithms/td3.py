@@ -26,9 +26,12 @@ import torch.nn.functional as F
 from rl_lightning.algorithms.ddpg import DDPG
 from rl_lightning.algorithms.updates import make_optimizer
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.lightning_compat import attached_trainer
 from rl_lightning.networks.critics import CriticWithActionJoin
 from rl_lightning.networks.target import make_target, soft_update
 from rl_lightning.precision import fused_optimizers_allowed
+from rl_lightning.setting_ranges import Count, NonNegativeFloat
+from rl_lightning.trainer_options import fast_dev_run_batches
 
 
 class TD3(DDPG):
@@ -48,20 +51,26 @@ class TD3(DDPG):
 
     def __init__(
         self,
-        policy_delay: int = 2,
-        target_policy_noise: float = 0.2,
-        target_noise_clip: float = 0.5,
+        policy_delay: Count = 2,
+        target_policy_noise: NonNegativeFloat = 0.2,
+        target_noise_clip: NonNegativeFloat = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(policy_delay, bool) or not isinstance(policy_delay, int) or policy_delay < 1:
-            raise ConfigurationError(f"policy_delay={policy_delay!r} must be an integer >= 1 (critic updates per "
-                                     "actor update; 1 updates the actor at every gradient step)")
-        if target_policy_noise < 0 or target_noise_clip < 0:
-            raise ConfigurationError(f"target_policy_noise={target_policy_noise} and target_noise_clip="
-                                     f"{target_noise_clip} must be >= 0 (0 turns target policy smoothing off)")
         self.critic_2: CriticWithActionJoin | None = None
         self.critic_updates = 0  # gradient steps of the critics, over the run; the actor's follow every policy_delay
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.env_steps == 0 and not fast_dev_run_batches(attached_trainer(self)):
+            hp = self.hparams
+            updates = self.gradient_rounds_in_budget() * hp.gradient_steps
+            if updates < hp.policy_delay:
+                raise ConfigurationError(
+                    f"policy_delay={hp.policy_delay} is more than the {updates} critic updates the budget makes "
+                    f"(total_steps={hp.total_steps}, learning_starts={hp.learning_starts}, gradient_steps="
+                    f"{hp.gradient_steps} per round of {self.round_steps} env steps): the actor would never be "
+                    "updated; lower policy_delay or learning_starts, or raise total_steps")
 
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         super().build_networks(observation_space, action_space)  # actor, critic (Q1), their targets, action bounds

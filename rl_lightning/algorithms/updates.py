@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from rl_lightning.guards import non_finite_loss
+from rl_lightning.guards import divergence_suspects, non_finite_loss
 from rl_lightning.lightning_compat import count_optimizer_steps, optimizer_step_progress, plain_precision
 
 # Hooks Lightning calls around every backward and optimizer step; the direct route skips them.
@@ -91,7 +91,8 @@ class GradientStepper:
                 flag = flag + norm
             finite = bool(torch.isfinite(flag))
         if not finite:
-            raise non_finite_loss("loss or its gradient norm", getattr(self.module, "env_steps", 0))
+            raise non_finite_loss("loss or its gradient norm", getattr(self.module, "env_steps", 0),
+                                  divergence_suspects(self.module))
 
     def gradient_step(self, loss: torch.Tensor, optimizers: Sequence[Any], max_grad_norm: float | None) -> None:
         """Zero the grads, back-propagate, clip, step; a non-finite loss (or gradient norm) raises ``NonFiniteLoss``

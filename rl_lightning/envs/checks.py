@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import multiprocessing
+import signal
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from rl_lightning.errors import ConfigurationError, EnvironmentFault
+from rl_lightning.setting_ranges import check_settings
 
 SKIP_HINT = "set check_env: false (RLModule's check_env=False) to skip this check"
 
@@ -59,9 +63,13 @@ def check_env_kwargs(env: Any, factory: Callable[..., Any], env_kwargs: dict[str
     For a registered id the keys go to ``gym.make``, which keeps its own (``max_episode_steps``, ...) and passes the
     rest, over the spec's kwargs, to the entry point (gymnasium/envs/registration.py, ``make``): the accepted keys
     are both signatures' parameters. Creators with ``**kwargs`` accept anything and are not checked.
+
+    Values are checked against the ranges the creator's annotations declare (``rl_lightning.setting_ranges``, as
+    ``UnityVectorEnv``'s ``worker_id`` and ``timeout_wait``), so a bad one stops the model's construction.
     """
     if not env_kwargs:
         return
+    check_settings(factory, env_kwargs, f"{setting}.")
     registered = isinstance(env, str) and env.split(":")[-1] in gym.registry
     if registered:
         spec = gym.spec(env.split(":")[-1])
@@ -264,9 +272,71 @@ def _looks_like_stacking(err: Exception) -> bool:
     return any(s in text for s in ("wrong shape", "could not broadcast", "Cannot cast array data"))
 
 
+class EnvStepTimeout(EnvironmentFault):
+    """A step of the envs took longer than the ``step_timeout`` setting."""
+
+
+class _StepTimeout(Exception):
+    """Raised by the alarm inside a sync step that overran; turned into ``EnvStepTimeout`` outside it."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise _StepTimeout
+
+
 class CheckedSyncVectorEnv(NamedObservationFaults, gym.vector.SyncVectorEnv):
-    """``SyncVectorEnv`` whose stacking errors name the env (``NamedObservationFaults``)."""
+    """``SyncVectorEnv`` whose stacking errors name the env (``NamedObservationFaults``), and whose steps are bounded
+    by ``step_timeout`` seconds when that is set.
+
+    The sub-envs step in this process, so the bound is a timer signal (``SIGALRM``, ``signal.setitimer``): Python
+    runs its handler in the main thread as soon as the step's code returns to the interpreter, which a pure-Python
+    loop or a ``time.sleep`` does at once; C code that never returns to Python is only bounded in
+    ``vectorization: async``. The envs are left mid-step: the run ends with ``EnvStepTimeout``.
+    """
+
+    step_timeout: float | None = None
+
+    def step(self, actions: Any) -> Any:
+        if self.step_timeout is None:
+            return super().step(actions)
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigurationError(f"step_timeout={self.step_timeout} bounds sync env steps with a timer signal, "
+                                     "which only the main thread receives; use vectorization: async here")
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, self.step_timeout)
+        try:
+            return super().step(actions)
+        except _StepTimeout:
+            raise EnvStepTimeout(f"env={self.env_label!r}: a step did not return within step_timeout="
+                                 f"{self.step_timeout:g} s (sync envs); the env hangs or is slower than that: fix "
+                                 "the env, or raise step_timeout (null: no limit)") from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 class CheckedAsyncVectorEnv(NamedObservationFaults, gym.vector.AsyncVectorEnv):
-    """``AsyncVectorEnv`` whose stacking errors name the env (``NamedObservationFaults``)."""
+    """``AsyncVectorEnv`` whose stacking errors name the env (``NamedObservationFaults``), and whose steps are bounded
+    by ``step_timeout`` seconds when that is set (``AsyncVectorEnv.step_wait(timeout=...)``); the sub-env processes
+    that did not answer are named, and killed when the envs close."""
+
+    step_timeout: float | None = None
+
+    def step(self, actions: Any) -> Any:
+        if self.step_timeout is None:
+            return super().step(actions)
+        self.step_async(actions)
+        try:
+            return self.step_wait(timeout=self.step_timeout)
+        except multiprocessing.TimeoutError:
+            self._timed_out = True
+            silent = [i for i, pipe in enumerate(self.parent_pipes) if not pipe.poll()]
+            raise EnvStepTimeout(f"env={self.env_label!r}: sub-env(s) {', '.join(map(str, silent)) or '?'} did not "
+                                 f"return from step() within step_timeout={self.step_timeout:g} s (async envs); the env "
+                                 "hangs or is slower than that: fix the env, or raise step_timeout (null: no limit)"
+                                 ) from None
+
+    def close(self, **kwargs: Any) -> None:
+        if getattr(self, "_timed_out", False):
+            kwargs["terminate"] = True  # a sub-env still inside its step would never answer "close"
+        super().close(**kwargs)

@@ -99,6 +99,24 @@ def _is_import_path(name: str) -> bool:
     return ":" in name or ("." in name and "/" not in name and not name[-1].isdigit())
 
 
+def _unity_vector_env(setting: str) -> type:
+    """``UnityVectorEnv``, or a ``ConfigurationError`` saying what to install when ``mlagents_envs`` cannot load.
+
+    Only Unity runs import ``mlagents_envs``: Gym runs work without it, and beside a protobuf that another package
+    upgraded. mlagents-envs 0.28's generated ``*_pb2`` modules fail on protobuf >= 4 with a ``TypeError``
+    ("Descriptors cannot be created directly"), hence both kinds of error here.
+    """
+    try:
+        from rl_lightning.unity.vector_env import UnityVectorEnv
+    except (ImportError, TypeError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigurationError(
+            f"{setting}='unity' needs mlagents-envs 0.28.0 with protobuf 3.20.x, which failed to import "
+            f"({type(err).__name__}: {first_line}): pip install mlagents-envs==0.28.0 protobuf==3.20.3, or use a "
+            "virtual env of its own for Unity runs if another package needs a newer protobuf") from None
+    return UnityVectorEnv
+
+
 def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
     """Return a factory ``f(**env_kwargs) -> gym.Env`` for ``env``, failing fast on unknown ids.
 
@@ -113,9 +131,7 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
             f"config cannot hold; pass the function itself ({setting}=..., e.g. "
             f"Model.load_from_checkpoint(path, {setting}=my_function)) or an importable one ('package.module:name')")
     if env == "unity":
-        from rl_lightning.unity.vector_env import UnityVectorEnv
-
-        return UnityVectorEnv
+        return _unity_vector_env(setting)
     if not isinstance(env, str) or not env:
         raise ConfigurationError(f"{setting}={env!r}: expected a Gymnasium env id, an import path or an env class")
     if env.startswith("rl_lightning/"):
@@ -263,6 +279,7 @@ def make_vector_env(
     wrappers: Sequence[WrapperSpec] = (),
     rank: int = 0,
     exact_num_envs: bool = True,
+    step_timeout: float | None = None,
 ) -> gym.vector.VectorEnv:
     """Build a seeded vector env of ``num_envs`` copies of ``env``.
 
@@ -280,6 +297,9 @@ def make_vector_env(
             ``base_port + worker_id``) gets ``rank * WORKER_ID_PER_RANK`` added to it, so each rank has its own ports.
         exact_num_envs: whether a vector env a user's function returns must have ``num_envs`` sub-envs (unless
             ``num_envs`` is 1); ``False`` (evaluation envs) takes the count it has.
+        step_timeout: seconds a step of the copies may take before the run ends with ``EnvStepTimeout``
+            (``CheckedSyncVectorEnv``, ``CheckedAsyncVectorEnv``); ``None``: no limit. Not for a vector env of its own:
+            Unity's has ``timeout_wait``, one of a user's must bound its own steps.
 
     A user's function (not a class) is called once first: if it returns a vector env (``gym.make_vec(...)``, a
     ``VectorEnv`` of its own), that is the env, with ``num_envs`` passed to it if it has a ``num_envs`` parameter;
@@ -294,6 +314,11 @@ def make_vector_env(
     _check_wrappers(wrappers)
     check_env_kwargs(env, factory, env_kwargs)
     kwargs = dict(env_kwargs or {})
+    if step_timeout is not None and isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
+        own = "env_kwargs.timeout_wait" if "timeout_wait" in inspect.signature(factory).parameters else "its own limit"
+        raise ConfigurationError(f"step_timeout={step_timeout} applies to envs built from single Gymnasium envs; "
+                                 f"env={env_label(env)!r} is a vector env of its own: set {own} instead, and "
+                                 "step_timeout to null")
     if isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
         # A vector env of its own (e.g. "unity": the agents are the sub-envs); num_envs and vectorization don't apply.
         parameters = inspect.signature(factory).parameters
@@ -308,6 +333,11 @@ def make_vector_env(
         # A user's function may return a vector env (gym.make_vec, its own VectorEnv): called once to see which.
         built = factory(**kwargs, **({"num_envs": num_envs} if _names_parameter(factory, "num_envs") else {}))
         if isinstance(built, gym.vector.VectorEnv):
+            if step_timeout is not None:
+                built.close()
+                raise ConfigurationError(f"step_timeout={step_timeout} applies to envs built from single Gymnasium "
+                                         f"envs; env={env_label(env)!r} returned a vector env of its own, which must "
+                                         "bound its own steps: set step_timeout to null")
             _check_vector_settings(built, env, num_envs, vectorization, exact_num_envs, factory)
             return _own_vector_env(built, env, wrappers, seed)
         if vectorization == "sync":
@@ -327,6 +357,7 @@ def make_vector_env(
     vector_class = CheckedSyncVectorEnv if vectorization == "sync" else CheckedAsyncVectorEnv
     venv = vector_class(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     venv.env_label = env_label(env)
+    venv.step_timeout = step_timeout
     venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
     if seed is not None:
         # Sub-env observations are seeded by the first `reset(seed=seed)`;

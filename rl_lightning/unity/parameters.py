@@ -28,14 +28,17 @@ import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
-from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 
 from rl_lightning.errors import ConfigurationError
+
+if TYPE_CHECKING:  # only a type here: every run imports this module (RLModule.configure_callbacks), Gym runs too,
+    # and they must not need mlagents_envs (nor its protobuf 3.20 pin)
+    from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 
 OUR_SAMPLERS = {"uniform": ("min", "max"), "gaussian": ("mean", "std"), "multirange": ("intervals",)}
 """The project's samplers (``sampler:``) and their keys."""

@@ -11,18 +11,35 @@ repeats its last action in between, and reports the rewards it earned
 meanwhile with its next decision; an episode end is reported at once, and the
 new episode's first step asks for a decision.
 
-Agents are numbered as Unity numbers them: the proto's agent ``id`` is the
-agent's *episode* id (com.unity.ml-agents ``Runtime/Agent.cs``: ``m_EpisodeId``
-from ``EpisodeIdCounter.GetEpisodeId()``, a global counter, at initialisation
-and at every episode start), so an agent that ends an episode is reported
-under its old id as done and under a new id deciding, in one message.
-``--fixed-agent-ids`` gives each agent one id for the whole run instead (not
-what Unity does). ``--despawn-prob`` / ``--spawn-prob`` destroy and spawn agents
+Agents are numbered as com.unity.ml-agents 2.x numbers them. The proto's agent
+``id`` is ``AgentInfo.episodeId`` (``Runtime/Communicator/GrpcExtensions.cs``,
+``ToAgentInfoProto``: ``Id = ai.episodeId``), which ``Runtime/Agent.cs`` fills
+from ``m_EpisodeId``; that is drawn from ``EpisodeIdCounter.GetEpisodeId()``
+(one counter for the whole process) only in ``LazyInitialize()``, when the
+agent is first enabled. ``EndEpisode``/``EpisodeInterrupted`` (``NotifyAgentDone``
+then ``_AgentReset``) and the academy's reset (``AgentForceReset`` ->
+``_AgentReset``) keep it. So an agent keeps its id across episodes: at an
+episode end one message lists it done (TerminalSteps) and deciding in its next
+episode (DecisionSteps) under the same id. An agent that is destroyed or
+disabled and a new one spawned gives a new id (``OnDisable`` clears
+``m_Initialized``, so enabling runs ``LazyInitialize`` again).
+``--new-agent-id-per-episode`` gives an agent a new id at every episode start
+instead, as the early-2020 packages did (0.14's ``Agent.NotifyAgentDone``: "The
+Agent is done, so we give it a new episode Id") and as a build that disables
+and re-enables its agents at every episode still does; the environment
+variable ``RL_LIGHTNING_PLAYER_ID_REGIME`` (``kept`` or ``per-episode``) sets
+the default of that flag, so that a test suite can run every player it starts
+in either regime. ``--despawn-prob`` / ``--spawn-prob`` destroy and spawn agents
 during a run (a destroyed agent sends one last done step, as Unity's
 ``Agent.OnDisable`` does, and a spawned one appears under a new id);
 ``--shuffle-agents`` lists the agents of each message in a random order
 (Unity does not promise one); ``--step-time`` spends that many seconds of
-"game" time per step, as a build's physics and rendering would. Launch it through
+"game" time per step, as a build's physics and rendering would. A real build
+never reports the engine settings and environment parameters it receives;
+``--echo-settings-as-stats`` (for debugging and tests) sends them back through
+the stats side channel: ``engine/<setting>``, ``received/<parameter>`` (1 per
+message) and ``param/<parameter>`` (the value drawn at each episode start).
+Launch it through
 ``UnityEnvironment(file_name=<path of rl-lightning-unity-player>, additional_args=[...])``
 or by hand with ``--mlagents-port``.
 
@@ -71,6 +88,10 @@ ENGINE_CHANNEL = uuid.UUID("e951342c-4f7e-11ea-b238-784f4387d1f7")
 PARAMETERS_CHANNEL = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400")
 STATS_CHANNEL = uuid.UUID("a1d8f7b7-cec8-50f9-b78b-d3e165a78520")
 ENGINE_KEYS = {0: "resolution", 1: "quality_level", 2: "time_scale", 3: "target_frame_rate", 4: "capture_frame_rate"}
+
+# The default of --new-agent-id-per-episode, for every player a process starts (tests run each in both regimes).
+ID_REGIME_VARIABLE = "RL_LIGHTNING_PLAYER_ID_REGIME"
+ID_REGIMES = {"kept": False, "per-episode": True}  # regime -> a new id at every episode start
 
 
 # ---------------------------------------------------------------------- side channels
@@ -219,13 +240,18 @@ class Player:
     connected (com.unity.ml-agents/Runtime/Areas/TrainingAreaReplicator.cs). ``float_images`` sends images
     uncompressed (``float_data``) instead of as PNG. An env's ``info["group_id"]``/``info["group_reward"]``, when
     given, become the agent's ML-Agents group id and group reward.
+
+    An agent draws its id from one counter for the process when it first exists (at the first reset, or when it
+    is spawned) and keeps it across episodes, as com.unity.ml-agents 2.x (see the module docstring);
+    ``new_id_per_episode`` draws a new one at every episode start instead. ``echo_settings_as_stats`` reports the
+    engine settings and environment parameters received back as stats (a debugging aid: a real build does not).
     """
 
     def __init__(self, make_env: Callable[[], gym.Env], num_agents: int | None = 1, behavior_name: str = "Agent",
-                 seed: int = 0, decision_period: int = 1, fixed_agent_ids: bool = False, despawn_prob: float = 0.0,
-                 spawn_prob: float = 0.0, shuffle_agents: bool = False, step_time: float = 0.0,
-                 start_agents: int | None = None, report_step_times: bool = False,
-                 float_images: bool = False) -> None:
+                 seed: int = 0, decision_period: int = 1, new_id_per_episode: bool = False,
+                 despawn_prob: float = 0.0, spawn_prob: float = 0.0, shuffle_agents: bool = False,
+                 step_time: float = 0.0, start_agents: int | None = None, report_step_times: bool = False,
+                 float_images: bool = False, echo_settings_as_stats: bool = False) -> None:
         if decision_period < 1:
             raise ValueError(f"decision_period={decision_period} must be >= 1")
         if not (0.0 <= despawn_prob <= 1.0 and 0.0 <= spawn_prob <= 1.0):
@@ -248,8 +274,9 @@ class Player:
         self.episodes = [0] * num_agents
         self.current: list[tuple[Any, dict[str, Any]]] = []
         self.sent_brain = False
-        self.fixed_agent_ids = fixed_agent_ids
-        self.ids = list(range(num_agents))  # each agent's current (episode) id
+        self.new_id_per_episode = new_id_per_episode
+        self.echo_settings_as_stats = echo_settings_as_stats
+        self.ids = [-1] * num_agents  # each agent's current id; -1 until the agent first exists
         self.next_id = 0  # Unity's EpisodeIdCounter: one counter for every agent of the process
         self.alive = [i < (num_agents if start_agents is None else start_agents) for i in range(num_agents)]
         self.report_step_times = report_step_times
@@ -259,13 +286,15 @@ class Player:
         self.rng = np.random.default_rng(seed)
 
     # -- episodes
-    def _reset_agent(self, i: int) -> tuple[Any, dict[str, Any]]:
-        if not self.fixed_agent_ids:
+    def _reset_agent(self, i: int, spawned: bool = False) -> tuple[Any, dict[str, Any]]:
+        """Start agent ``i``'s next episode; ``spawned``: the agent is new (enabled again after being destroyed)."""
+        if spawned or self.new_id_per_episode or self.ids[i] < 0:
+            # Agent.LazyInitialize draws the id when an agent is enabled; old packages drew one at every episode.
             self.ids[i] = self.next_id
             self.next_id += 1
         params = self.parameters.sample()
-        for key, value in params.items():
-            self.pending_stats.append(stats_message(f"param/{key}", value))
+        if self.echo_settings_as_stats:
+            self.pending_stats += [stats_message(f"param/{key}", value) for key, value in params.items()]
         options = {"parameters": params} if params else None
         seed = self.seed * 10_007 + i * 1_009 + self.episodes[i]
         self.episodes[i] += 1
@@ -291,13 +320,16 @@ class Player:
         """Play ``n`` copies (before the first reset): the trainer's ``num_areas``."""
         self.envs += [self.make_env() for _ in range(n - len(self.envs))]
         self.last_actions, self.accrued, self.episodes = [None] * n, [0.0] * n, [0] * n
-        self.ids, self.alive = list(range(n)), [True] * n
+        self.ids, self.alive = [-1] * n, [True] * n
 
     def _reset_all(self, out: Any) -> None:
-        # An academy reset restarts every agent that exists; destroyed ones stay destroyed.
+        # An academy reset restarts every agent that exists (under its id: Agent._AgentReset keeps it); destroyed
+        # ones stay destroyed, unless none is left: then agent 0 is spawned again.
+        revived = None
         if not any(self.alive):
-            self.alive[0] = True
-        self.current = [self._reset_agent(i) if self.alive[i] else (None, {}) for i in range(len(self.envs))]
+            self.alive[0], revived = True, 0
+        self.current = [self._reset_agent(i, spawned=i == revived) if self.alive[i] else (None, {})
+                        for i in range(len(self.envs))]
         self.accrued = [0.0] * len(self.envs)
         self.deciding = self._order([i for i in range(len(self.envs)) if self.alive[i]])
         self.academy_steps = 0  # Unity's Academy restarts its step count at a reset
@@ -327,7 +359,7 @@ class Player:
             if not self.alive[i]:
                 if self.rng.random() < self.spawn_prob:  # spawned: a new agent under a new id, deciding at once
                     self.alive[i] = True
-                    self.current[i] = self._reset_agent(i)
+                    self.current[i] = self._reset_agent(i, spawned=True)
                     self.accrued[i] = 0.0
                     deciding.append(i)
                     entries.append((i, self.ids[i], *self.current[i], 0.0, False, False))
@@ -345,7 +377,8 @@ class Player:
             if terminated or truncated:  # reported at once, whatever the decision period
                 entries.append((i, self.ids[i], obs, info, self.accrued[i], True, truncated and not terminated))
                 self.accrued[i] = 0.0
-                self.current[i] = self._reset_agent(i)  # its new episode's first step asks for a decision
+                # Its next episode's first step asks for a decision, under the same id (2.x) or a new one.
+                self.current[i] = self._reset_agent(i)
             elif (self.academy_steps + i) % self.decision_period:
                 continue  # no decision requested: in neither list, and it repeats its action
             entries.append((i, self.ids[i], *self.current[i], self.accrued[i], False, False))
@@ -355,7 +388,8 @@ class Player:
             order = self.rng.permutation(len(entries))
             entries = [entries[j] for j in order]
         for i, agent_id, obs, info, reward, done, interrupted in entries:
-            # A terminal step goes out under the id of the episode that ended, a decision under the current one.
+            # A terminal step goes out under the id of the episode that ended, a decision under the current one
+            # (the same one unless ids are renewed at every episode).
             self._info(out, i, obs, info, reward, done, interrupted, agent_id=agent_id)
         # The actions of the next STEP come in the order the deciding agents were listed.
         self.deciding = [i for i, _, _, _, _, done, _ in entries if not done]
@@ -375,16 +409,18 @@ class Player:
         for channel, payload in split_side_channels(data):
             if channel == PARAMETERS_CHANNEL:
                 key = self.parameters.receive(payload)
-                self.pending_stats.append(stats_message(f"received/{key}", 1.0))
+                if self.echo_settings_as_stats:
+                    self.pending_stats.append(stats_message(f"received/{key}", 1.0))
             elif channel == ENGINE_CHANNEL:
                 r = _Reader(payload)
                 kind = r.take("<i")
                 name = ENGINE_KEYS.get(kind, str(kind))
                 value = r.take("<ii") if kind == 0 else (r.take("<f") if kind == 2 else r.take("<i"))
                 self.engine[name] = value
-                for j, v in enumerate(value if isinstance(value, tuple) else (value,)):
-                    self.pending_stats.append(stats_message(f"engine/{name}" + (f"/{j}" if kind == 0 else ""),
-                                                            float(v)))
+                if self.echo_settings_as_stats:
+                    for j, v in enumerate(value if isinstance(value, tuple) else (value,)):
+                        self.pending_stats.append(stats_message(f"engine/{name}" + (f"/{j}" if kind == 0 else ""),
+                                                                float(v)))
 
     # -- messages
     def _new_output(self) -> tuple[UnityMessageProto, Any]:
@@ -461,8 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--behavior-name", default="Agent")
     parser.add_argument("--decision-period", type=int, default=1,
                         help="steps between an agent's decisions (Unity's DecisionRequester); agents are staggered")
-    parser.add_argument("--fixed-agent-ids", action="store_true",
-                        help="keep one agent id for the whole run (Unity gives a new id at every episode)")
+    parser.add_argument("--new-agent-id-per-episode", action=argparse.BooleanOptionalAction, default=None,
+                        help="give an agent a new id at every episode start, as ML-Agents packages of early 2020 did "
+                             "(default: each agent keeps one id across episodes, as com.unity.ml-agents 2.x, and a "
+                             f"spawned agent takes a new one; {ID_REGIME_VARIABLE}=per-episode changes the default)")
     parser.add_argument("--despawn-prob", type=float, default=0.0,
                         help="chance per step that an agent is destroyed (one stays alive)")
     parser.add_argument("--spawn-prob", type=float, default=0.0,
@@ -476,6 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds each step takes, as a build's game loop would")
     parser.add_argument("--float-images", action="store_true",
                         help="send images uncompressed as floats (float_data) instead of as PNG")
+    parser.add_argument("--echo-settings-as-stats", action="store_true",
+                        help="for debugging: send the engine settings and environment parameters received back as "
+                             "stats (engine/*, received/*, and param/* drawn at each episode start); a real build "
+                             "sends none of them")
     parser.add_argument("-logFile", "-logfile", dest="log_file",
                         help="write output and errors here (set by UnityEnvironment's log_folder)")
     args, _unity_flags = parser.parse_known_args(argv)
@@ -491,11 +533,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--env-kwargs must be a JSON object such as '{{\"max_steps\": 50}}', got {args.env_kwargs!r} ({e})")
     if not isinstance(env_kwargs, dict):
         parser.error(f"--env-kwargs must be a JSON object of keyword arguments, got {args.env_kwargs!r}")
+    new_id_per_episode = args.new_agent_id_per_episode
+    if new_id_per_episode is None:
+        regime = os.environ.get(ID_REGIME_VARIABLE, "kept")
+        if regime not in ID_REGIMES:
+            parser.error(f"{ID_REGIME_VARIABLE}={regime!r} is not one of {', '.join(map(repr, ID_REGIMES))}: "
+                         f"unset it (ids kept across episodes) or set it to 'per-episode'")
+        new_id_per_episode = ID_REGIMES[regime]
     player = Player(_env_factory(args.env, env_kwargs), args.agents, args.behavior_name,
-                    decision_period=args.decision_period, fixed_agent_ids=args.fixed_agent_ids,
+                    decision_period=args.decision_period, new_id_per_episode=new_id_per_episode,
                     despawn_prob=args.despawn_prob, spawn_prob=args.spawn_prob, shuffle_agents=args.shuffle_agents,
                     step_time=args.step_time, start_agents=args.start_agents,
-                    report_step_times=args.report_step_times, float_images=args.float_images)
+                    report_step_times=args.report_step_times, float_images=args.float_images,
+                    echo_settings_as_stats=args.echo_settings_as_stats)
     return player.run(args.mlagents_port)
 
 

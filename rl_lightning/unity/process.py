@@ -339,6 +339,11 @@ def start_processes(file_name: str | None, num_processes: int, worker_id: int, b
     # ML-Agents' base ports: one for builds, another for the Editor (mlagents_envs/environment.py).
     first_port = base_port if base_port is not None else (
         UnityEnvironment.BASE_ENVIRONMENT_PORT if file_name else UnityEnvironment.DEFAULT_EDITOR_PORT)
+    last_port = first_port + worker_id + num_processes - 1
+    if last_port > 65535:
+        raise ConfigurationError(f"worker_id={worker_id} puts process {num_processes - 1} on port {last_port} (base port "
+                                 f"{first_port} + worker_id + process index), past 65535, the last TCP port; lower "
+                                 "worker_id (or base_port)")
     units: list[UnityProcess] = []
     try:
         for k in range(num_processes):

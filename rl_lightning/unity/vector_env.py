@@ -19,6 +19,7 @@ from mlagents_envs.side_channel.environment_parameters_channel import Environmen
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from rl_lightning.errors import ConfigurationError
+from rl_lightning.setting_ranges import Count, FiniteFloat, Port, WorkerId, check_settings
 from rl_lightning.unity.agents import AgentSlots
 from rl_lightning.unity.parameters import Curriculum, parse_parameters
 from rl_lightning.unity.process import (PLAYER, UnityProcess, UnityProcessError, end_processes, exchange_all,
@@ -114,19 +115,16 @@ class UnityVectorEnv(gym.vector.VectorEnv):
     records_episode_statistics = True
     """``make_vector_env`` adds no ``RecordEpisodeStatistics``: it would count inactive sub-envs' steps."""
 
-    def __init__(self, file_name: str | None = PLAYER, behavior_name: str | None = None, num_processes: int = 1,
-                 worker_id: int = 0, base_port: int | None = None, no_graphics: bool = False, timeout_wait: int = 60,
-                 seed: int = 0, additional_args: Sequence[str] | None = None, log_folder: str | None = None,
-                 engine_settings: dict[str, Any] | None = None,
+    def __init__(self, file_name: str | None = PLAYER, behavior_name: str | None = None, num_processes: Count = 1,
+                 worker_id: WorkerId = 0, base_port: Port | None = None, no_graphics: bool = False,
+                 timeout_wait: Count = 60, seed: int = 0, additional_args: Sequence[str] | None = None,
+                 log_folder: str | None = None, engine_settings: dict[str, Any] | None = None,
                  parameters: dict[str, float | dict[str, Any]] | None = None, uint8_images: bool = True,
-                 success_reward: float | None = None, max_agents: int | None = None, num_areas: int = 1) -> None:
-        if num_processes < 1:
-            raise ConfigurationError(f"num_processes={num_processes} must be >= 1")
-        if max_agents is not None and (not isinstance(max_agents, int) or max_agents < 1):
-            raise ConfigurationError(f"max_agents={max_agents!r} must be a positive integer, or null for the agents "
-                                     "present at the first reset")
-        if not isinstance(num_areas, int) or num_areas < 1:
-            raise ConfigurationError(f"num_areas={num_areas!r} must be a positive integer")
+                 success_reward: FiniteFloat | None = None, max_agents: Count | None = None,
+                 num_areas: Count = 1) -> None:
+        # The ranges the annotations declare (rl_lightning.setting_ranges): a model checks them in its env_kwargs
+        # already; here for an env built on its own.
+        check_settings(UnityVectorEnv, locals())
         if file_name is None and (num_processes != 1 or worker_id != 0):
             raise ConfigurationError("file_name=None waits for the Unity Editor: it needs num_processes=1, worker_id=0")
         path = resolve_file_name(file_name)
