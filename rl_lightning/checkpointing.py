@@ -25,6 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_checkpoint_finite, non_finite_checkpoint_weights
+from rl_lightning.output_paths import write_failure
 
 
 class CheckpointError(ConfigurationError):
@@ -51,7 +52,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", wei
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only,
                                 mmap=mmap and zipfile.is_zipfile(path))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - torch's unpickler fails a text file in many ways ("hello": KeyError 101)
         is_zip = zipfile.is_zipfile(path)
         if is_zip and isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
             raise CheckpointError(f"checkpoint {str(path)!r} holds Python objects that torch.load(weights_only=True) "
@@ -82,7 +83,50 @@ def require_rl_lightning_state(checkpoint: dict, path: str | os.PathLike | None)
         where = f"checkpoint {str(path)!r}" if path is not None else "the checkpoint"
         kind = "a Lightning checkpoint of another model" if "state_dict" in checkpoint else "not a Lightning checkpoint"
         raise CheckpointError(f"{where} was not written by rl_lightning ({kind}: no 'rl_lightning' entry)")
+    lacking = [repr(name) for name in ("observation_space", "action_space") if name not in state]
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        lacking.insert(0, "'state_dict' (the weights)")
+    if lacking:
+        where = f"checkpoint {str(path)!r}" if path is not None else "the checkpoint"
+        raise CheckpointError(f"{where} is incomplete: it lacks {', '.join(lacking)}; it was edited or written by "
+                              "other code: use a checkpoint rl_lightning wrote")
     return state
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def check_checkpoint_weights(found: dict[str, Any], expected: dict[str, Any], where: str, model: str,
+                             strict: bool = True) -> None:
+    """``CheckpointError`` naming the checkpoint (``where``) when its weights (``found``, its ``state_dict``) do not
+    load into ``model``'s (``expected``, the built model's ``state_dict()``): the names either side lacks (``strict``,
+    as ``load_state_dict`` checks them) and tensors of another shape (which it refuses whatever ``strict``).
+
+    Without this, ``load_state_dict``'s ``RuntimeError`` lists them, but as a traceback that names no file."""
+    problems = []
+    if strict:
+        missing = [name for name in expected if name not in found]
+        unexpected = [name for name in found if name not in expected]
+        if missing:
+            problems.append(f"it lacks {_listed(missing)}")
+        if unexpected:
+            problems.append(f"the model has no {_listed(unexpected)}")
+    shapes = []
+    for name, value in found.items():
+        want = expected.get(name)
+        if not isinstance(want, torch.Tensor):
+            continue
+        if not isinstance(value, torch.Tensor):
+            shapes.append(f"{name} is a {type(value).__name__}, not a tensor of shape {tuple(want.shape)}")
+        elif value.shape != want.shape:
+            shapes.append(f"{name} has shape {tuple(value.shape)} where the model's has {tuple(want.shape)}")
+    if shapes:
+        problems.append(_listed(shapes, shown=3))
+    if problems:
+        raise CheckpointError(f"the weights in {where} do not fit the {model} model its settings build: "
+                              f"{'; '.join(problems)}; it was edited or written by other code: use a checkpoint "
+                              "rl_lightning wrote")
 
 
 def _comparable(value: Any) -> Any:
@@ -148,7 +192,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     previous file or the new one, never a partial one; the temporary file of a
     killed save is removed when its folder is next written or loaded from. (Lightning's own writer
     stages the file in the system temp directory and moves it, which is a copy,
-    not a rename, when that is another filesystem.) Loading errors name the file. A checkpoint whose weights
+    not a rename, when that is another filesystem.) Loading and writing errors name the file (a full
+    disk too: ``rl_lightning.output_paths.write_failure``). A checkpoint whose weights
     hold NaN or inf is refused (``NonFiniteCheckpoint``), leaving the previous file in place.
     """
 
@@ -158,18 +203,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         # The last line of defence: a checkpoint with NaN weights would replace a good last/best one.
         check_checkpoint_finite(checkpoint, path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphaned_temporaries(path)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_orphaned_temporaries(path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as err:
+            # Named before the partial file goes: it still takes its space and shows a reached file size limit.
+            failure = write_failure(err, path, "checkpoint", partial=tmp)
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:  # its folder is not there or not writable: nothing was written
+                pass
+            if failure is not None:
+                raise failure from err
             raise
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -38,8 +38,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from rl_lightning.algorithms.base import RLModule
-from rl_lightning.errors import RLLightningError
+from rl_lightning.errors import ConfigurationError, RLLightningError
 from rl_lightning.run_folder import claim_run_folder, lock_run_folder
+from rl_lightning.output_paths import check_output_folders
 from rl_lightning.checkpointing import (RENAMED_SETTINGS, CheckpointError, load_checkpoint_file,
                                         require_rl_lightning_state, settings_differences)
 
@@ -202,6 +203,21 @@ class RLLightningCLI(LightningCLI):
         for name, text in (("export", EXPORT_HELP), ("configs", CONFIGS_HELP)):
             action.add_subcommand(name, ArgumentParser(description=text), help=text)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        if not isinstance(args, (dict, Namespace)):
+            check_config_files(list(sys.argv[1:] if args is None else args))
+        super().parse_arguments(parser, args)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:  # noqa: BLE001 - reported as a setting's error where it is one, else re-raised
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            refused = refused_instantiation(err, config)
+            if refused is None:
+                raise
+            raise refused from err
+
     def _parse_ckpt_path(self) -> None:
         """Lightning 2.6 (``LightningCLI._parse_ckpt_path`` in ``lightning/pytorch/cli.py``) loads an explicit
         ``--ckpt_path`` file and parses its ``hyper_parameters`` over the config and the command line, so a new budget,
@@ -234,6 +250,7 @@ class RLLightningCLI(LightningCLI):
         if self.subcommand == "fit" and _launching_rank_zero() and isinstance(logger, (TensorBoardLogger, CSVLogger)):
             # Before anything writes into it (config.yaml is written at setup): a new run's own version_N, made
             # atomically, and the folder locked against another fit into it (rl_lightning.run_folder).
+            check_output_folders(self.trainer)
             folder, created = claim_run_folder(logger)
             self.run_dir = (folder, not created)
             lock_run_folder(folder)
@@ -256,6 +273,84 @@ DESCRIPTION = ("Reinforcement learning on PyTorch Lightning. Train with 'rl-ligh
                "shows the full traceback of an error.")
 CONFIGS_HELP = "List the configs that come with rl_lightning."
 EXPORT_HELP = "Export a checkpoint's policy to ONNX (plain or Unity ML-Agents' format)."
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Each ``--config`` file in ``argv`` must be YAML holding a mapping of settings. jsonargparse refuses an empty
+    file, a list or broken YAML without naming the file ("Unexpected config:", "Problems parsing config: ... in
+    \"<unicode string>\"")."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        path = Path(value)
+        if not path.is_file():  # a missing file, or YAML given inline: jsonargparse's to report
+            continue
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigurationError(f"config file {value!r} is not valid YAML{where}: "
+                                     f"{getattr(err, 'problem', None) or err}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigurationError(f"config file {value!r} cannot be read: {err}") from None
+        if not isinstance(loaded, dict):
+            what = "is empty" if loaded is None else f"holds a YAML {type(loaded).__name__}"
+            raise ConfigurationError(f"config file {value!r} {what}, not a mapping of settings (model:, trainer:, "
+                                     "...); 'rl-lightning configs' lists examples")
+
+
+def refused_instantiation(err: BaseException, config: Any) -> ConfigurationError | None:
+    """The setting behind a failure to build the trainer, its logger or callbacks (``instantiate_classes``), as the
+    library's error: a package that is not installed (``WandbLogger`` without wandb), settings Lightning refuses
+    (``MisconfigurationException``: ``accelerator: gpu`` without one), a class's constructor that raised. ``None``
+    for the model's own failures (its ``ConfigurationError`` is reported as it is; any other is a fault to show)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from rl_lightning.envs.factory import missing_package
+
+    if user_error(err) is not None:
+        return None
+    chain = []
+    while err is not None and all(err is not e for e in chain):
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    class_path = next((m.group(1) for e in chain for m in [_CLASS_PATH.search(str(e))] if m), None)
+    if class_path is not None and _is_rl_module(class_path):
+        return None
+    trainer = config.get("trainer") if isinstance(config, (dict, Namespace)) else None
+    accelerator = trainer.get("accelerator") if isinstance(trainer, (dict, Namespace)) else None
+    what = class_path or f"trainer.accelerator={accelerator!r}"
+    missing = missing_package(chain[0], what)
+    if missing is not None:
+        return missing
+    refused = next((e for e in chain if isinstance(e, MisconfigurationException)), None)
+    if refused is not None:
+        hint = ""
+        if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+            hint = "; torch finds no CUDA GPU on this machine: use --trainer.accelerator cpu (or auto)"
+        return ConfigurationError(f"trainer settings refused by Lightning (trainer.accelerator={accelerator!r}): "
+                                  f"{refused}{hint}")
+    if class_path is not None:
+        root = chain[-1]
+        first = (str(root).strip().splitlines() or [""])[0]
+        return ConfigurationError(f"{class_path} could not be created: {type(root).__name__}: {first}")
+    return None
+
+
+def _is_rl_module(class_path: str) -> bool:
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, RLModule)
 
 
 def check_checkpoint(config: Namespace, subcommand: str) -> None:
@@ -435,7 +530,10 @@ def _remove_unused_run_folder(cli: RLLightningCLI | None) -> None:
     for parent in list(folder.parents)[:2]:
         if parent == Path.cwd() or not parent.is_dir() or any(parent.iterdir()):
             break
-        parent.rmdir()
+        try:
+            parent.rmdir()
+        except OSError:  # a mount point (EBUSY), or a folder this user may not remove: left as it is
+            break
 
 
 def version_text() -> str:

@@ -18,6 +18,14 @@ class ConfigurationError(RLLightningError, ValueError):
     exit_code = 2
 
 
+class OutputWriteError(RLLightningError, OSError):
+    """A file the run writes (a checkpoint, an exported policy) could not be written: the disk is full, the folder
+    read-only, the file size limit reached; the message names the file and the cause. Any previous file of that name
+    is left as it was. Also an ``OSError``, which callers catching write errors already handle."""
+
+    exit_code = 1
+
+
 class EnvironmentFault(RLLightningError, RuntimeError):
     """An environment misbehaved during a run (non-finite numbers, a process that died or hung, wrong shapes);
     the message names the env and what it did."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from rl_lightning.envs.video import discard_unfinished_videos
 from rl_lightning.errors import EnvironmentFault
 
 
@@ -151,13 +152,14 @@ def evaluate_episodes(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vect
                 lengths.append(int(info["episode"]["l"][i]))
                 successes.append(_episode_success(info, i))
             counts += finished
+    discard_unfinished_videos(envs)
     known = successes and all(s is not None for s in successes)
     return EvaluationResult(np.asarray(returns), np.asarray(lengths), np.asarray(successes, bool) if known else None)
 
 
 def evaluate(policy: Any, env: Any, n_episodes: int = 10, deterministic: bool = True, seed: int | None = 0,
              num_envs: int = 1, env_kwargs: dict[str, Any] | None = None,
-             wrappers: list[Any] | None = None) -> EvaluationResult:
+             wrappers: list[Any] | None = None, video_folder: str | None = None) -> EvaluationResult:
     """Play ``n_episodes`` with a trained model (or any policy) on any env, and return the episodes' results.
 
     Args:
@@ -167,6 +169,8 @@ def evaluate(policy: Any, env: Any, n_episodes: int = 10, deterministic: bool = 
             ``wrappers``, ``num_envs`` copies, and closed afterwards), a ``gymnasium.Env`` instance, or a vector env
             that records episode statistics (both left open).
         seed: seeds the first reset (sub-env ``i`` gets ``seed + i``); None leaves the env's own seeding.
+        video_folder: record each episode as an MP4 file there (an env given by id, path, class or factory only; see
+            ``make_vector_env``).
 
     Example::
 
@@ -191,7 +195,7 @@ def evaluate(policy: Any, env: Any, n_episodes: int = 10, deterministic: bool = 
         envs = gym.wrappers.vector.RecordEpisodeStatistics(gym.vector.SyncVectorEnv([lambda: env]))
     else:
         envs = owned = make_vector_env(env, num_envs=num_envs, seed=seed, env_kwargs=env_kwargs,
-                                       wrappers=wrappers or ())
+                                       wrappers=wrappers or (), video_folder=video_folder)
     try:
         return evaluate_episodes(policy, envs, n_episodes, seed=seed)
     finally:

@@ -100,6 +100,7 @@ from torch import nn
 from rl_lightning.envs.spaces import action_start, is_hybrid
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.networks.encoders import channels_last
+from rl_lightning.output_paths import check_output_file, write_failure
 
 MLAGENTS_API_VERSION = 3
 MLAGENTS_OPSET = 9
@@ -354,13 +355,17 @@ def export_onnx(model: Any, output: str | os.PathLike, format: Format = "onnx", 
         raise ConfigurationError(f"format={format!r} must be 'onnx' or 'mlagents'")
     if model.observation_space is None:
         raise ConfigurationError("the model has no networks yet: export a trained model or a loaded checkpoint")
+    check_output_file(output, "output")  # before the graph is traced, and before anything is written
     graph = _Policy(model, format).eval()
     names, example = graph.example_inputs()
     outputs = graph.action_output_names()
     dynamic = {name: {0: "batch"} for name in [*names, *outputs]}
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    except OSError as err:
+        raise write_failure(err, output, "exported policy") from err  # type: ignore[misc] - an OSError: never None
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)
@@ -379,6 +384,11 @@ def export_onnx(model: Any, output: str | os.PathLike, format: Format = "onnx", 
                               dynamo=False, do_constant_folding=True)
         _finish_graph(tmp, graph.constants() if format == "mlagents" else {}, outputs)
         os.replace(tmp, output)
+    except (OSError, RuntimeError) as err:
+        failure = write_failure(err, output, "exported policy", partial=tmp)  # None: not a failed write
+        if failure is None:
+            raise
+        raise failure from err
     finally:
         model.train(was_training)
         tmp.unlink(missing_ok=True)

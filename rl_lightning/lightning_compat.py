@@ -136,6 +136,10 @@ LIGHTNING_NOTICES = (
     # ``trainer.save_checkpoint(path)`` without ``weights_only`` (``_CheckpointConnector.dump_checkpoint``,
     # ``trainer/connectors/checkpoint_connector.py``, ``log.info``): the full checkpoint it then writes is the default.
     "`weights_only` was not set, defaulting to `False`.",
+    # ``FitLoop.done`` (``loops/fit_loop.py``): "`Trainer.fit` stopped: `max_epochs=10` reached." The module sets
+    # max_epochs to the epochs its budget needs, so the line named a setting the user never gave; the run's own last
+    # line says when the budget ended it, and when a Trainer setting ended it early, which one.
+    "`Trainer.fit` stopped: `max_epochs=",
 )
 """The start of each info message of Lightning that ``quiet_lightning_notices`` drops; warnings are never dropped."""
 

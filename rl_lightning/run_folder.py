@@ -65,9 +65,13 @@ def claim_run_folder(logger: Any) -> tuple[Path, bool]:
 
 
 def claim_and_lock(trainer: Any) -> None:
-    """For ``fit`` on rank 0: claim the run folder of each of the trainer's TensorBoard/CSV loggers and lock it."""
+    """For ``fit`` on rank 0: claim the run folder of each of the trainer's TensorBoard/CSV loggers and lock it,
+    once the folders the run writes into are known to be writable (``check_output_folders``)."""
+    from rl_lightning.output_paths import check_output_folders
+
     if getattr(trainer, "global_rank", 0) != 0:
         return
+    check_output_folders(trainer)
     for logger in _versioned_loggers(trainer):
         folder, _ = claim_run_folder(logger)
         lock_run_folder(folder)

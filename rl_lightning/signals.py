@@ -92,6 +92,8 @@ class StopSignals:
         self.interrupted = False  # the first Ctrl-C arrived
         self.exit_code: int | None = None
         self._previous: dict[int, Any] = {}
+        self._installed: dict[int, Any] = {}
+        self._timeout = DEFAULT_STOP_TIMEOUT
         self._deadline: threading.Thread | None = None
         self._saving = threading.Event()  # the final checkpoint is being written: the watchdog waits
         self._done = threading.Event()
@@ -99,6 +101,7 @@ class StopSignals:
     def install(self) -> None:
         if self._previous or threading.current_thread() is not threading.main_thread():
             return
+        self._timeout = stop_timeout()  # a bad RL_LIGHTNING_STOP_TIMEOUT is reported now, not inside a handler
         self.interrupted, self.exit_code = False, None
         self._done.clear()
         self._previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
@@ -112,14 +115,19 @@ class StopSignals:
                 previous_sigterm(signum, frame)
 
         signal.signal(signal.SIGTERM, on_sigterm)
+        self._installed = {signal.SIGINT: self._on_sigint, signal.SIGTERM: on_sigterm}
 
     def uninstall(self) -> None:
         self._done.set()
         if threading.current_thread() is not threading.main_thread():
             return
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
+            # Only where ours is still in place: at the end of fit Lightning has already put back the handlers from
+            # before its run (its own SIGTERM one, ours wrapped, would otherwise stay and make SIGTERM a flag
+            # nobody reads, in this process and every process it forks).
+            if signal.getsignal(signum) is self._installed.get(signum):
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous, self._installed = {}, {}
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.interrupted:
@@ -132,7 +140,7 @@ class StopSignals:
     def _start_watchdog(self, exit_code: int, cause: str) -> None:
         if self._deadline is not None and self._deadline.is_alive():
             return
-        timeout = stop_timeout()
+        timeout = self._timeout
         self.exit_code = exit_code
 
         def watch() -> None:

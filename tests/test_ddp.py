@@ -209,6 +209,7 @@ def free_port_pair(apart: int) -> int:
     raise RuntimeError(f"no free pair of ports {apart} apart")
 
 
+@pytest.mark.usefixtures("agent_id_regime")  # the players in both agent-id regimes (conftest.py)
 def test_unity_ranks_run_their_own_players_on_their_own_ports(tmp_path):
     train_port, eval_port = free_port_pair(100), free_port_pair(100)  # rank 1 adds 100 to each worker_id
     fit_ddp(tmp_path, "ppo_unity_cartpole.yaml",

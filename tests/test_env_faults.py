@@ -142,10 +142,14 @@ def test_a_registered_id_made_bad_by_a_wrapper_names_the_env_and_the_space():
     envs.close()
 
 
-def test_errors_of_the_env_itself_pass_unchanged():
+def test_errors_of_the_env_itself_are_env_faults_naming_it_and_caused_by_the_original():
     envs = make_vector_env("toy_envs:FailingResetEnv", num_envs=1)
-    with pytest.raises(RuntimeError, match="^FailingResetEnv cannot reset$"):
+    with pytest.raises(EnvironmentFault, match=r"^env='toy_envs:FailingResetEnv': sub-env 0 raised RuntimeError: "
+                                               r"FailingResetEnv cannot reset \(in its reset\(\), before their first "
+                                               r"step\)") as raised:
         envs.reset(seed=0)
+    cause = raised.value.__cause__
+    assert isinstance(cause, RuntimeError) and str(cause) == "FailingResetEnv cannot reset"
     envs.close()
 
 

@@ -162,6 +162,8 @@ def unity_nan_env(worker_id, *extra):
                                 "--agents", "2", *extra]}
 
 
+@pytest.mark.usefixtures("agent_id_regime")  # the player in both agent-id regimes (conftest.py)
+@pytest.mark.one_id_regime_in_quick_suite
 @pytest.mark.parametrize("cls, kwargs, worker_id", [(PPO, ON_POLICY, 601), (DQN, OFF_POLICY, 602)])
 def test_a_unity_build_sending_nan_stops_the_run_naming_the_process(
         tmp_path, monkeypatch, cls, kwargs, worker_id):

@@ -156,12 +156,16 @@ PPO_CARTPOLE = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lam
 
 
 @pytest.mark.learning  # trains PPO to a return twice (30 s to a minute per kind)
-@pytest.mark.parametrize("kind", ["async", "unity"])
-def test_envs_without_saved_state_restart_and_learning_goes_on(kind, tmp_path):
+# Unity in both agent-id regimes (conftest.py): ids kept across episodes (the default), and a new id per episode.
+@pytest.mark.parametrize("kind", ["async", "unity", "unity-new-id-per-episode"])
+def test_envs_without_saved_state_restart_and_learning_goes_on(kind, tmp_path, monkeypatch):
     """Async and Unity envs cannot be saved: they restart on resume, and everything else continues."""
     if kind == "async":
         envs = dict(env="CartPole-v1", num_envs=8, vectorization="async")
     else:
+        from rl_lightning.unity.player import ID_REGIME_VARIABLE
+
+        monkeypatch.setenv(ID_REGIME_VARIABLE, "per-episode" if kind == "unity-new-id-per-episode" else "kept")
         envs = unity_cartpole(8, free_port_pair())
     args = dict(**envs, **PPO_CARTPOLE, seed=0, total_steps=40_960, steps_per_epoch=10_240, eval_episodes=12,
                 eval_num_envs=4)

@@ -38,7 +38,8 @@ def start(args, cwd):
                          ids=["sigterm", "ctrl_c"])
 def test_a_stop_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget(signum, status, name, tmp_path):
     budget = dict(total_steps=16384, steps_per_epoch=8192)
-    proc = start(command(tmp_path, **budget), tmp_path)
+    # 10 update epochs a rollout: the second epoch lasts seconds (with 2 it took under half a second on a free machine).
+    proc = start(command(tmp_path, "--model.init_args.n_epochs=10", **budget), tmp_path)
     lines = []
     for line in proc.stdout:  # stdout is a pipe: one progress line per epoch
         lines.append(line)
@@ -56,7 +57,8 @@ def test_a_stop_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget(sig
     assert 8192 < stopped_at < 16384, stopped_at  # the moment of the signal, not the end of the first epoch
     assert PPO.load_from_checkpoint(last).env_steps == stopped_at
 
-    resumed = subprocess.run(command(tmp_path, "--ckpt_path", "last", **budget), cwd=tmp_path, capture_output=True, text=True,
+    resumed = subprocess.run(command(tmp_path, "--model.init_args.n_epochs=10", "--ckpt_path", "last", **budget),
+                             cwd=tmp_path, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resuming from {last}" in resumed.stdout
@@ -156,11 +158,12 @@ def test_ctrl_c_in_the_middle_of_an_update_stops_after_it_and_resumes_bit_for_bi
     # 2 envs x 16 steps = 32 per rollout, 4 epochs of 2 minibatches: 8 gradient steps an update. The 11th is in
     # the middle of the second update.
     count = ctrl_c_at_gradient_step(stopped, 11)
-    handler = signal.getsignal(signal.SIGINT)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exit_:
         fit_to(stopped, tmp_path / "split")
     assert exit_.value.code == 130
-    assert signal.getsignal(signal.SIGINT) is handler  # the run's own handler is gone again
+    # The run's own handlers are gone again (a SIGTERM handler left behind would make SIGTERM a flag nobody reads).
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     assert count[0] == 16  # the interrupted update was finished, the next one never started
     last = tmp_path / "split" / "last.ckpt"
     assert env_steps(last) == stopped.env_steps == 64  # the next rollout was abandoned at its first step
@@ -169,6 +172,7 @@ def test_ctrl_c_in_the_middle_of_an_update_stops_after_it_and_resumes_bit_for_bi
 
     resumed = ppo_run()
     resumed_trainer = fit_to(resumed, tmp_path / "split", ckpt_path=last)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # also after a whole fit
     assert resumed.env_steps == whole.env_steps == 256
     assert resumed_trainer.global_step == whole_trainer.global_step
     for key, value in whole.state_dict().items():

@@ -33,16 +33,23 @@ def shrunk(config: str, tmp_path: Path, **init_args) -> Path:
     return path
 
 
+# Every config runs in both agent-id regimes (conftest.py); the quick suite runs PPO on Dodge (agents spawning,
+# leaving and shuffled) in both, the other four in the default regime only (lifecycle tests cover replay).
+ONE_REGIME = pytest.mark.one_id_regime_in_quick_suite
+
+
+@pytest.mark.usefixtures("agent_id_regime")
 @pytest.mark.parametrize(("config", "algorithm", "init_args"), [
-    ("dqn_gridworld.yaml", DQN, dict(total_steps=96, steps_per_epoch=48, learning_starts=32, buffer_size=64,
-                                     eval_episodes=2)),
-    ("ddpg_drone.yaml", DDPG, dict(total_steps=96, steps_per_epoch=48, learning_starts=32, batch_size=32,
-                                   eval_episodes=2)),
+    pytest.param("dqn_gridworld.yaml", DQN, dict(total_steps=96, steps_per_epoch=48, learning_starts=32,
+                                                 buffer_size=64, eval_episodes=2), marks=ONE_REGIME),
+    pytest.param("ddpg_drone.yaml", DDPG, dict(total_steps=96, steps_per_epoch=48, learning_starts=32, batch_size=32,
+                                               eval_episodes=2), marks=ONE_REGIME),
     ("ppo_dodge.yaml", PPO, dict(total_steps=256, steps_per_epoch=128, n_steps=16, batch_size=64, eval_episodes=2)),
-    ("sac_drone.yaml", SAC, dict(total_steps=96, steps_per_epoch=48, learning_starts=32, batch_size=32,
-                                 eval_episodes=2)),
-    ("discrete_sac_dodge.yaml", DiscreteSAC, dict(total_steps=256, steps_per_epoch=128, learning_starts=64,
-                                                  batch_size=32, buffer_size=512, eval_episodes=2)),
+    pytest.param("sac_drone.yaml", SAC, dict(total_steps=96, steps_per_epoch=48, learning_starts=32, batch_size=32,
+                                             eval_episodes=2), marks=ONE_REGIME),
+    pytest.param("discrete_sac_dodge.yaml", DiscreteSAC, dict(total_steps=256, steps_per_epoch=128,
+                                                              learning_starts=64, batch_size=32, buffer_size=512,
+                                                              eval_episodes=2), marks=ONE_REGIME),
 ], ids=["dqn_gridworld", "ddpg_drone", "ppo_dodge", "sac_drone", "discrete_sac_dodge"])
 def test_seed_config_fits_and_tests_through_the_player(config, algorithm, init_args, tmp_path, capsys):
     path = shrunk(config, tmp_path, **init_args)

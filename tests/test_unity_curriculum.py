@@ -178,8 +178,13 @@ def test_curriculum_state_round_trips():
 
 # ---------------------------------------------------------------------- through the player
 @pytest.fixture
-def player_path(monkeypatch):
+def player_path(monkeypatch, agent_id_regime):
+    """The toy envs importable by the players, which run in each agent-id regime (conftest.py)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+
+
+# --echo-settings-as-stats: the player reports the level it draws at each episode start as the stat param/level.
+LEVELS = ["--env", "toy_envs:ParameterRewardEnv", "--echo-settings-as-stats"]
 
 
 def level_curriculum(require_reset: bool = False) -> dict:
@@ -195,7 +200,7 @@ def test_a_lesson_change_with_require_reset_restarts_every_agent_with_the_new_va
     from rl_lightning.unity.vector_env import UnityVectorEnv
 
     env = UnityVectorEnv(file_name=PLAYER, worker_id=next(WORKER_IDS), timeout_wait=10,
-                         additional_args=["--env", "toy_envs:ParameterRewardEnv", "--agents", "3"],
+                         additional_args=LEVELS + ["--agents", "3"],
                          parameters=level_curriculum(require_reset=True))
     try:
         obs, _ = env.reset()
@@ -229,7 +234,7 @@ def fit_on_levels(tmp_path: Path, worker_id: int, total_steps: int, ckpt_path: s
     from rl_lightning import A2C
 
     model = A2C(env="unity", env_kwargs={"file_name": PLAYER, "worker_id": worker_id, "timeout_wait": 10,
-                                         "additional_args": ["--env", "toy_envs:ParameterRewardEnv", "--agents", "2"],
+                                         "additional_args": LEVELS + ["--agents", "2"],
                                          "parameters": level_curriculum()},
                 n_steps=8, rounds_per_batch=1, hidden_sizes=[8], total_steps=total_steps, steps_per_epoch=160,
                 **{"eval_episodes": 0, "log_interval": 16, **kwargs})
@@ -253,6 +258,7 @@ def test_curriculum_moves_on_during_training_and_the_new_value_reaches_unity(pla
     assert tb["run/score"][-1][1] == pytest.approx(15.0)  # Unity played the new value: 5 steps x 3
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_a_resumed_run_continues_in_the_saved_lesson(player_path, tmp_path):
     fit_on_levels(tmp_path / "first", next(WORKER_IDS), total_steps=160)
     ckpt = next((tmp_path / "first").rglob("*.ckpt"))
@@ -265,6 +271,7 @@ def test_a_resumed_run_continues_in_the_saved_lesson(player_path, tmp_path):
     assert lessons and set(lessons) == {1.0}
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_evaluation_during_fit_plays_the_lesson_training_reached(player_path, tmp_path):
     worker_id = next(WORKER_IDS)
     fit_on_levels(tmp_path, worker_id, total_steps=320, eval_episodes=4,

@@ -25,9 +25,13 @@ from rl_lightning.unity.vector_env import UnityProcessError, UnityVectorEnv
 
 AGENTS = ["--env", "toy_envs:CounterEnv", "--env-kwargs", '{"terminate_at": 20}', "--agents", "2"]
 
+# Processes that fail do so whatever their agent ids: each test's per-episode case runs with --all (conftest.py).
+pytestmark = pytest.mark.one_id_regime_in_quick_suite
+
 
 @pytest.fixture(autouse=True)
-def toy_envs_importable(monkeypatch):
+def toy_envs_importable(monkeypatch, agent_id_regime):
+    """The players import the toy envs from this folder, and run in each agent-id regime (conftest.py)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
 
 

@@ -14,6 +14,9 @@ from rl_lightning.export import export_onnx
 
 HYBRID = ["--env", "toy_envs:HybridEnv"]
 
+# Hybrid actions do not touch agent ids: each test's per-episode case runs with --all (conftest.py).
+pytestmark = pytest.mark.one_id_regime_in_quick_suite
+
 
 @pytest.fixture(autouse=True)
 def toy_envs_importable(monkeypatch):
@@ -55,6 +58,7 @@ def test_hybrid_actions_arrive_intact_and_the_mask_covers_the_discrete_branches(
     assert rewards.tolist() == pytest.approx([-abs(0.25 - (cues[0] - 1) / 2), -abs(-0.8125 - (cues[1] - 1) / 2)])
 
 
+@pytest.mark.usefixtures("agent_id_regime")
 def test_ppo_learns_hybrid_actions_through_the_player_within_its_masks():
     # HybridEnv asserts that no masked discrete action reaches it: the fit (sampling) and the evaluation
     # (deterministic) would fail on one.
@@ -91,6 +95,7 @@ def test_ppo_learns_hybrid_actions_through_the_player_within_its_masks():
     assert masked["discrete"][0] == 1
 
 
+@pytest.mark.usefixtures("agent_id_regime")
 def test_a2c_trains_on_hybrid_actions_through_the_player():
     model = A2C(env="unity", env_kwargs=unity_kwargs(4, 658), n_steps=8, total_steps=256, steps_per_epoch=256,
                 eval_episodes=0, seed=0)
@@ -99,6 +104,7 @@ def test_a2c_trains_on_hybrid_actions_through_the_player():
     assert model.rollout.actions.shape[-1] == 3  # one continuous value and two branch indices per action
 
 
+@pytest.mark.usefixtures("agent_id_regime")
 @pytest.mark.parametrize("algorithm", [DQN, DDPG])
 def test_dqn_and_ddpg_refuse_hybrid_actions_naming_the_algorithms_that_can(algorithm):
     model = algorithm(env="unity", env_kwargs=unity_kwargs(1, 660), total_steps=64, steps_per_epoch=64,

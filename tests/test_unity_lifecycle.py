@@ -1,5 +1,6 @@
-"""Agents as a real Unity build numbers them: a new id every episode, spawned and destroyed during a run, listed in
-any order; through the real player and the real mlagents_envs.UnityEnvironment."""
+"""Agents as a real Unity build numbers them (one id per agent, or a new id every episode: both regimes, see
+conftest.py), spawned and destroyed during a run, listed in any order; through the real player and the real
+mlagents_envs.UnityEnvironment."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ CHURN = ("--env", "toy_envs:EchoEnv", "--agents", "4", "--despawn-prob", "0.05",
          "--shuffle-agents")
 
 
-def test_rows_follow_their_agents_through_new_ids_spawning_destroying_and_shuffled_order(vector_env):  # noqa: F811
+def test_rows_follow_their_agents_through_episode_ends_spawning_destroying_and_shuffled_order(vector_env):  # noqa: F811
     env = vector_env(*CHURN, max_agents=4)
     assert env.num_envs == 4
     obs, info = env.reset()
@@ -52,6 +53,7 @@ def test_rows_follow_their_agents_through_new_ids_spawning_destroying_and_shuffl
     assert seen_inactive > 0 and seen_spawn > 0 and seen_ended > 20
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_more_agents_than_sub_envs_is_an_error_naming_max_agents(vector_env):  # noqa: F811
     with pytest.raises(ConfigurationError, match="max_agents=2: the build started with 3 agents"):
         vector_env("--env", "toy_envs:EchoEnv", "--agents", "3", max_agents=2)
@@ -63,6 +65,7 @@ def test_more_agents_than_sub_envs_is_an_error_naming_max_agents(vector_env):  #
     assert not env.units  # the processes were ended
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_max_agents_leaves_room_for_agents_spawned_later(vector_env):  # noqa: F811
     env = vector_env("--env", "toy_envs:EchoEnv", "--agents", "4", "--start-agents", "1", "--spawn-prob", "1.0",
                      max_agents=4)
@@ -72,7 +75,8 @@ def test_max_agents_leaves_room_for_agents_spawned_later(vector_env):  # noqa: F
     assert info["active"].all() and info["decision"].all()
 
 
-@pytest.mark.parametrize("algorithm", ["DQN", "DDPG"])
+# DDPG stores through the same machinery as DQN: its per-episode case runs with --all only (conftest.py).
+@pytest.mark.parametrize("algorithm", ["DQN", pytest.param("DDPG", marks=pytest.mark.one_id_regime_in_quick_suite)])
 def test_replay_stores_one_transition_per_decision_and_none_for_empty_rows(vector_env, algorithm):  # noqa: F811
     import rl_lightning
 
@@ -128,8 +132,9 @@ def test_rollout_returns_only_decisions_each_with_the_rewards_until_its_next_dec
     assert len(batch["returns"]) == 4 + 1 + 1  # env 0 every step, env 1 its carried decision and step 3
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_side_channels_reach_every_process(vector_env):  # noqa: F811
-    env = vector_env("--env", "CartPole-v1", num_processes=2, engine_settings={"time_scale": 7.0},
+    env = vector_env("--env", "CartPole-v1", "--echo-settings-as-stats", num_processes=2, engine_settings={"time_scale": 7.0},
                      parameters={"ballSpeed": 4.0, "radius": {"sampler": "uniform", "min": 0.0, "max": 1.0, "seed": 5}})
     received = env.read_stats()  # what each process reported after the first reset, one agent each
     assert received["engine/time_scale"].count == 2 and received["engine/time_scale"].low == 7.0
@@ -143,6 +148,7 @@ def test_side_channels_reach_every_process(vector_env):  # noqa: F811
     assert (received["param/ballSpeed"].count, received["param/ballSpeed"].low) == (2, 9.0)
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_processes_compute_their_steps_at_the_same_time(vector_env):  # noqa: F811
     env = vector_env("--env", "CartPole-v1", "--step-time", "0.2", "--report-step-times", num_processes=3)
     env.reset()

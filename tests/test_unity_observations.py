@@ -8,6 +8,7 @@ from test_unity_player import vector_env  # noqa: F401 (fixture)
 from toy_envs import FloatImageEnv, GoalImageEnv
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_uncompressed_float_images_arrive_unchanged_as_float32(vector_env):  # noqa: F811
     env = vector_env("--env", "toy_envs:FloatImageEnv", "--float-images", "--agents", "2", worker_id=670)
     space = env.single_observation_space
@@ -21,6 +22,7 @@ def test_uncompressed_float_images_arrive_unchanged_as_float32(vector_env):  # n
     assert (obs == expected).all() and obs[0, 7, 9, 2] == 4.25
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_png_images_still_arrive_as_their_uint8_bytes(vector_env):  # noqa: F811
     env = vector_env("--env", "toy_envs:GoalImageEnv", worker_id=672)
     assert env.single_observation_space["image"].dtype == np.uint8
@@ -29,6 +31,7 @@ def test_png_images_still_arrive_as_their_uint8_bytes(vector_env):  # noqa: F811
     assert obs["image"].dtype == np.uint8 and (obs["image"][0] == expected["image"]).all()
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_no_graphics_warns_about_visual_observations_only(vector_env):  # noqa: F811
     with pytest.warns(UserWarning, match=r"no_graphics=True but behavior 'Agent' has visual observations \['image'\].*"
                                          r"set no_graphics=False"):
@@ -40,6 +43,7 @@ def test_no_graphics_warns_about_visual_observations_only(vector_env):  # noqa: 
         vector_env("--env", "CartPole-v1", no_graphics=True, worker_id=676)  # no camera: nothing to warn about
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_num_areas_sets_the_players_agents_unless_agents_is_given(vector_env):  # noqa: F811
     assert vector_env("--env", "CartPole-v1", num_areas=3, worker_id=678).num_envs == 3
     assert vector_env("--env", "CartPole-v1", worker_id=679).num_envs == 1  # ML-Agents' default: 1 area

@@ -32,8 +32,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def unity(monkeypatch):
-    """Open UnityEnvironments on the player (the toy envs importable by it); close them all afterwards."""
+def unity(monkeypatch, agent_id_regime):
+    """Open UnityEnvironments on the player (the toy envs importable by it), in each agent-id regime (conftest.py);
+    close them all afterwards."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     opened = []
 
@@ -55,6 +56,7 @@ def test_player_is_an_installed_executable():
     assert os.access(PLAYER, os.X_OK), PLAYER
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_specs_map_discrete_and_continuous_actions(unity):
     env = unity("--env", "CartPole-v1", "--agents", "3")
     env.reset()
@@ -70,29 +72,75 @@ def test_specs_map_discrete_and_continuous_actions(unity):
     assert spec2.action_spec.continuous_size == 1 and spec2.action_spec.discrete_branches == ()
 
 
-@pytest.mark.parametrize("ending", ["terminate_at", "truncate_at"])
-def test_an_ending_agent_is_in_terminal_steps_under_its_old_id_and_in_decision_steps_under_a_new_one(unity, ending):
-    # Unity's agent id is an episode id, drawn from one counter at every episode start (Agent.cs, EpisodeIdCounter).
-    env = unity("--env", "toy_envs:CounterEnv", "--env-kwargs", f'{{"{ending}": 3}}', "--agents", "2")
-    env.reset()
+def play_until_both_agents_end(env, steps: int = 3):
     spec = env.behavior_specs["Agent"]
-    for _ in range(3):
+    for _ in range(steps):
         env.set_actions("Agent", spec.action_spec.empty_action(2))
         env.step()
-    decisions, terminals = env.get_steps("Agent")
-    assert sorted(terminals.agent_id) == [0, 1] and sorted(decisions.agent_id) == [2, 3]
+    return env.get_steps("Agent")
+
+
+# Ids drawn from the process's one counter (Agent.cs, EpisodeIdCounter): 2.x keeps an agent's id across episodes
+# and academy resets (drawn in LazyInitialize only); early packages drew a new one at every episode.
+NEXT_EPISODE_IDS = {"kept": [0, 1], "per-episode": [2, 3]}
+AFTER_RESET_IDS = {"kept": [0, 1], "per-episode": [4, 5]}
+
+
+@pytest.mark.parametrize("ending", ["terminate_at", "truncate_at"])
+def test_an_ending_agent_is_done_and_deciding_in_one_message_under_its_kept_or_renewed_id(unity, ending,
+                                                                                          agent_id_regime):
+    env = unity("--env", "toy_envs:CounterEnv", "--env-kwargs", f'{{"{ending}": 3}}', "--agents", "2")
+    env.reset()
+    decisions, terminals = play_until_both_agents_end(env)
+    assert sorted(terminals.agent_id) == [0, 1] and sorted(decisions.agent_id) == NEXT_EPISODE_IDS[agent_id_regime]
     assert terminals.obs[0][:, 0].tolist() == [3.0, 3.0]   # the final observation
     assert decisions.obs[0][:, 0].tolist() == [0.0, 0.0]   # the next episode's first one
     assert terminals.reward.tolist() == [1.0, 1.0]
     assert terminals.interrupted.tolist() == [ending == "truncate_at"] * 2
+    env.reset()  # the academy's reset: Agent._AgentReset, which keeps the id
+    assert sorted(env.get_steps("Agent")[0].agent_id) == AFTER_RESET_IDS[agent_id_regime]
 
 
-def test_engine_settings_and_parameters_reach_the_player(unity):
+def test_the_command_line_flag_overrides_the_regime_variable(unity, agent_id_regime):
+    # The variable (set by the fixture) only changes the default: the flag asks for the other regime.
+    other = "kept" if agent_id_regime == "per-episode" else "per-episode"
+    flag = "--new-agent-id-per-episode" if other == "per-episode" else "--no-new-agent-id-per-episode"
+    env = unity("--env", "toy_envs:CounterEnv", "--env-kwargs", '{"terminate_at": 3}', "--agents", "2", flag)
+    env.reset()
+    decisions, terminals = play_until_both_agents_end(env)
+    assert sorted(terminals.agent_id) == [0, 1] and sorted(decisions.agent_id) == NEXT_EPISODE_IDS[other]
+
+
+def test_a_destroyed_agent_leaves_with_its_id_and_a_spawned_one_takes_a_new_id(unity):
+    # Probabilities 1: at step 1 agent 0 is destroyed (one must stay); at step 2 it is spawned, agent 1 destroyed.
+    env = unity("--env", "toy_envs:CounterEnv", "--agents", "2", "--despawn-prob", "1", "--spawn-prob", "1")
+    env.reset()
+    empty = env.behavior_specs["Agent"].action_spec.empty_action
+    env.set_actions("Agent", empty(2))
+    env.step()
+    decisions, terminals = env.get_steps("Agent")
+    assert list(terminals.agent_id) == [0] and not terminals.interrupted[0] and list(decisions.agent_id) == [1]
+    env.set_actions("Agent", empty(1))
+    env.step()
+    decisions, terminals = env.get_steps("Agent")
+    # Enabling an agent runs Agent.LazyInitialize, which draws the next id, in both regimes.
+    assert list(decisions.agent_id) == [2] and decisions.obs[0][:, 0].tolist() == [0.0]
+    assert list(terminals.agent_id) == [1]
+
+
+def settings_channels():
     params, engine, stats = EnvironmentParametersChannel(), EngineConfigurationChannel(), StatsSideChannel()
     params.set_float_parameter("ballSpeed", 4.0)
     params.set_uniform_sampler_parameters("boardRadius", 6.0, 8.0, 77)
     engine.set_configuration_parameters(time_scale=12.0)
-    env = unity("--env", "CartPole-v1", "--agents", "4", side_channels=[params, engine, stats])
+    return params, engine, stats
+
+
+@pytest.mark.one_id_regime_in_quick_suite
+def test_engine_settings_and_parameters_reach_the_player(unity):
+    params, engine, stats = settings_channels()
+    env = unity("--env", "CartPole-v1", "--agents", "4", "--echo-settings-as-stats",
+                side_channels=[params, engine, stats])
     env.reset()
     received = stats.get_and_reset_stats()
     assert received["engine/time_scale"][0][0] == 12.0
@@ -100,6 +148,18 @@ def test_engine_settings_and_parameters_reach_the_player(unity):
     assert [v for v, _ in received["param/ballSpeed"]] == [4.0] * 4
     radii = [v for v, _ in received["param/boardRadius"]]
     assert len(radii) == 4 and all(6.0 <= r <= 8.0 for r in radii) and len(set(radii)) == 4  # drawn per reset
+
+
+@pytest.mark.one_id_regime_in_quick_suite
+def test_the_player_sends_no_settings_back_as_stats_unless_asked(unity):
+    # A real build never reports them; they would show up in the user's TensorBoard as unity/engine/... etc.
+    params, engine, stats = settings_channels()
+    env = unity("--env", "toy_envs:StatsEnv", "--agents", "2", side_channels=[params, engine, stats])
+    env.reset()
+    env.set_actions("Agent", env.behavior_specs["Agent"].action_spec.empty_action(2))
+    env.step()
+    keys = set(stats.get_and_reset_stats())
+    assert keys and all(key.startswith("toy/") for key in keys)  # the game's own stats, and nothing else
 
 
 def _alive(pid: int) -> bool:
@@ -110,6 +170,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_closing_ends_the_player_process_by_itself(unity):
     env = unity("--env", "CartPole-v1")
     env.reset()
@@ -118,6 +179,8 @@ def test_closing_ends_the_player_process_by_itself(unity):
     assert process.returncode == 0  # it quit on the close message; it was not killed after timeout_wait
 
 
+@pytest.mark.usefixtures("agent_id_regime")
+@pytest.mark.one_id_regime_in_quick_suite
 def test_player_quits_when_the_trainer_dies(tmp_path):
     script = (
         "import os, sys\n"
@@ -141,7 +204,8 @@ from rl_lightning.unity.vector_env import UnityVectorEnv  # noqa: E402
 
 
 @pytest.fixture
-def vector_env(monkeypatch):
+def vector_env(monkeypatch, agent_id_regime):
+    """Open UnityVectorEnvs on the player, in each agent-id regime (conftest.py); close them all afterwards."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     opened = []
 
@@ -156,6 +220,7 @@ def vector_env(monkeypatch):
         env.close()
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_vector_env_spans_several_processes_with_several_agents(vector_env):
     env = vector_env("--env", "CartPole-v1", "--agents", "3", num_processes=2, base_port=free_port())
     assert env.num_envs == 6 and env.single_action_space == gymnasium.spaces.Discrete(2)
@@ -182,8 +247,9 @@ def test_vector_env_autoresets_with_final_obs_and_maps_interrupted_to_truncated(
     assert terminated.tolist() == [ending == "terminate_at"] * 2
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_vector_env_passes_action_masks_and_settings(vector_env):
-    env = vector_env("--env", "toy_envs:MaskedEnv", "--agents", "2",
+    env = vector_env("--env", "toy_envs:MaskedEnv", "--agents", "2", "--echo-settings-as-stats",
                      engine_settings={"time_scale": 12.0},
                      parameters={"ballSpeed": 4.0, "boardRadius": {"sampler": "uniform", "min": 6, "max": 8, "seed": 77}})
     obs, info = env.reset()
@@ -198,6 +264,7 @@ def test_vector_env_passes_action_masks_and_settings(vector_env):
     assert env.read_stats()["engine/time_scale"].value == 1.0
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_vector_env_reports_bad_settings_clearly(vector_env, tmp_path):
     with pytest.raises(ConfigurationError, match=r"file_name='.*no_such_build': no Unity build at"):
         UnityVectorEnv(file_name=str(tmp_path / "no_such_build"))
@@ -213,6 +280,8 @@ def test_vector_env_reports_bad_settings_clearly(vector_env, tmp_path):
         vector_env("--env", "CartPole-v1", base_port=port)
 
 
+@pytest.mark.usefixtures("agent_id_regime")
+@pytest.mark.one_id_regime_in_quick_suite
 def test_ppo_trains_through_the_unity_protocol_from_the_cli(monkeypatch, tmp_path):
     from rl_lightning.cli import RLLightningCLI
 
@@ -239,6 +308,7 @@ def test_ppo_trains_through_the_unity_protocol_from_the_cli(monkeypatch, tmp_pat
     assert len(cli.model.last_evaluation.returns) == 2
 
 
+@pytest.mark.usefixtures("agent_id_regime")
 def test_dqn_trains_on_masked_unity_agents_across_episode_ends(monkeypatch, tmp_path):
     import lightning as L
 
@@ -260,6 +330,8 @@ def test_dqn_trains_on_masked_unity_agents_across_episode_ends(monkeypatch, tmp_
     assert (storage["next_obs"][:64] == 4).sum() == 64 // 4
 
 
+@pytest.mark.usefixtures("agent_id_regime")
+@pytest.mark.one_id_regime_in_quick_suite
 @pytest.mark.parametrize("algorithm", ["PPO", "A2C"])
 def test_on_policy_algorithms_honour_unity_action_masks_in_training_and_evaluation(algorithm, monkeypatch,
                                                                                    tmp_path):
@@ -280,6 +352,7 @@ def test_on_policy_algorithms_honour_unity_action_masks_in_training_and_evaluati
     assert model.env_steps == 64 and len(model.last_evaluation.returns) == 4
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
     env = vector_env("--env", "rl_lightning/GridWorld-v0", "--agents", "2")
     space = env.single_observation_space
@@ -296,6 +369,7 @@ def test_gridworld_through_the_protocol_keeps_image_goal_and_masks(vector_env):
     assert info["action_mask"].shape == (2, 5) and info["action_mask"][:, 0].all()  # "stay" is always allowed
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_vector_env_gives_float_images_when_asked(vector_env):
     env = vector_env("--env", "rl_lightning/GridWorld-v0", uint8_images=False)
     obs, _ = env.reset()
@@ -304,6 +378,8 @@ def test_vector_env_gives_float_images_when_asked(vector_env):
     assert np.allclose(obs["CameraSensor"] * 255, np.rint(obs["CameraSensor"] * 255), atol=1e-3)
 
 
+@pytest.mark.usefixtures("agent_id_regime")
+@pytest.mark.one_id_regime_in_quick_suite
 def test_seed_s1_wrappers_serve_unity_agents(monkeypatch):
     # Seed S1 through the protocol: 6-channel goal image, 4 network actions sent as action + 1, success reported.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
@@ -334,8 +410,9 @@ def test_seed_s1_wrappers_serve_unity_agents(monkeypatch):
         env.close()
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_dodge_through_the_protocol_with_the_seed_parameters(vector_env):
-    env = vector_env("--env", "rl_lightning/Dodge-v0", "--agents", "4", parameters={
+    env = vector_env("--env", "rl_lightning/Dodge-v0", "--agents", "4", "--echo-settings-as-stats", parameters={
         "ballSpeed": 4.0, "ballRandom": 0.2, "agentSpeed": 3.0,
         "boardRadius": {"sampler": "uniform", "min": 6, "max": 8, "seed": 77},
         "ballNums": {"sampler": "uniform", "min": 10, "max": 15, "seed": 77}})
@@ -352,6 +429,7 @@ def test_dodge_through_the_protocol_with_the_seed_parameters(vector_env):
     assert ended > 0  # random agents get hit, and come back in new episodes
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_vector_env_matches_unity_observations_to_dict_keys_by_name(vector_env):
     # The player sends "image" before "goal"; the Dict space sorts its keys (goal, image).
     env = vector_env("--env", "toy_envs:GoalFirstUnsortedEnv", "--agents", "2")
@@ -373,6 +451,8 @@ def test_command_line_arguments_from_yaml_go_to_the_player_as_strings_and_json()
         "--agents", "8", "--env-kwargs", '{"terminate_at": 20}', "--x", "[1, 2]"]
 
 
+@pytest.mark.usefixtures("agent_id_regime")
+@pytest.mark.one_id_regime_in_quick_suite
 def test_unity_action_spaces_are_seeded_so_random_play_repeats(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     draws = []
@@ -396,3 +476,13 @@ def test_player_refuses_env_kwargs_that_are_not_a_json_object(bad, capsys):
         main(["--mlagents-port", "1", "--env-kwargs", bad])
     assert exit_.value.code == 2
     assert "--env-kwargs must be a JSON object" in capsys.readouterr().err
+
+
+def test_player_refuses_an_unknown_id_regime_naming_the_variable(monkeypatch, capsys):
+    from rl_lightning.unity.player import ID_REGIME_VARIABLE, main
+
+    monkeypatch.setenv(ID_REGIME_VARIABLE, "per-step")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--mlagents-port", "1"])
+    assert exit_.value.code == 2
+    assert "RL_LIGHTNING_PLAYER_ID_REGIME='per-step' is not one of 'kept', 'per-episode'" in capsys.readouterr().err

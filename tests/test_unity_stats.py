@@ -60,6 +60,7 @@ def test_read_stats_gives_each_aggregation_over_the_steps_since_the_last_read(st
     assert env.read_stats() == {}
 
 
+@pytest.mark.one_id_regime_in_quick_suite
 def test_the_stats_channel_is_emptied_at_every_step_so_memory_stays_flat(stats_env):
     env = stats_env(agents=4, extra_keys=20)
     actions = np.zeros(4, dtype=np.int64)
@@ -72,6 +73,8 @@ def test_the_stats_channel_is_emptied_at_every_step_so_memory_stays_flat(stats_e
     assert stats["toy/sum"].value == 800.0 and stats["toy/extra_7"].value == 7.0
 
 
+@pytest.mark.usefixtures("agent_id_regime")
+@pytest.mark.one_id_regime_in_quick_suite
 def test_training_logs_unity_stats_per_point_with_their_aggregation(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     agents, truncate_at = 4, 10

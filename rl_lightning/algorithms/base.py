@@ -31,6 +31,7 @@ from rl_lightning.algorithms.schedule import RoundSchedule
 from rl_lightning.algorithms.training_log import TrainingLog
 from rl_lightning.data.stream import RoundStream, private_generator
 from rl_lightning.envs.checks import check_env_kwargs
+from rl_lightning.envs.packages import import_env_packages
 from rl_lightning.envs.factory import (EnvSource, check_env_source, is_function_label, make_vector_env, resolve_env,
                                       stored_env_setting)
 from rl_lightning.envs.spaces import action_space_kind, check_action_space
@@ -38,8 +39,8 @@ from rl_lightning.envs.transforms import spaces_before_wrappers
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.guards import check_collect_budget
 from rl_lightning.run_folder import claim_and_lock
-from rl_lightning.setting_ranges import (Count, EnvCopies, EpsilonValue, EvalEpisodes, PositiveFloat, Seed,
-                                        UnitInterval, check_settings)
+from rl_lightning.setting_ranges import (Count, EnvCopies, EpsilonValue, EvalEpisodes, LayerWidth, PositiveFloat,
+                                         Seed, UnitInterval, check_settings)
 from rl_lightning.evaluation import EvaluationEpisodes, EvaluationResult
 from rl_lightning.trainer_options import check_trainer_options, fast_dev_run_batches
 from rl_lightning.lightning_compat import (attached_trainer, batches_fetched_this_epoch,
@@ -117,6 +118,9 @@ class RLModule(PolicyInterface, CheckpointedRun):
         vectorization: ``"sync"`` steps the copies in this process, ``"async"`` in subprocesses.
         env_kwargs: keyword arguments for ``gym.make`` or the env class. Under DDP, rank ``r`` > 0 adds ``r * 100``
             to a Unity env's ``worker_id`` (also in ``eval_env_kwargs``), so each rank's processes get their own ports.
+        env_packages: modules imported before the env is made, for env suites that register their ids on import
+            (``[minigrid]``, ``[ale_py]``; rl-baselines3-zoo's ``--gym-packages``). ``env: "package:EnvId"`` imports
+            one package for one id the same way.
         wrappers: Gymnasium wrappers applied to each copy, innermost first: import paths, or
             ``{"class_path": ..., "init_args": {...}}``.
         seed: seeds the networks' initialisation, action sampling and the envs (copy ``i`` gets ``seed + i``;
@@ -130,6 +134,12 @@ class RLModule(PolicyInterface, CheckpointedRun):
         eval_num_envs: env copies the evaluation episodes are spread over.
         eval_deterministic: evaluate the policy's most likely action instead of sampling.
         eval_env_kwargs: keyword arguments for the evaluation env, overriding ``env_kwargs``.
+        eval_wrappers: Gymnasium wrappers for the evaluation env only, applied after ``wrappers`` (same forms); they
+            may differ from a checkpoint's, but must keep the spaces the model acts in (e.g. a rendering wrapper).
+        eval_video_folder: record every evaluation episode as an MP4 file in this folder (Gymnasium's ``RecordVideo``
+            on each evaluation copy, files ``copy<i>-episode-<k>.mp4``; the env is made with
+            ``render_mode="rgb_array"`` unless ``eval_env_kwargs`` sets one; needs ``moviepy``:
+            ``pip install -e ".[video]"``). In ``fit`` every epoch's evaluation is recorded, numbered on.
         log_interval: environment steps between logged training points (``run/*``, ``model/*``, ``time/*``);
             each point averages each diagnostic over the rounds (collect-then-update) since the previous one.
             Points are also written at every epoch's end, and only on batches Lightning writes logs on
@@ -147,6 +157,10 @@ class RLModule(PolicyInterface, CheckpointedRun):
             small networks and batches of most RL runs (several threads cost more in synchronisation than they
             save, and lose badly on a busy machine); raise it for large image networks or batches on free cores.
             The same for the CLI, scripts and notebooks.
+        cnn_layers: the conv stack that encodes image observations, one ``[out_channels, kernel, stride]`` per layer
+            (each followed by a ReLU, then a linear layer; ``null``: Nature DQN's ``[[32, 8, 4], [64, 4, 2],
+            [64, 3, 1]]``, for Atari-sized images). Small images need a smaller stack, e.g. MiniGrid's 7x7 views:
+            ``[[16, 2, 1], [32, 2, 1], [64, 2, 1]]``.
         gamma: discount factor.
         reward_scale: rewards are multiplied by this for learning (episode statistics stay unscaled).
         max_grad_norm: clip each optimizer's gradient norm to this before it steps; ``None`` disables clipping.
@@ -174,7 +188,7 @@ class RLModule(PolicyInterface, CheckpointedRun):
     finished reduction ..." at the next backward), its unused-parameter detection then marks them ready instead; an
     explicit ``DDPStrategy(find_unused_parameters=...)`` is left as given."""
 
-    MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers", "normalize_observations", "normalize_rewards")
+    MODEL_SETTINGS: tuple[str, ...] = ("env", "wrappers", "normalize_observations", "normalize_rewards", "cnn_layers")
     """Settings that define the networks or their spaces: a checkpoint loads only into a model with the same ones
     (subclasses add their network shapes)."""
     RESUME_SETTINGS: tuple[str, ...] = ("num_envs", "vectorization")
@@ -187,6 +201,7 @@ class RLModule(PolicyInterface, CheckpointedRun):
         num_envs: EnvCopies = 1,
         vectorization: Literal["sync", "async"] = "sync",
         env_kwargs: dict[str, Any] | None = None,
+        env_packages: list[str] | None = None,
         wrappers: list[str | dict[str, Any]] | None = None,
         seed: Seed | None = None,
         total_steps: Count = 100_000,
@@ -195,10 +210,13 @@ class RLModule(PolicyInterface, CheckpointedRun):
         eval_num_envs: EnvCopies = 4,
         eval_deterministic: bool = True,
         eval_env_kwargs: dict[str, Any] | None = None,
+        eval_wrappers: list[str | dict[str, Any]] | None = None,
+        eval_video_folder: str | None = None,
         log_interval: Count = 1000,
         check_env: bool = True,
         step_timeout: PositiveFloat | None = None,
         num_threads: Count | None = None,
+        cnn_layers: list[list[LayerWidth]] | None = None,
         gamma: UnitInterval = 0.99,
         reward_scale: PositiveFloat = 1.0,
         max_grad_norm: PositiveFloat | None = None,
@@ -214,12 +232,14 @@ class RLModule(PolicyInterface, CheckpointedRun):
         # Every numeric setting against the range its annotation declares, here and in the algorithm's classes
         # (rl_lightning.setting_ranges); they check only what lies between settings themselves.
         check_settings(type(self), self.hparams)
+        self.cnn_layers  # noqa: B018 - a malformed conv stack is refused here, before anything is built
         # An env class is kept as its import path: YAML-friendly and loadable with weights_only=True. A function that
         # cannot be imported (a lambda, a closure) is kept here and named by a label in the settings (checkpoints);
         # a model loaded with that label and no env acts and exports, building envs asks for the function.
         self.hparams.env = stored_env_setting(env)
         self.env_function = env if callable(env) and is_function_label(self.hparams.env) else None
         self.automatic_optimization = False
+        import_env_packages(env_packages)  # before the id is looked up: importing them registers their ids
         resolved = None if is_function_label(env) else resolve_env(env)  # an unknown id fails here
         if resolved is not None:
             check_env_kwargs(env, resolved, env_kwargs)  # so does a key the env does not take
@@ -315,9 +335,14 @@ class RLModule(PolicyInterface, CheckpointedRun):
             seed = self._rank_seed() + EVAL_SEED_OFFSET
         else:
             num_envs, seed = hp.num_envs, self._rank_seed()
+        wrappers = [*(hp.wrappers or ()), *((hp.get("eval_wrappers") or ()) if evaluation else ())]
+        video_folder = hp.get("eval_video_folder") if evaluation else None
+        if video_folder is not None and world_size(self) > 1:
+            video_folder = os.path.join(video_folder, f"rank{self.global_rank}")
         return make_vector_env(self.env_source, num_envs=num_envs, vectorization=hp.vectorization, seed=seed,
-                               env_kwargs=kwargs, wrappers=hp.wrappers or (), rank=self.global_rank,
-                               exact_num_envs=not evaluation, step_timeout=hp.get("step_timeout"))
+                               env_kwargs=kwargs, wrappers=wrappers, rank=self.global_rank,
+                               exact_num_envs=not evaluation, step_timeout=hp.get("step_timeout"),
+                               video_folder=video_folder)
 
     @property
     def env_source(self) -> EnvSource:
@@ -338,6 +363,15 @@ class RLModule(PolicyInterface, CheckpointedRun):
             raise ConfigurationError(
                 f"the env's spaces (observation {observation_space}, action {action_space}) differ from the "
                 f"model's (observation {self.observation_space}, action {self.action_space})")
+
+    @property
+    def cnn_layers(self) -> list[list[int]] | None:
+        """The ``cnn_layers`` setting, checked: each layer ``[out_channels, kernel, stride]`` (older checkpoints: None)."""
+        layers = self.hparams.get("cnn_layers")
+        if layers is not None and (not layers or any(len(layer) != 3 for layer in layers)):
+            raise ConfigurationError(f"cnn_layers={layers!r} must be a non-empty list of [out_channels, kernel, "
+                                     "stride] layers, e.g. [[16, 2, 1], [32, 2, 1]], or null for Nature DQN's")
+        return layers
 
     @property
     def torch_threads(self) -> int:
@@ -392,11 +426,14 @@ class RLModule(PolicyInterface, CheckpointedRun):
                 raise ConfigurationError(f"eval_episodes={self.hparams.eval_episodes}: {stage} needs at least 1")
             self.eval_envs = self.make_envs(evaluation=True)
             self._attach_spaces(self.eval_envs.single_observation_space, self.eval_envs.single_action_space)
-            self._note_env_spaces(self.eval_envs)
+            self._note_env_spaces(self.eval_envs, evaluation=True)
 
-    def _note_env_spaces(self, envs: gym.vector.VectorEnv) -> None:
+    def _note_env_spaces(self, envs: gym.vector.VectorEnv, evaluation: bool = False) -> None:
         if self.env_spaces is None:
-            self.env_spaces = spaces_before_wrappers(envs, len(self.hparams.wrappers or ()))
+            hp = self.hparams
+            # Evaluation copies: the eval_wrappers and the video recorder sit outside the training wrappers.
+            outer = (len(hp.get("eval_wrappers") or ()) + (hp.get("eval_video_folder") is not None)) if evaluation else 0
+            self.env_spaces = spaces_before_wrappers(envs, len(hp.wrappers or ()) + outer)
 
     def _gather_num_envs(self) -> list[int]:
         # Once per fit, so that counting the global env steps of each batch needs no collective. Unity ranks can

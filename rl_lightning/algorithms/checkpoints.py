@@ -18,18 +18,23 @@ from __future__ import annotations
 
 import io
 import pickle
+from contextvars import ContextVar
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from rl_lightning.checkpointing import (CheckpointError, env_state, load_checkpoint_file, rename_settings,
-                                        require_rl_lightning_state, restore_env_state, rng_state, set_rng_state,
-                                        settings_differences)
+from rl_lightning.checkpointing import (CheckpointError, check_checkpoint_weights, env_state, load_checkpoint_file,
+                                        rename_settings, require_rl_lightning_state, restore_env_state, rng_state,
+                                        set_rng_state, settings_differences)
 from rl_lightning.envs.spaces import space_from_dict, space_to_dict
 from rl_lightning.errors import ConfigurationError
 from rl_lightning.lightning_compat import attached_trainer, fitting, world_size
+
+_LOADING: ContextVar[tuple[Any, bool | None] | None] = ContextVar("rl_lightning_loading", default=None)
+"""While ``load_from_checkpoint`` runs: its file and ``strict`` argument, which Lightning's ``_load_state``
+(``lightning/pytorch/core/saving.py``) does not pass to ``on_load_checkpoint``."""
 
 
 class CheckpointedRun(L.LightningModule):
@@ -52,7 +57,13 @@ class CheckpointedRun(L.LightningModule):
             "action_space": space_to_dict(self.action_space),
         }
         if self.env_spaces is not None:
-            checkpoint["rl_lightning"]["env_spaces"] = [space_to_dict(s) for s in self.env_spaces]
+            try:
+                checkpoint["rl_lightning"]["env_spaces"] = [space_to_dict(s) for s in self.env_spaces]
+            except TypeError:
+                # The env's own spaces, before the wrappers, hold a space the library cannot describe (MiniGrid's
+                # MissionSpace, text): the spaces the model acts in (after the wrappers) are recorded above, and an
+                # export reads the env's own off a built env.
+                pass
         if self.env_gives_action_masks is not None:
             checkpoint["rl_lightning"]["env_gives_action_masks"] = self.env_gives_action_masks
         if self.envs is not None and fitting(self):
@@ -117,16 +128,21 @@ class CheckpointedRun(L.LightningModule):
         """
         checkpoint = load_checkpoint_file(checkpoint_path, mmap=True)
         cls._check_checkpoint(checkpoint, checkpoint_path)
-        if rename_settings(checkpoint.get("hyper_parameters", {})):  # written before a setting was renamed
-            buffer = io.BytesIO()
-            torch.save(checkpoint, buffer)
-            buffer.seek(0)
-            checkpoint_path = buffer
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        token = _LOADING.set((checkpoint_path, kwargs.get("strict")))
+        try:
+            if rename_settings(checkpoint.get("hyper_parameters", {})):  # written before a setting was renamed
+                buffer = io.BytesIO()
+                torch.save(checkpoint, buffer)
+                buffer.seek(0)
+                checkpoint_path = buffer
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        finally:
+            _LOADING.reset(token)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = attached_trainer(self)
-        path = trainer.ckpt_path if trainer is not None else None
+        loading = _LOADING.get()
+        path = trainer.ckpt_path if trainer is not None else loading[0] if loading is not None else None
         state = self._check_checkpoint(checkpoint, path)
         # This run's settings are what runs (see settings_differences): those that define the networks (and, to
         # resume a fit, the saved run state) must be the checkpoint's, the others take this run's values.
@@ -151,6 +167,12 @@ class CheckpointedRun(L.LightningModule):
                 f"run's env has observations {self.observation_space} and actions {self.action_space}: resume or "
                 "evaluate it with the env it was trained on")
         self._attach_spaces(*spaces)
+        # Here, not in load_state_dict (next, in both Lightning's load_from_checkpoint and a Trainer's ckpt_path): its
+        # error would name neither the file nor the settings.
+        strict = loading[1] if loading is not None and loading[1] is not None else self.strict_loading
+        check_checkpoint_weights(checkpoint["state_dict"], self.state_dict(),
+                                 f"checkpoint {str(path)!r}" if path is not None else "the checkpoint",
+                                 type(self).__name__, strict=strict)
         if state.get("env_spaces") and self.env_spaces is None:
             self.env_spaces = tuple(space_from_dict(s) for s in state["env_spaces"])
         if self.env_gives_action_masks is None:  # envs built in this run's setup know better; older checkpoints: None

@@ -71,10 +71,10 @@ class DDPG(OffPolicyModule):
         hp = self.hparams
         action_dim = int(action_space.shape[0])
         encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
-                               image_layout=hp.image_layout)
+                               image_layout=hp.image_layout, cnn_layers=self.cnn_layers)
         self.actor = nn.Sequential(encoder, nn.Linear(encoder.out_dim, action_dim), nn.Tanh())
         self.critic = CriticWithActionJoin(observation_space, action_dim, hp.hidden_sizes, hp.activation,
-                                           hp.critic_action_layer, hp.cnn_features, hp.image_layout)
+                                           hp.critic_action_layer, hp.cnn_features, hp.image_layout, self.cnn_layers)
         self.actor_target = make_target(self.actor)
         self.critic_target = make_target(self.critic)
         self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)

@@ -86,7 +86,7 @@ class DiscreteSAC(SAC):
 
         def head() -> nn.Module:  # observation -> one output per action
             encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
-                                   image_layout=hp.image_layout)
+                                   image_layout=hp.image_layout, cnn_layers=self.cnn_layers)
             return nn.Sequential(encoder, nn.Linear(encoder.out_dim, n_actions))
 
         self.actor = head()  # logits

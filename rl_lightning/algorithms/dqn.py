@@ -94,7 +94,7 @@ class DQN(OffPolicyModule):
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         hp = self.hparams
         encoder = make_encoder(observation_space, hp.hidden_sizes, hp.activation, hp.cnn_features,
-                               image_layout=hp.image_layout)
+                               image_layout=hp.image_layout, cnn_layers=self.cnn_layers)
         self.q_net = nn.Sequential(encoder, nn.Linear(encoder.out_dim, int(action_space.n)))
         if hp.ortho_init:
             orthogonal_init(encoder, math.sqrt(2))

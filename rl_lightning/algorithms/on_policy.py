@@ -119,7 +119,7 @@ class OnPolicyModule(RLModule):
     def build_networks(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         hp = self.hparams
         self.policy = ActorCritic(observation_space, action_space, hp.hidden_sizes, hp.activation, hp.shared_trunk,
-                                  hp.ortho_init, hp.log_std_init)
+                                  hp.ortho_init, hp.log_std_init, self.cnn_layers)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams

@@ -122,12 +122,12 @@ class SAC(OffPolicyModule):
         hp = self.hparams
         action_dim = int(action_space.shape[0])
         self.actor = SquashedGaussianActor(observation_space, action_dim, hp.hidden_sizes, hp.activation,
-                                           hp.cnn_features, hp.image_layout)
+                                           hp.cnn_features, hp.image_layout, self.cnn_layers)
         # Twin critics (Fujimoto et al. 2018), each an MLP on the observation joined with the action (SB3's
         # ContinuousCritic); the target takes their minimum against overestimation.
         self.critic = nn.ModuleList([
             CriticWithActionJoin(observation_space, action_dim, hp.hidden_sizes, hp.activation, 0, hp.cnn_features,
-                                 hp.image_layout) for _ in range(2)])
+                                 hp.image_layout, self.cnn_layers) for _ in range(2)])
         self.critic_target = make_target(self.critic)
         # Sec. 5: -dim(A). The most entropy: the uniform distribution on [-1, 1]^dim(A), dim(A) * log 2.
         self.build_temperature(-float(action_dim), action_dim * math.log(2.0))

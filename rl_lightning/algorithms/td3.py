@@ -77,7 +77,8 @@ class TD3(DDPG):
         hp = self.hparams
         # The second critic: the same architecture, its own initialisation.
         self.critic_2 = CriticWithActionJoin(observation_space, int(action_space.shape[0]), hp.hidden_sizes,
-                                             hp.activation, hp.critic_action_layer, hp.cnn_features, hp.image_layout)
+                                             hp.activation, hp.critic_action_layer, hp.cnn_features, hp.image_layout,
+                                             self.cnn_layers)
         self.critic_2_target = make_target(self.critic_2)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

@@ -23,8 +23,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.async_vector_env import AsyncState
 
-from rl_lightning.errors import ConfigurationError, EnvironmentFault
+from rl_lightning.errors import ConfigurationError, EnvironmentFault, RLLightningError
 from rl_lightning.setting_ranges import check_settings
 
 SKIP_HINT = "set check_env: false (RLModule's check_env=False) to skip this check"
@@ -219,35 +220,85 @@ def check_custom_env(env: Any, make: Callable[[], gym.Env]) -> None:
         instance.close()
 
 
-# ---------------------------------------------------------------------- the vector envs' stacking
-class NamedObservationFaults:
-    """For a Gymnasium vector env: an observation that cannot be stacked raises an error naming env and space.
+# ---------------------------------------------------------------------- the vector envs' stacking and sub-env errors
+class SubEnvTraceback(Exception):
+    """The traceback of an exception raised in an async sub-env's process, as its worker sent it (text)."""
 
-    NumPy's own error ("Output array is the wrong shape", "Cannot cast array data ...") names neither. At ``reset``
-    it is a ``ConfigurationError`` (the env cannot be run as declared), at ``step`` an ``EnvironmentFault`` (it
-    went wrong mid-run). Other errors pass unchanged. Mixed into ``SyncVectorEnv``/``AsyncVectorEnv`` rather than a
-    wrapper, so that checkpoints' saved vector-env chains keep their shape.
+
+class NamedObservationFaults:
+    """For a Gymnasium vector env: an observation that cannot be stacked, or an exception raised inside a sub-env,
+    raises an error naming the env.
+
+    NumPy's own error ("Output array is the wrong shape", "Cannot cast array data ...") names neither the env nor
+    the space: at ``reset`` it becomes a ``ConfigurationError`` (the env cannot be run as declared), at ``step`` an
+    ``EnvironmentFault`` (it went wrong mid-run). An exception raised by a sub-env's own ``reset`` or ``step`` (a
+    user's env dividing by zero) becomes an ``EnvironmentFault`` naming the env, the sub-env and the step of these
+    envs, caused by the original (its traceback, for async sub-envs the one their process sent, is what
+    ``--traceback`` shows). Other errors pass unchanged. Mixed into ``SyncVectorEnv``/``AsyncVectorEnv`` rather
+    than a wrapper, so that checkpoints' saved vector-env chains keep their shape.
     """
 
     env_label: str = "?"
+    vector_steps: int = 0
+    """``step`` calls so far (each steps every sub-env once)."""
+    worker_error: tuple[int, str] | None = None
+    """Async envs: the sub-env index and traceback text of the last exception a worker sent (``_raise_if_errors``)."""
 
     def reset(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().reset(*args, **kwargs)  # type: ignore[misc]
-        except (ValueError, TypeError) as err:
-            named = self._named(err, "reset()", ConfigurationError)
-            if named is err:
+        except Exception as err:  # noqa: BLE001 - named below, or re-raised unchanged
+            fault = self._fault(err, "reset()", ConfigurationError)
+            if fault is None:
                 raise
-            raise named from err
+            raise fault[0] from fault[1]
 
     def step(self, actions: Any) -> Any:
+        self.vector_steps += 1
         try:
             return super().step(actions)  # type: ignore[misc]
-        except (ValueError, TypeError) as err:
-            named = self._named(err, "step()", EnvironmentFault)
-            if named is err:
+        except Exception as err:  # noqa: BLE001 - named below, or re-raised unchanged
+            fault = self._fault(err, "step()", EnvironmentFault)
+            if fault is None:
                 raise
-            raise named from err
+            raise fault[0] from fault[1]
+
+    def _fault(self, err: Exception, method: str, kind: type[Exception]) -> tuple[Exception, BaseException] | None:
+        """The error to raise for ``err`` and its cause; ``None``: re-raise ``err`` unchanged."""
+        if isinstance(err, (ValueError, TypeError)):
+            named = self._named(err, method, kind)
+            if named is not err:
+                return named, err
+        worker, self.worker_error = self.worker_error, None
+        if isinstance(err, (RLLightningError, _StepTimeout, multiprocessing.TimeoutError)):
+            return None
+        if worker is not None:
+            index, cause = worker[0], SubEnvTraceback(worker[1])
+        else:
+            where = self._sub_env_of(err)
+            if where is None:  # raised outside the sub-envs' code: not the env's fault
+                return None
+            (index, method), cause = where, err
+        first = (str(err).strip().splitlines() or [""])[0]
+        when = f"at step {self.vector_steps} of these envs" if self.vector_steps else "before their first step"
+        return EnvironmentFault(f"env={self.env_label!r}: sub-env {index} raised {type(err).__name__}: {first} "
+                                f"(in its {method}, {when}); fix the env (--traceback shows where it raised)"), cause
+
+    def _sub_env_of(self, err: Exception) -> tuple[int, str] | None:
+        """``(index, method)`` of the sync sub-env whose code ``err`` passed through: the outermost frame of the
+        traceback whose ``self`` is a sub-env or one of its wrappers."""
+        owners: dict[int, int] = {}
+        for i, env in enumerate(getattr(self, "envs", None) or ()):  # SyncVectorEnv's sub-envs
+            while env is not None:
+                owners[id(env)] = i
+                env = env.env if isinstance(env, gym.Wrapper) else None
+        tb = err.__traceback__
+        while tb is not None:
+            index = owners.get(id(tb.tb_frame.f_locals.get("self")))
+            if index is not None:
+                return index, f"{tb.tb_frame.f_code.co_name}()"
+            tb = tb.tb_next
+        return None
 
     def _named(self, err: Exception, method: str, kind: type[Exception]) -> Exception:
         space = self.single_observation_space  # type: ignore[attr-defined]
@@ -325,6 +376,7 @@ class CheckedAsyncVectorEnv(NamedObservationFaults, gym.vector.AsyncVectorEnv):
     def step(self, actions: Any) -> Any:
         if self.step_timeout is None:
             return super().step(actions)
+        self.vector_steps += 1
         self.step_async(actions)
         try:
             return self.step_wait(timeout=self.step_timeout)
@@ -335,8 +387,33 @@ class CheckedAsyncVectorEnv(NamedObservationFaults, gym.vector.AsyncVectorEnv):
                                  f"return from step() within step_timeout={self.step_timeout:g} s (async envs); the env "
                                  "hangs or is slower than that: fix the env, or raise step_timeout (null: no limit)"
                                  ) from None
+        except Exception as err:  # noqa: BLE001 - as NamedObservationFaults.step names them
+            fault = self._fault(err, "step()", EnvironmentFault)
+            if fault is None:
+                raise
+            raise fault[0] from fault[1]
+
+    def _raise_if_errors(self, successes: Any) -> None:
+        """Gymnasium's ``AsyncVectorEnv._raise_if_errors`` (``gymnasium/vector/async_vector_env.py``), without its
+        log: it prints each failed worker's traceback to stderr and re-raises the last exception bare. Here the last
+        one's sub-env and traceback are kept in ``worker_error``, for the error ``NamedObservationFaults`` raises."""
+        if all(successes):
+            return
+        errors = [self.error_queue.get() for _ in range(self.num_envs - sum(successes))]
+        for index, *_ in errors:  # as Gymnasium's: a worker that failed has ended; its pipe is closed
+            self.parent_pipes[index].close()
+            self.parent_pipes[index] = None
+        self._state = AsyncState.DEFAULT
+        index, exctype, value, trace = errors[-1]
+        self.worker_error = (index, trace)
+        raise exctype(value)
 
     def close(self, **kwargs: Any) -> None:
         if getattr(self, "_timed_out", False):
-            kwargs["terminate"] = True  # a sub-env still inside its step would never answer "close"
+            # A sub-env still inside its step would never answer "close", and Gymnasium's terminate (SIGTERM) then
+            # joins a process that may handle SIGTERM itself: killed, so that close returns.
+            for process in self.processes:
+                if process.is_alive():
+                    process.kill()
+            kwargs["terminate"] = True
         super().close(**kwargs)

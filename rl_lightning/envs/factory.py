@@ -15,15 +15,20 @@ Episode returns and lengths come from Gymnasium's vector
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
+import importlib.util
 import inspect
+import multiprocessing
+import os
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
-from rl_lightning.errors import ConfigurationError
+from rl_lightning.errors import ConfigurationError, RLLightningError
 from rl_lightning.envs.autoreset import autoreset_mode, read_as_same_step
 from rl_lightning.envs.checks import (CheckedAsyncVectorEnv, CheckedSyncVectorEnv, check_custom_env, check_env_kwargs,
                                       env_label)
@@ -83,16 +88,53 @@ def is_function_label(env: Any) -> bool:
     return isinstance(env, str) and env.startswith("<function ") and env.endswith(">")
 
 
+REGISTERING_PACKAGES = {"ALE": ("ale_py", "ale-py")}
+"""Env id namespaces (``ALE/Pong-v5``) and the module (and pip package) that registers their ids when imported:
+Gymnasium 1.x loads no plugins itself (its ``register_envs`` is a no-op that only shows the import is used,
+``gymnasium/envs/registration.py``)."""
+
+
+def missing_package(err: BaseException, what: str) -> ConfigurationError | None:
+    """A ``ConfigurationError`` saying what ``what`` (``"env='HalfCheetah-v5'"``) needs installed, when ``err`` (or an
+    error it came from) is a package that is not installed: Gymnasium's ``DependencyNotInstalled`` (its message says
+    what to pip install: MuJoCo, Box2D, opencv for ``AtariPreprocessing``) or an ``ImportError`` naming a module;
+    else ``None``."""
+    seen: list[BaseException] = []
+    while err is not None and all(err is not e for e in seen):
+        seen.append(err)
+        if isinstance(err, gym.error.DependencyNotInstalled):
+            return ConfigurationError(f"{what} needs a package that is not installed: {err}")
+        if isinstance(err, ImportError):  # "No module named 'x'"; Lightning's "Requirement 'wandb>=0.12.10' not met"
+            return ConfigurationError(f"{what} needs a package that is not installed: {err}")
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _registered(env_id: str) -> Callable[..., gym.Env]:
     """``gym.make(env_id, **kwargs)`` as a factory that says which id it makes (it never makes a vector env)."""
     def make(**kwargs: Any) -> gym.Env:
         try:
             return gym.make(env_id, **kwargs)
-        except gym.error.DependencyNotInstalled as err:  # e.g. MuJoCo or Box2D envs without their package
-            raise ConfigurationError(f"env={env_id!r} needs a package that is not installed: {err}") from None
+        except (gym.error.DependencyNotInstalled, ImportError) as err:  # MuJoCo or Box2D envs without their package
+            raise (missing_package(err, f"env={env_id!r}") or err) from None
 
     make.registered_id = env_id  # type: ignore[attr-defined]
     return make
+
+
+def as_env_worker() -> None:
+    """In an async sub-env's own process (forked from the trainer's): Ctrl-C ignored, SIGTERM ends it.
+
+    A forked process inherits the trainer's Python signal handlers. Ctrl-C reaches every process of the terminal's
+    group: the worker would raise KeyboardInterrupt inside its env and end (Gymnasium's ``_async_worker`` reports it
+    as the env's error), so the run could not stop at a consistent point; the trainer stops it and closes the
+    workers. A SIGTERM handler that only sets a flag would keep a worker stuck in a hung step alive when the envs
+    are closed with ``terminate`` (``AsyncVectorEnv.close_extras``), and its ``join`` would wait forever.
+    """
+    if multiprocessing.parent_process() is None:  # the trainer's own process (not a worker): leave it as it is
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _is_import_path(name: str) -> bool:
@@ -136,6 +178,14 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
         raise ConfigurationError(f"{setting}={env!r}: expected a Gymnasium env id, an import path or an env class")
     if env.startswith("rl_lightning/"):
         import rl_lightning.games  # noqa: F401 (registers the stand-in games)
+    namespace = env.partition("/")[0] if "/" in env else None
+    if env not in gym.registry and namespace in REGISTERING_PACKAGES:
+        module, package = REGISTERING_PACKAGES[namespace]
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigurationError(f"{setting}={env!r}: the {namespace}/ envs come with the package {package}, "
+                                     f"which failed to import ({err}): pip install {package}") from None
     if env in gym.registry:
         return _registered(env)
     module_name, sep, env_id = env.partition(":")
@@ -154,11 +204,16 @@ def resolve_env(env: EnvSource, setting: str = "env") -> Callable[..., gym.Env]:
                                      "give a registered env id or 'package.module:EnvClass'") from None
         if not callable(obj):
             raise ConfigurationError(f"{setting}={env!r} is not callable; it must name an env class or factory")
+        if isinstance(obj, type) and not issubclass(obj, (gym.Env, gym.vector.VectorEnv)):
+            raise ConfigurationError(f"{setting}={env!r} is the class {obj.__module__}.{obj.__qualname__}, not a "
+                                     f"{_ENV_KINDS}")
         return obj
     close = difflib.get_close_matches(env, list(gym.registry), n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
-        "see `gymnasium.pprint_registry()` for the registered ids")
-    raise ConfigurationError(f"{setting}={env!r} is not a registered Gymnasium env id; {hint}")
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else (
+        "see `gymnasium.pprint_registry()` for the registered ids; ")
+    raise ConfigurationError(f"{setting}={env!r} is not a registered Gymnasium env id; {hint}an env suite registers "
+                             "its ids when imported: name its package in env_packages (e.g. env_packages: "
+                             "[minigrid]) or write the id as 'package:EnvId'")
 
 
 def is_custom_env(env: EnvSource) -> bool:
@@ -178,23 +233,53 @@ def check_env_source(env: EnvSource, env_kwargs: dict[str, Any] | None = None) -
     if is_custom_env(env):
         factory = resolve_env(env)
         if may_return_vector_env(factory):
-            instance = factory(**dict(env_kwargs or {}))
+            instance = built_env(factory(**dict(env_kwargs or {})), env)
             if isinstance(instance, gym.vector.VectorEnv):  # Gymnasium's checker takes single envs
                 instance.close()
                 return
             check_custom_env(env, lambda: instance)
             return
-        check_custom_env(env, lambda: factory(**dict(env_kwargs or {})))
+        check_custom_env(env, lambda: built_env(factory(**dict(env_kwargs or {})), env))
+
+
+_ENV_KINDS = ("Gymnasium env: give a registered env id, a gymnasium.Env (or VectorEnv) class, or a function that "
+              "returns an env")
+
+
+def built_env(obj: Any, env: EnvSource) -> Any:
+    """``obj``, what ``env``'s class or function returned, when it is an env; else a ``ConfigurationError`` saying
+    what it is (``env='os:getcwd'`` names a function that returns a str)."""
+    if isinstance(obj, (gym.Env, gym.vector.VectorEnv)):
+        return obj
+    text = repr(obj)
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    kind = type(obj).__qualname__ if type(obj).__module__ == "builtins" else (
+        f"{type(obj).__module__}.{type(obj).__qualname__}")
+    raise ConfigurationError(f"env={env_label(env)!r} returned a {kind} ({shown}), not a {_ENV_KINDS}")
 
 
 def _apply_wrapper(env: gym.Env, spec: WrapperSpec) -> gym.Env:
-    if isinstance(spec, str):
-        return _import_object(spec)(env)
-    if isinstance(spec, dict):
-        if "class_path" not in spec:
-            raise ConfigurationError(f"wrappers entry {spec!r} needs a 'class_path'")
-        return _import_object(spec["class_path"])(env, **spec.get("init_args", {}))
-    return spec(env)
+    """``env`` wrapped as ``spec`` says; a wrapper that fails to wrap it is reported naming the entry (a package it
+    needs and that is not installed: what to install)."""
+    name = spec if isinstance(spec, str) else spec.get("class_path") if isinstance(spec, dict) else (
+        getattr(spec, "__qualname__", None) or repr(spec))
+    if isinstance(spec, dict) and "class_path" not in spec:
+        raise ConfigurationError(f"wrappers entry {spec!r} needs a 'class_path'")
+    try:
+        if isinstance(spec, str):
+            return _import_object(spec)(env)
+        if isinstance(spec, dict):
+            return _import_object(spec["class_path"])(env, **spec.get("init_args", {}))
+        return spec(env)
+    except Exception as err:  # noqa: BLE001 - the wrapper's own failure, reported with its name
+        if isinstance(err, RLLightningError):  # already names what went wrong
+            raise
+        missing = missing_package(err, f"wrappers entry {name!r}")
+        if missing is not None:
+            raise missing from err
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ConfigurationError(f"wrappers entry {name!r} failed to wrap the env: {type(err).__name__}: {first}"
+                                 ) from err
 
 
 def _check_wrappers(wrappers: Sequence[WrapperSpec]) -> None:
@@ -280,6 +365,7 @@ def make_vector_env(
     rank: int = 0,
     exact_num_envs: bool = True,
     step_timeout: float | None = None,
+    video_folder: str | os.PathLike | None = None,
 ) -> gym.vector.VectorEnv:
     """Build a seeded vector env of ``num_envs`` copies of ``env``.
 
@@ -300,6 +386,11 @@ def make_vector_env(
         step_timeout: seconds a step of the copies may take before the run ends with ``EnvStepTimeout``
             (``CheckedSyncVectorEnv``, ``CheckedAsyncVectorEnv``); ``None``: no limit. Not for a vector env of its own:
             Unity's has ``timeout_wait``, one of a user's must bound its own steps.
+        video_folder: record every episode of every copy as an MP4 file in this folder (``EvaluationVideo``, a
+            Gymnasium ``RecordVideo``, outermost, after ``wrappers``; the envs are made with ``render_mode="rgb_array"`` unless
+            ``env_kwargs`` says otherwise; needs ``moviepy``: ``pip install -e ".[video]"``). Files are named
+            ``copy<i>-episode-<k>.mp4``, ``k`` counting copy ``i``'s episodes from 0. Not for a vector env of its
+            own (Unity).
 
     A user's function (not a class) is called once first: if it returns a vector env (``gym.make_vec(...)``, a
     ``VectorEnv`` of its own), that is the env, with ``num_envs`` passed to it if it has a ``num_envs`` parameter;
@@ -314,6 +405,14 @@ def make_vector_env(
     _check_wrappers(wrappers)
     check_env_kwargs(env, factory, env_kwargs)
     kwargs = dict(env_kwargs or {})
+    if video_folder is not None:
+        if isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
+            raise ConfigurationError(f"video_folder: env={env_label(env)!r} is a vector env of its own, whose "
+                                     "episodes cannot be recorded here (a Unity build records its own videos)")
+        if importlib.util.find_spec("moviepy") is None:
+            raise ConfigurationError("recording videos (video_folder) needs moviepy, which is not installed: pip "
+                                     "install moviepy (or the project's extra: pip install -e \".[video]\")")
+        kwargs.setdefault("render_mode", "rgb_array")
     if step_timeout is not None and isinstance(factory, type) and issubclass(factory, gym.vector.VectorEnv):
         own = "env_kwargs.timeout_wait" if "timeout_wait" in inspect.signature(factory).parameters else "its own limit"
         raise ConfigurationError(f"step_timeout={step_timeout} applies to envs built from single Gymnasium envs; "
@@ -331,7 +430,8 @@ def make_vector_env(
     first: gym.Env | None = None
     if may_return_vector_env(factory):
         # A user's function may return a vector env (gym.make_vec, its own VectorEnv): called once to see which.
-        built = factory(**kwargs, **({"num_envs": num_envs} if _names_parameter(factory, "num_envs") else {}))
+        count = {"num_envs": num_envs} if _names_parameter(factory, "num_envs") else {}
+        built = built_env(factory(**kwargs, **count), env)
         if isinstance(built, gym.vector.VectorEnv):
             if step_timeout is not None:
                 built.close()
@@ -345,20 +445,27 @@ def make_vector_env(
         else:
             built.close()  # async copies are made in their own processes
 
-    def make_one() -> gym.Env:
+    def make_one(index: int) -> gym.Env:
         nonlocal first
-        e, first = (first, None) if first is not None else (factory(**kwargs), None)
+        if vectorization == "async":
+            as_env_worker()
+        e, first = (first, None) if first is not None else (built_env(factory(**kwargs), env), None)
         for spec in wrappers:
             e = _apply_wrapper(e, spec)
+        if video_folder is not None:
+            from rl_lightning.envs.video import EvaluationVideo
+
+            e = EvaluationVideo(e, str(video_folder), index)
         return e
 
-    fns = [make_one for _ in range(num_envs)]
+    fns = [functools.partial(make_one, i) for i in range(num_envs)]
     # Their reset and step name the env when an observation does not fit its space (rl_lightning.envs.checks).
     vector_class = CheckedSyncVectorEnv if vectorization == "sync" else CheckedAsyncVectorEnv
     venv = vector_class(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     venv.env_label = env_label(env)
     venv.step_timeout = step_timeout
     venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    venv.records_video = video_folder is not None  # evaluation drops the episodes it leaves unfinished
     if seed is not None:
         # Sub-env observations are seeded by the first `reset(seed=seed)`;
         # the action spaces (random exploration) are seeded here.

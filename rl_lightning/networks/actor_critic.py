@@ -115,15 +115,15 @@ class ActorCritic(nn.Module):
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", shared_trunk: bool = False, ortho_init: bool = True,
-                 log_std_init: float = 0.0) -> None:
+                 log_std_init: float = 0.0, cnn_layers: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         self.shared_trunk = shared_trunk
         if shared_trunk:
-            self.trunk = make_encoder(observation_space, hidden_sizes, activation)
+            self.trunk = make_encoder(observation_space, hidden_sizes, activation, cnn_layers=cnn_layers)
             self.actor_body = self.critic_body = self.trunk
         else:
-            self.actor_body = make_encoder(observation_space, hidden_sizes, activation)
-            self.critic_body = make_encoder(observation_space, hidden_sizes, activation)
+            self.actor_body = make_encoder(observation_space, hidden_sizes, activation, cnn_layers=cnn_layers)
+            self.critic_body = make_encoder(observation_space, hidden_sizes, activation, cnn_layers=cnn_layers)
 
         self.action_space = action_space
         self.log_std: nn.Parameter | None = None

@@ -22,13 +22,15 @@ class CriticWithActionJoin(nn.Module):
     """
 
     def __init__(self, observation_space: gym.Space, action_dim: int, hidden_sizes: Sequence[int], activation: str,
-                 action_layer: int, cnn_features: int, image_layout: Any) -> None:
+                 action_layer: int, cnn_features: int, image_layout: Any,
+                 cnn_layers: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         if not 0 <= action_layer <= len(hidden_sizes):
             raise ConfigurationError(f"critic_action_layer={action_layer} must lie in [0, {len(hidden_sizes)}] "
                                      f"for hidden_sizes={list(hidden_sizes)}")
         # Features only (flatten for vectors, conv net for images); the hidden layers come below.
-        self.encoder = make_encoder(observation_space, (), activation, cnn_features, image_layout=image_layout)
+        self.encoder = make_encoder(observation_space, (), activation, cnn_features, image_layout=image_layout,
+                                    cnn_layers=cnn_layers)
         self.action_layer = action_layer
         act = activation_class(activation)
         layers, last = [], self.encoder.out_dim

@@ -102,16 +102,18 @@ class DictEncoder(nn.Module):
 
 
 def make_encoder(space: gym.Space, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
-                 cnn_features: int = 512, image_layout: ImageLayout = "auto") -> nn.Module:
+                 cnn_features: int = 512, image_layout: ImageLayout = "auto",
+                 cnn_layers: Sequence[Sequence[int]] | None = None) -> nn.Module:
     """The encoder for ``space``: NatureCNN for images, MLP for vectors, a DictEncoder of both for Dict spaces.
 
+    ``cnn_layers``: the conv stack for images, ``[out_channels, kernel, stride]`` per layer (``None``: Nature DQN's).
     Every encoder has ``out_dim``, the size of its feature vector.
     """
     if isinstance(space, gym.spaces.Dict):
-        return DictEncoder({k: make_encoder(s, hidden_sizes, activation, cnn_features, image_layout)
+        return DictEncoder({k: make_encoder(s, hidden_sizes, activation, cnn_features, image_layout, cnn_layers)
                             for k, s in sorted(space.spaces.items())})
     if is_image_space(space):
-        return NatureCNN(space, cnn_features, layout=image_layout)
+        return NatureCNN(space, cnn_features, conv=cnn_layers or NATURE_CONV, layout=image_layout)
     if isinstance(space, gym.spaces.Box):
         return MLPEncoder(space, hidden_sizes, activation)
     raise ConfigurationError(f"observation space {space} is not supported: use Box (vectors or images) or a Dict of them")

@@ -45,10 +45,10 @@ class SquashedGaussianActor(nn.Module):
     """
 
     def __init__(self, observation_space: gym.Space, action_dim: int, hidden_sizes: Sequence[int], activation: str,
-                 cnn_features: int, image_layout: Any) -> None:
+                 cnn_features: int, image_layout: Any, cnn_layers: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         self.encoder = make_encoder(observation_space, hidden_sizes, activation, cnn_features,
-                                    image_layout=image_layout)
+                                    image_layout=image_layout, cnn_layers=cnn_layers)
         self.mean = nn.Linear(self.encoder.out_dim, action_dim)
         self.log_std = nn.Linear(self.encoder.out_dim, action_dim)
 

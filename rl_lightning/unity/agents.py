@@ -10,14 +10,16 @@ import numpy as np
 class AgentSlots:
     """Which Unity agent holds which sub-env (slot), re-mapped at every message.
 
-    Unity's agent ``id`` is an *episode* id (com.unity.ml-agents ``Runtime/Agent.cs``: ``m_EpisodeId`` comes from
-    ``EpisodeIdCounter.GetEpisodeId()`` when the agent is initialised and again at every ``_AgentReset``, and
-    ``AgentInfo.episodeId`` is what ``Runtime/Communicator/GrpcExtensions.cs`` sends as the proto's ``id``). So an
-    agent that ends an episode is in TerminalSteps under its old id and in DecisionSteps under a new one; a
-    disabled or destroyed agent sends one last done step (``OnDisable`` -> ``NotifyAgentDone(Disabled)``: done, not
-    max-step) and is gone; a spawned agent appears under an id never seen. Slots are keyed by
-    ``(process, id)``: a terminal frees its slot, an unknown id takes a free slot, preferring one its own
-    process freed in the same message (so an agent that ends and restarts keeps its sub-env).
+    Unity's agent ``id`` is ``AgentInfo.episodeId`` (what ``Runtime/Communicator/GrpcExtensions.cs``,
+    ``ToAgentInfoProto``, sends as the proto's ``id``). In com.unity.ml-agents 2.x (``Runtime/Agent.cs``)
+    ``m_EpisodeId`` comes from ``EpisodeIdCounter.GetEpisodeId()`` only in ``LazyInitialize`` (when the agent is
+    enabled), so an agent that ends an episode is in TerminalSteps and in DecisionSteps under the same id; in
+    early-2020 packages ``NotifyAgentDone`` drew a new one, so it was in DecisionSteps under a new id (and a build
+    that disables and re-enables its agents at every episode still does). A disabled or destroyed agent sends one
+    last done step (``OnDisable`` -> ``NotifyAgentDone(Disabled)``: done, not max-step) and is gone; a spawned
+    agent appears under an id never seen. Slots are keyed by ``(process, id)``: a terminal frees its slot, an
+    unknown id (or the same id, deciding again) takes a free slot, preferring one its own process freed in the
+    same message (so an agent that ends and restarts keeps its sub-env, in either regime).
     """
 
     def __init__(self, num_slots: int) -> None:

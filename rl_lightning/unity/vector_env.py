@@ -280,8 +280,8 @@ class UnityVectorEnv(gym.vector.VectorEnv):
         return convert_observation(obs_list[0][j], space.dtype).copy()
 
     def _collect_first_observations(self) -> None:
-        """Map the agents after a reset (every agent starts a new episode under a new id) and read their first
-        observations."""
+        """Map the agents after a reset (every agent starts a new episode, under its id or a new one) and read
+        their first observations."""
         self._agents = AgentSlots(self.num_envs)
         self._decision[:] = False
         self._episode_return[:] = 0.0
