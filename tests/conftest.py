@@ -39,8 +39,9 @@ def _named_files(config) -> set[Path]:
 # 2020 packages, and builds that re-enable their agents at each episode). Every test that starts players runs in
 # both: through the `unity` and `vector_env` fixtures (tests/test_unity_player.py), or by asking for
 # `agent_id_regime` itself (the tests that start players by another route: training runs, configs, resume).
-# To keep the quick suite quick, the tests marked `one_id_regime_in_quick_suite` run their per-episode case only
-# under --all (as CI does), -m or a named file: the expensive ones that exercise no id the regime changes (one
+# To keep the quick suite under 10 minutes, per-episode cases run only under --all (as CI does), -m or a named
+# file, except in the files that test the agent-to-row mapping itself (ID_MAPPING_FILES); there too, the tests
+# marked `one_id_regime_in_quick_suite` run it only under --all: the expensive ones that exercise no id the regime changes (one
 # episode or none, failures of the process, bad settings, spaces), and the training runs whose episode ends the
 # cheap tests of the same file already cover in both regimes. The regime matters in the agent-to-row mapping
 # (decisions, lifecycle, autoreset, stats, curricula), and those tests run in both regimes everywhere.
@@ -56,11 +57,16 @@ def agent_id_regime(request, monkeypatch):
     return request.param
 
 
+# The files whose tests exercise the agent-to-row mapping itself: their per-episode cases stay in the quick suite.
+ID_MAPPING_FILES = {"test_unity_player.py", "test_unity_decisions.py", "test_unity_lifecycle.py", "test_unity_stats.py"}
+
+
 def _run_per_episode_case_only_with_all(items):
     for item in items:
         callspec = getattr(item, "callspec", None)
         if (callspec is not None and callspec.params.get("agent_id_regime") == "per-episode"
-                and item.get_closest_marker("one_id_regime_in_quick_suite")):
+                and (item.get_closest_marker("one_id_regime_in_quick_suite")
+                     or Path(item.path).name not in ID_MAPPING_FILES)):
             item.add_marker(pytest.mark.slow)
 
 

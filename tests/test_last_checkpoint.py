@@ -57,7 +57,14 @@ def needs(config: Path) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def _unity(config: Path) -> bool:
+    return "env: unity" in config.read_text()
+
+
+# The Unity configs start players (5-10 s each): under --all; tests/test_unity_configs.py checks their last.ckpt
+# in the quick suite.
+@pytest.mark.parametrize("config", [pytest.param(c, marks=pytest.mark.slow) if _unity(c) else c for c in CONFIGS],
+                         ids=lambda p: p.stem)
 def test_every_shipped_config_leaves_last_ckpt_at_the_final_env_step(config, tmp_path, capsys):
     if needs(config):
         pytest.skip(needs(config))

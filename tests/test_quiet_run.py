@@ -4,6 +4,8 @@ leave no run folders behind."""
 import subprocess
 import sys
 
+import pytest
+
 from test_cli import ROOT, scalars, tiny
 
 NOISE = ("💡 Tip", "litlogger", "litmodels", "FLOPs", "Flops", "weights_only")
@@ -16,6 +18,7 @@ def command(tmp_path, *args):
     return proc
 
 
+@pytest.mark.slow  # five processes, about 20 s
 def test_fit_validate_test_print_no_lightning_tips_flops_or_hp_metric_and_evaluations_add_no_run_folder(tmp_path):
     config = ["--config", str(ROOT / "configs/ppo_cartpole.yaml"), *tiny(tmp_path, total_steps=256)]
     config.remove("--trainer.enable_model_summary=false")  # the summary is part of what a run prints

@@ -41,6 +41,7 @@ def test_runs_started_together_into_one_folder_each_get_their_own_version(tmp_pa
         assert not (run / LOCK_NAME).exists()  # released at the end
 
 
+@pytest.mark.slow  # three processes, about 13 s
 def test_a_second_resume_of_a_running_run_is_refused_naming_the_folder_and_the_process(tmp_path):
     first = subprocess.run(cli(tmp_path, total_steps=512), cwd=tmp_path, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]

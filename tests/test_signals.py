@@ -34,8 +34,10 @@ def start(args, cwd):
     return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize(("signum", "status", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")],
-                         ids=["sigterm", "ctrl_c"])
+@pytest.mark.parametrize(("signum", "status", "name"), [
+    (signal.SIGTERM, 143, "SIGTERM"),
+    # Under --all: the in-process Ctrl-C tests below cover Ctrl-C in the quick suite.
+    pytest.param(signal.SIGINT, 130, "Ctrl-C", marks=pytest.mark.slow)], ids=["sigterm", "ctrl_c"])
 def test_a_stop_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget(signum, status, name, tmp_path):
     budget = dict(total_steps=16384, steps_per_epoch=8192)
     # 10 update epochs a rollout: the second epoch lasts seconds (with 2 it took under half a second on a free machine).

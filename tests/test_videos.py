@@ -1,5 +1,6 @@
 """Evaluation episodes recorded as videos, from the CLI and from Python; evaluation-only wrappers."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,10 @@ def test_validate_records_each_evaluation_episode_with_wrappers_the_checkpoint_d
     out = capsys.readouterr().out
     assert "over 3 episodes (mean length" in out
     files = sorted(p.name for p in videos.glob("*.mp4"))
-    # Three episodes over two copies (the second copy's episode beyond the three counted is recorded too).
-    assert files[:2] == ["copy0-episode-0.mp4", "copy0-episode-1.mp4"] and "copy1-episode-0.mp4" in files
+    # Three episodes over two copies: each copy's first, and a second of one of them (which one depends on which
+    # ends first; a copy may finish one more than counted). No file for the episodes cut short when it ended.
+    assert {"copy0-episode-0.mp4", "copy1-episode-0.mp4"} <= set(files) and 3 <= len(files) <= 4, files
+    assert all(re.fullmatch(r"copy[01]-episode-\d\.mp4", f) for f in files)
     assert all((videos / f).stat().st_size > 1000 for f in files)
 
 
