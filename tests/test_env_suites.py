@@ -49,6 +49,7 @@ def test_small_images_train_with_a_conv_stack_of_their_own(tmp_path, capsys):
     assert [m.kernel_size for m in model.policy.actor_body.conv if isinstance(m, torch.nn.Conv2d)] == [(2, 2)] * 3
 
 
+@pytest.mark.slow  # two fresh processes: under --all
 def test_env_packages_and_the_package_prefix_register_an_unimported_suite(tmp_path):
     # In a fresh process, where nothing imported minigrid yet.
     script = """

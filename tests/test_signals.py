@@ -70,6 +70,7 @@ def test_a_stop_mid_epoch_saves_a_last_checkpoint_that_resumes_to_the_budget(sig
     assert env_steps(last) == 16384
 
 
+@pytest.mark.slow  # a minute-long rollout started in a process: under --all
 def test_sigterm_stops_a_long_rollout_within_seconds(tmp_path):
     # One rollout of 16 envs x 200,000 steps takes about a minute or more; SIGTERM is checked between env steps.
     args = command(tmp_path, "--model.init_args.num_envs=16", "--model.init_args.n_steps=200000",
@@ -201,6 +202,7 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_epochs_checkpoint(tmp_
     assert "left as it was" in capfd.readouterr().err
 
 
+@pytest.mark.slow  # the stop timeout's seconds of waiting: under --all
 def test_sigterm_ends_a_run_whose_env_step_never_returns_within_the_stop_timeout(tmp_path):
     args = command(tmp_path, "--model.init_args.env=toy_envs:HangingEnv",
                    "--model.init_args.env_kwargs={terminate_at: 20, hang_after: 3000}",
