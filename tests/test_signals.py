@@ -29,8 +29,8 @@ def env_steps(path):
     return torch.load(path, weights_only=True)["rl_lightning"]["env_steps"]
 
 
-def start(args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+def start(args, cwd, **variables):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **variables}
     return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -139,15 +139,17 @@ def fit_to(model, tmp_path, ckpt_path=None, callbacks=()):
     return trainer
 
 
-def ctrl_c_at_gradient_step(model, k):
-    """Press Ctrl-C (SIGINT to this process) right after the model's k-th gradient step, inside an update."""
+def ctrl_c_at_gradient_step(model, k, presses=1):
+    """Press Ctrl-C (SIGINT to this process) ``presses`` times right after the model's k-th gradient step, inside an
+    update."""
     original, count = model.gradient_step, [0]
 
     def step(loss, optimizers):
         original(loss, optimizers)
         count[0] += 1
         if count[0] == k:
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
 
     model.gradient_step = step
     return count
@@ -184,16 +186,8 @@ def test_ctrl_c_in_the_middle_of_an_update_stops_after_it_and_resumes_bit_for_bi
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_epochs_checkpoint(tmp_path, capfd):
     model = ppo_run(total_steps=512)
-    original, count = model.gradient_step, [0]
-
-    def step(loss, optimizers):
-        original(loss, optimizers)
-        count[0] += 1
-        if count[0] == 19:  # in the third update (after the first epoch's end: 2 updates of 8 steps)
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-
-    model.gradient_step = step
+    # In the third update (after the first epoch's end: 2 updates of 8 steps).
+    count = ctrl_c_at_gradient_step(model, 19, presses=2)
     with pytest.raises(SystemExit) as exit_:
         fit_to(model, tmp_path)
     assert exit_.value.code == 1  # Lightning's own exit after a KeyboardInterrupt
@@ -208,8 +202,7 @@ def test_sigterm_ends_a_run_whose_env_step_never_returns_within_the_stop_timeout
                    "--model.init_args.env_kwargs={terminate_at: 20, hang_after: 3000}",
                    "--model.init_args.check_env=false", "--model.init_args.hidden_sizes=[8]",
                    total_steps=1_000_000, steps_per_epoch=1024)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "RL_LIGHTNING_STOP_TIMEOUT": "3"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(args, tmp_path, RL_LIGHTNING_STOP_TIMEOUT="3")
     for line in proc.stdout:
         if line.startswith("epoch 1,"):  # 2048 steps and two checkpoints written; it hangs before 3000
             break
